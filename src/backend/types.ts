@@ -1,0 +1,184 @@
+/**
+ * The storage port: the few verbs the engine needs from a stream store.
+ * Adapters (Redis, memory) implement them with Redis Streams semantics and
+ * decide nothing about policy: the engine says when to ack, retry, claim,
+ * dead-letter or promote, the adapter only carries it out atomically.
+ *
+ * Field lists are flat `[field, value, field, value, ...]` string arrays, as
+ * produced by `encodeEvent`.
+ */
+
+/** Where a new consumer group starts: the topic's retained history, or only new events. */
+export type StartFrom = 'beginning' | 'latest'
+
+/** One entry read from a stream. `fields` is null when the entry was deleted or trimmed while pending. */
+export interface ReadEntry {
+  readonly id: string
+  readonly fields: readonly string[] | null
+  /** How many times the group has delivered this entry (1 on the first delivery). */
+  readonly deliveryCount: number
+}
+
+/** A stream entry (topic or dead letter stream) as stored. */
+export interface StoredEntry {
+  readonly id: string
+  readonly fields: readonly string[]
+}
+
+/** What one read asks for. */
+export interface ReadRequest {
+  /** The most entries to return (the engine's credit). */
+  readonly count: number
+  /** How long to block for new entries; 0 = do not block. Ignored for `pending`. */
+  readonly blockMs: number
+  /** `new`: entries never delivered to the group (`>`); `pending`: this consumer's own pending entries after `after`. */
+  readonly from: 'new' | 'pending'
+  /** With `pending`: return entries with ids greater than this (default `0`). */
+  readonly after?: string
+}
+
+/** A reader with a connection of its own, so that blocking reads never delay other commands. */
+export interface GroupReader {
+  read(topic: string, group: string, consumer: string, request: ReadRequest): Promise<ReadEntry[]>
+  /** Wakes a blocked read early (it returns no entries) and releases the connection. */
+  close(): Promise<void>
+}
+
+/** One message to move to the dead letter queue. */
+export interface DeadLetterInput {
+  /** Its id in the topic stream. */
+  readonly id: string
+  /** Its original fields (null if its body is gone; the move still acks it). */
+  readonly fields: readonly string[] | null
+  /** Why it failed (already capped in length by the engine). */
+  readonly error: string
+  /** How many deliveries it had. */
+  readonly attempts: number
+}
+
+/** Dead-letter stream field names (DESIGN.md §3). */
+export const DlqFields = {
+  originalId: 'dlq_original_id',
+  group: 'dlq_group',
+  error: 'dlq_error',
+  attempts: 'dlq_attempts',
+  failedAt: 'dlq_failed_at',
+} as const
+
+/** The result of one step of claiming idle entries (XAUTOCLAIM). */
+export interface ClaimResult {
+  /** Cursor for the next step; `0-0` when the scan is complete. */
+  readonly cursor: string
+  /** Claimed entries, now owned by the claimer, with their new delivery counts. */
+  readonly entries: ReadEntry[]
+  /** Ids that were pending but whose entries no longer exist (removed from the PEL by Redis 7). */
+  readonly deletedIds: string[]
+}
+
+/** A consumer of a group. */
+export interface ConsumerInfo {
+  readonly name: string
+  readonly pending: number
+  /** Milliseconds since the consumer's last attempted interaction. */
+  readonly idleMs: number
+}
+
+/** A consumer group of a topic. */
+export interface GroupInfo {
+  readonly name: string
+  readonly consumers: number
+  readonly pending: number
+  readonly lastDeliveredId: string
+  /** Entries not yet delivered to the group; null when the store cannot tell. */
+  readonly lag: number | null
+}
+
+/** A topic stream. */
+export interface TopicInfo {
+  readonly length: number
+  readonly firstId: string | null
+  readonly lastId: string | null
+}
+
+/** A delayed event waiting for its due time. */
+export interface ScheduledEntry {
+  readonly eventId: string
+  readonly dueAt: number
+  readonly fields: readonly string[]
+}
+
+/** One delayed event to schedule. */
+export interface ScheduleInput {
+  readonly eventId: string
+  readonly dueAt: number
+  readonly fields: readonly string[]
+}
+
+/** The result of one promotion step. */
+export interface PromoteResult {
+  readonly promoted: number
+  /** Due time of the earliest entry still waiting, or null if none. */
+  readonly nextDueAt: number | null
+}
+
+/**
+ * The storage verbs of the engine. Every multi-step state change is atomic
+ * (one Lua script on Redis).
+ */
+export interface StreamBackend {
+  /** `redis` or `memory`. */
+  readonly kind: string
+
+  /** Appends entries to a topic atomically (all or none) and returns their ids; optional approximate MAXLEN retention. */
+  append(topic: string, entries: readonly (readonly string[])[], options?: { readonly maxLen?: number }): Promise<string[]>
+  /** Creates the group (and the stream) if needed; an existing group is left as it is. */
+  ensureGroup(topic: string, group: string, startFrom: StartFrom): Promise<void>
+  /** A reader with its own connection for blocking reads. */
+  createReader(): GroupReader
+  /** Acks many ids in one command; returns how many were pending. */
+  ack(topic: string, group: string, ids: readonly string[]): Promise<number>
+  /** Atomically appends each to the topic's DLQ (with `dlq_*` fields) and acks it; trims DLQ entries older than `minTimeMs`. Returns the DLQ ids. */
+  deadLetter(topic: string, group: string, letters: readonly DeadLetterInput[], trimBeforeMs: number): Promise<string[]>
+  /** Claims ids to `consumer` again, incrementing their delivery counts (a redelivery after nack). Entries not pending or deleted are left out. */
+  redeliver(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<ReadEntry[]>
+  /** Resets the idle time of the ids still owned by `consumer` (others untouched); returns the ids renewed. */
+  renewLeases(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<string[]>
+  /** One step of claiming entries idle longer than `minIdleMs` from any consumer of the group. */
+  claimIdle(topic: string, group: string, consumer: string, options: { readonly minIdleMs: number; readonly cursor: string; readonly count: number }): Promise<ClaimResult>
+  /** The consumers of a group. */
+  consumers(topic: string, group: string): Promise<ConsumerInfo[]>
+  /** Deletes a consumer only if it has no pending entries; true if deleted. */
+  deleteIdleConsumer(topic: string, group: string, consumer: string): Promise<boolean>
+
+  /** Stores delayed events (by event id) with their due times. */
+  schedule(topic: string, items: readonly ScheduleInput[]): Promise<void>
+  /** Removes a delayed event before it is due; true if it was waiting. */
+  cancelScheduled(topic: string, eventId: string): Promise<boolean>
+  /** Atomically moves up to `limit` events due at `now` to the topic stream. Safe with concurrent promoters. */
+  promoteDue(topic: string, now: number, limit: number, options?: { readonly maxLen?: number }): Promise<PromoteResult>
+  /** Delayed events, earliest first. */
+  listScheduled(topic: string, options: { readonly offset?: number; readonly count: number }): Promise<ScheduledEntry[]>
+  /** Number of delayed events waiting. */
+  countScheduled(topic: string): Promise<number>
+
+  /** Dead letters in id order, after `after` (exclusive). */
+  dlqList(topic: string, options: { readonly count: number; readonly after?: string }): Promise<StoredEntry[]>
+  dlqGet(topic: string, dlqId: string): Promise<StoredEntry | null>
+  dlqCount(topic: string): Promise<number>
+  /** Atomically appends the dead letter back to the topic, targeted at its group, and deletes it from the DLQ. Returns the new stream id, or null if not found. */
+  dlqReplay(topic: string, dlqId: string, options?: { readonly maxLen?: number }): Promise<string | null>
+  dlqRemove(topic: string, dlqIds: readonly string[]): Promise<number>
+  /** Deletes the whole DLQ of a topic; returns how many entries it held. */
+  dlqPurge(topic: string): Promise<number>
+  /** Deletes dead letters older than `minTimeMs`; returns how many. */
+  dlqTrim(topic: string, minTimeMs: number): Promise<number>
+
+  /** Every topic ever appended to or scheduled on (a registry, never a key scan). */
+  topics(): Promise<string[]>
+  topicInfo(topic: string): Promise<TopicInfo>
+  groups(topic: string): Promise<GroupInfo[]>
+  /** Round trip time in ms. */
+  ping(): Promise<number>
+  /** Releases every connection. Idempotent. */
+  close(): Promise<void>
+}

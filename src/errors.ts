@@ -1,0 +1,118 @@
+/**
+ * Typed errors raised by rx-redis-streams. Every error the library throws or
+ * rejects with is an {@link EventSystemError}, with a stable `code` to switch on.
+ *
+ * @example
+ * ```ts
+ * import { InvalidTopicError } from 'rx-redis-streams'
+ * try { await events.publish('bad topic', evt) } catch (e) {
+ *   if (e instanceof InvalidTopicError) console.error(e.code, e.message)
+ * }
+ * ```
+ */
+export class EventSystemError extends Error {
+  /** A stable, machine-readable error code. */
+  readonly code: string
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** A topic name that is empty, too long, or holds characters outside `[A-Za-z0-9._:-]`. */
+export class InvalidTopicError extends EventSystemError {
+  constructor(readonly topic: string, reason: string) {
+    super('INVALID_TOPIC', `invalid topic ${JSON.stringify(topic.slice(0, 210))}: ${reason}`)
+  }
+}
+
+/** A consumer group or consumer name that cannot be used. */
+export class InvalidNameError extends EventSystemError {
+  constructor(kind: string, value: string, reason: string) {
+    super('INVALID_NAME', `invalid ${kind} ${JSON.stringify(value.slice(0, 210))}: ${reason}`)
+  }
+}
+
+/** An encoded payload larger than `maxPayloadBytes`. Raised before any I/O. */
+export class PayloadTooLargeError extends EventSystemError {
+  constructor(readonly bytes: number, readonly limit: number) {
+    super('PAYLOAD_TOO_LARGE', `payload of ${bytes} bytes exceeds the limit of ${limit} bytes`)
+  }
+}
+
+/** A payload or header that cannot be serialized to JSON (cycles, BigInt, non-string headers...). */
+export class SerializationError extends EventSystemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SERIALIZATION_FAILED', message, options)
+  }
+}
+
+/** Why a stream entry could not be decoded into an event. */
+export type DecodeReason =
+  | 'malformed_json'
+  | 'missing_field'
+  | 'invalid_field'
+  | 'invalid_headers'
+  | 'payload_too_large'
+  | 'invalid_payload'
+
+/**
+ * A stream entry (untrusted input) that is not a valid event, or a payload that
+ * does not match a codec. Never retried: the message goes to the dead letter queue.
+ */
+export class DecodeError extends EventSystemError {
+  constructor(readonly reason: DecodeReason, message: string, options?: { cause?: unknown }) {
+    super('DECODE_FAILED', `${reason}: ${message}`, options)
+  }
+}
+
+/** One invalid configuration value. `value` is already masked when it is a secret. */
+export interface ConfigIssue {
+  readonly variable: string
+  readonly value: string
+  readonly message: string
+}
+
+/** Invalid configuration: lists every invalid variable at once, secrets masked. */
+export class ConfigError extends EventSystemError {
+  constructor(readonly issues: readonly ConfigIssue[]) {
+    super(
+      'INVALID_CONFIG',
+      `invalid configuration: ${issues.map((i) => `${i.variable}=${i.value} (${i.message})`).join('; ')}`,
+    )
+  }
+}
+
+/** A message not settled within `consumerTimeout`: counted as a failed attempt. */
+export class ConsumerTimeoutError extends EventSystemError {
+  constructor(readonly streamId: string, readonly timeoutMs: number) {
+    super('CONSUMER_TIMEOUT', `message ${streamId} was not settled within ${timeoutMs} ms`)
+  }
+}
+
+/** A storage operation failed (connection lost, command error). Never carries command arguments. */
+export class BackendError extends EventSystemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('BACKEND_ERROR', message, options)
+  }
+}
+
+/** An operation on a closed event manager, publisher or subscription. */
+export class ClosedError extends EventSystemError {
+  constructor(what: string) {
+    super('CLOSED', `${what} is closed`)
+  }
+}
+
+/** A dead letter or delayed entry that does not exist. */
+export class NotFoundError extends EventSystemError {
+  constructor(what: string) {
+    super('NOT_FOUND', `${what} not found`)
+  }
+}
+
+/** True for errors that no retry can fix (bad input): they go straight to the dead letter queue. */
+export const isPermanentError = (error: unknown): boolean =>
+  error instanceof DecodeError || error instanceof PayloadTooLargeError || error instanceof SerializationError
