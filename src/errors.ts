@@ -94,8 +94,8 @@ export class ConsumerTimeoutError extends EventSystemError {
 
 /** A storage operation failed (connection lost, command error). Never carries command arguments. */
 export class BackendError extends EventSystemError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('BACKEND_ERROR', message, options)
+  constructor(message: string, options?: { cause?: unknown }, code = 'BACKEND_ERROR') {
+    super(code, message, options)
   }
 }
 
@@ -116,3 +116,10 @@ export class NotFoundError extends EventSystemError {
 /** True for errors that no retry can fix (bad input): they go straight to the dead letter queue. */
 export const isPermanentError = (error: unknown): boolean =>
   error instanceof DecodeError || error instanceof PayloadTooLargeError || error instanceof SerializationError
+
+/** The consumer group (or its stream) no longer exists: the engine recreates it. */
+export class GroupMissingError extends BackendError {
+  constructor(topic: string, group: string) {
+    super(`consumer group ${group} of topic ${topic} does not exist`, undefined, 'NO_GROUP')
+  }
+}

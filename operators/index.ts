@@ -1,0 +1,8 @@
+export { matchPattern, matches, globToRegExp, type EventPattern, type MatchPatternOptions } from './match-pattern.js'
+export { decode, decodeEither, decodeMessage, type DecodeFailure } from './decode.js'
+export { retryWithBackoff, backoffDelay, type RetryWithBackoffConfig } from './retry-with-backoff.js'
+export { toDeadLetter } from './to-dead-letter.js'
+export { ackOnComplete } from './ack-on-complete.js'
+export { handleEach, type Handler, type HandleEachOptions, type Handled } from './handle-each.js'
+export { orderedBy } from './ordered-by.js'
+export { typedHandler } from './typed-handler.js'

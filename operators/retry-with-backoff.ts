@@ -1,0 +1,61 @@
+import { retry, throwError, timer, type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs'
+import { isPermanentError } from '../src/errors.js'
+
+/** Options of {@link retryWithBackoff}. */
+export interface RetryWithBackoffConfig {
+  /** Retries after the first failure (so at most `maxRetries + 1` attempts). Default 3 (`EVENT_MAX_RETRIES`). */
+  readonly maxRetries?: number
+  /** Delay before the first retry, ms. Default 1000 (`EVENT_RETRY_BACKOFF`). */
+  readonly initialDelay?: number
+  /** Upper bound of any delay, ms. Default 60 000. */
+  readonly maxDelay?: number
+  /** Growth factor per retry. Default 2. */
+  readonly multiplier?: number
+  /** Random spread as a fraction of the delay (0.2 = ±20 %). Default 0.1; 0 for exact delays. */
+  readonly jitter?: number
+  /** Whether an error is worth retrying. Default: every error except bad input (DecodeError and the like). */
+  readonly shouldRetry?: (error: unknown) => boolean
+  /** Reset the retry count after a successful value. Default false. */
+  readonly resetOnSuccess?: boolean
+  /** Scheduler for the delays (tests pass a TestScheduler). */
+  readonly scheduler?: SchedulerLike
+}
+
+/** The delay before retry number `retryIndex` (1-based), before jitter. */
+export function backoffDelay(retryIndex: number, initialDelay: number, multiplier: number, maxDelay: number): number {
+  return Math.min(maxDelay, initialDelay * multiplier ** (retryIndex - 1))
+}
+
+/**
+ * Re-subscribes to the source after an error, with exponential delays
+ * (`initialDelay * multiplier^(n-1)`, capped by `maxDelay`, with jitter), up to
+ * `maxRetries` times; then the error goes on. Errors that `shouldRetry`
+ * refuses go on at once.
+ *
+ * ## Example
+ * ```ts
+ * import { defer } from 'rxjs'
+ * import { retryWithBackoff } from 'rx-redis-streams/operators'
+ * defer(() => callFlakyService()).pipe(retryWithBackoff({ maxRetries: 3, initialDelay: 1_000 }))
+ * ```
+ * @param config retry count, delays and the retry predicate
+ * @returns an operator that retries the source
+ */
+export function retryWithBackoff<T>(config: RetryWithBackoffConfig = {}): MonoTypeOperatorFunction<T> {
+  const maxRetries = config.maxRetries ?? 3
+  const initialDelay = config.initialDelay ?? 1_000
+  const maxDelay = config.maxDelay ?? 60_000
+  const multiplier = config.multiplier ?? 2
+  const jitter = config.jitter ?? 0.1
+  const shouldRetry = config.shouldRetry ?? ((error: unknown) => !isPermanentError(error))
+  return retry<T>({
+    count: maxRetries,
+    resetOnSuccess: config.resetOnSuccess ?? false,
+    delay: (error: unknown, retryIndex: number) => {
+      if (!shouldRetry(error)) return throwError(() => error)
+      const base = backoffDelay(retryIndex, initialDelay, multiplier, maxDelay)
+      const delay = jitter > 0 ? Math.max(0, base * (1 + jitter * (Math.random() * 2 - 1))) : base
+      return config.scheduler === undefined ? timer(delay) : timer(delay, config.scheduler)
+    },
+  })
+}

@@ -1,0 +1,35 @@
+/**
+ * Every Redis key of the library is built here. A topic's keys carry the topic
+ * as a `{hash tag}`, so they share one Cluster slot and one Lua script may
+ * touch them all.
+ */
+export interface RedisKeys {
+  /** `event:stream:{topic}`: the topic's events. */
+  stream(topic: string): string
+  /** `event:dlq:{topic}`: the topic's dead letters. */
+  dlq(topic: string): string
+  /** `event:delayed:{topic}`: delayed event ids scored by due time (ms). */
+  delayed(topic: string): string
+  /** `event:delayed-data:{topic}`: delayed event id -> its stream fields (JSON). */
+  delayedData(topic: string): string
+  /** `event:topics`: the registry of known topics (no KEYS or SCAN anywhere). */
+  topics(): string
+}
+
+/**
+ * The key builder for one prefix.
+ *
+ * @example
+ * ```ts
+ * redisKeys('event:').stream('user-events') // 'event:stream:{user-events}'
+ * ```
+ */
+export function redisKeys(prefix: string): RedisKeys {
+  return {
+    stream: (topic) => `${prefix}stream:{${topic}}`,
+    dlq: (topic) => `${prefix}dlq:{${topic}}`,
+    delayed: (topic) => `${prefix}delayed:{${topic}}`,
+    delayedData: (topic) => `${prefix}delayed-data:{${topic}}`,
+    topics: () => `${prefix}topics`,
+  }
+}

@@ -1,0 +1,609 @@
+import { readFileSync } from 'node:fs'
+import type { Cluster, Redis } from 'ioredis'
+import { BackendError, GroupMissingError } from '../../errors.js'
+import type {
+  ClaimResult,
+  ConsumerInfo,
+  DeadLetterInput,
+  GroupInfo,
+  GroupReader,
+  PromoteResult,
+  ReadEntry,
+  ReadRequest,
+  ScheduledEntry,
+  ScheduleInput,
+  StartFrom,
+  StoredEntry,
+  StreamBackend,
+  TopicInfo,
+} from '../types.js'
+import { redisKeys, type RedisKeys } from './keys.js'
+
+/** An ioredis client: standalone/Sentinel or Cluster. */
+export type RedisClient = Redis | Cluster
+
+/** What the Redis adapter is built from. */
+export interface RedisBackendOptions {
+  /** The shared client (autopipelined) for every non-blocking command. */
+  readonly client: RedisClient
+  /** Makes a dedicated connection for one reader's blocking reads. */
+  readonly createBlockingClient: () => RedisClient
+  /** Key prefix, `event:` by default. */
+  readonly keyPrefix: string
+  /** Close `client` on `close()` (true when the adapter created it). */
+  readonly ownsClient: boolean
+  /** Turns an ioredis error into a safe BackendError (no command args, no password). */
+  readonly sanitizeError?: (error: unknown) => Error
+  /** Upper bound past the BLOCK time after which a read is abandoned and its connection replaced. */
+  readonly readTimeoutSlackMs?: number
+}
+
+const SCRIPTS = {
+  rrsDeadLetter: 'deadLetter-2.lua',
+  rrsReplay: 'replay-2.lua',
+  rrsPromote: 'promote-3.lua',
+  rrsRenewLeases: 'renewLeases-1.lua',
+  rrsDeleteIdleConsumer: 'deleteIdleConsumer-1.lua',
+} as const
+type ScriptName = keyof typeof SCRIPTS
+
+const scriptSource = new Map<ScriptName, { lua: string; numberOfKeys: number }>()
+function loadScript(name: ScriptName): { lua: string; numberOfKeys: number } {
+  let script = scriptSource.get(name)
+  if (script === undefined) {
+    const file = SCRIPTS[name]
+    const lua = readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8')
+    const numberOfKeys = Number(/-(\d+)\.lua$/.exec(file)?.[1] ?? '0')
+    script = { lua, numberOfKeys }
+    scriptSource.set(name, script)
+  }
+  return script
+}
+
+function defineScripts(client: RedisClient): void {
+  for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
+    if (typeof (client as unknown as Record<string, unknown>)[name] !== 'function') client.defineCommand(name, loadScript(name))
+  }
+}
+
+type ScriptFn = (...args: (string | number)[]) => Promise<unknown>
+function script(client: RedisClient, name: ScriptName): ScriptFn {
+  const fn = (client as unknown as Record<string, ScriptFn>)[name]
+  if (fn === undefined) throw new BackendError(`script ${name} is not defined`)
+  return fn.bind(client)
+}
+
+/** Reads an XINFO-style reply (flat array in RESP2, map in RESP3) into a record. */
+function toRecord(reply: unknown): Record<string, unknown> {
+  if (Array.isArray(reply)) {
+    const out: Record<string, unknown> = {}
+    for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = reply[i + 1]
+    return out
+  }
+  if (reply instanceof Map) return Object.fromEntries(reply) as Record<string, unknown>
+  if (reply !== null && typeof reply === 'object') return reply as Record<string, unknown>
+  return {}
+}
+
+function toFields(raw: unknown): string[] | null {
+  if (raw === null || raw === undefined) return null
+  if (Array.isArray(raw)) return raw.map(String)
+  if (raw instanceof Map) return [...raw].flatMap(([k, v]) => [String(k), String(v)])
+  if (typeof raw === 'object') return Object.entries(raw).flatMap(([k, v]) => [k, String(v)])
+  return null
+}
+
+/** Entries of XRANGE / XREADGROUP / XAUTOCLAIM: `[[id, fields|null], ...]`. */
+function parseEntries(raw: unknown): { id: string; fields: string[] | null }[] {
+  if (!Array.isArray(raw)) return []
+  const out: { id: string; fields: string[] | null }[] = []
+  for (const item of raw) {
+    if (Array.isArray(item) && item.length >= 1) out.push({ id: String(item[0]), fields: toFields(item[1]) })
+  }
+  return out
+}
+
+/** The entries of one stream in an XREADGROUP reply (array of [key, entries] or a map). */
+function readReplyEntries(reply: unknown): { id: string; fields: string[] | null }[] {
+  if (reply === null || reply === undefined) return []
+  if (Array.isArray(reply)) {
+    const first = reply[0] as unknown
+    // RESP2 (and typed commands): [[key, entries]]; a RESP3 map through `call`: [key, entries].
+    if (typeof first === 'string' || Buffer.isBuffer(first)) return parseEntries(reply[1])
+    return Array.isArray(first) ? parseEntries(first[1]) : []
+  }
+  if (reply instanceof Map) {
+    const first = reply.values().next().value as unknown
+    return parseEntries(first)
+  }
+  if (typeof reply === 'object') return parseEntries(Object.values(reply)[0])
+  return []
+}
+
+/** Compares two stream ids numerically. */
+export function compareStreamIds(a: string, b: string): number {
+  const [am = '0', as = '0'] = a.split('-')
+  const [bm = '0', bs = '0'] = b.split('-')
+  const d = Number(am) - Number(bm)
+  return d !== 0 ? d : Number(as) - Number(bs)
+}
+
+const isNoGroup = (error: unknown): boolean => error instanceof Error && error.message.includes('NOGROUP')
+
+/**
+ * The Redis adapter of {@link StreamBackend}: ioredis, autopipelining for the
+ * shared connection, a connection of its own per reader, Lua scripts for every
+ * multi-step change.
+ */
+export class RedisBackend implements StreamBackend {
+  readonly kind = 'redis'
+  readonly #client: RedisClient
+  readonly #options: RedisBackendOptions
+  readonly #keys: RedisKeys
+  readonly #readers = new Set<RedisGroupReader>()
+  readonly #registered = new Set<string>()
+  #closed = false
+
+  constructor(options: RedisBackendOptions) {
+    this.#options = options
+    this.#client = options.client
+    this.#keys = redisKeys(options.keyPrefix)
+    defineScripts(this.#client)
+  }
+
+  /** The key builder of this adapter. */
+  get keys(): RedisKeys {
+    return this.#keys
+  }
+
+  /** The shared client (for stats and tests). */
+  get client(): RedisClient {
+    return this.#client
+  }
+
+  #fail(error: unknown): never {
+    if (error instanceof BackendError) throw error
+    throw this.#options.sanitizeError ? this.#options.sanitizeError(error) : new BackendError(error instanceof Error ? error.message : String(error))
+  }
+
+  async #register(topic: string): Promise<void> {
+    if (this.#registered.has(topic)) return
+    await this.#client.sadd(this.#keys.topics(), topic)
+    this.#registered.add(topic)
+  }
+
+  async append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
+    const key = this.#keys.stream(topic)
+    const trim: (string | number)[] = options.maxLen === undefined ? [] : ['MAXLEN', '~', options.maxLen]
+    try {
+      const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
+      let ids: string[]
+      if (entries.length === 1) {
+        const id = await this.#client.xadd(key, ...(trim as ['MAXLEN', '~', number]), '*', ...(entries[0] as string[]))
+        ids = [String(id)]
+      } else {
+        const multi = this.#client.multi()
+        for (const fields of entries) multi.xadd(key, ...(trim as ['MAXLEN', '~', number]), '*', ...(fields as string[]))
+        const results = await multi.exec()
+        if (results === null) throw new BackendError('batch append was aborted')
+        ids = results.map(([err, id]) => {
+          if (err) throw err
+          return String(id)
+        })
+      }
+      if (registering !== undefined) await registering
+      return ids
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async ensureGroup(topic: string, group: string, startFrom: StartFrom): Promise<void> {
+    try {
+      await this.#client.xgroup('CREATE', this.#keys.stream(topic), group, startFrom === 'beginning' ? '0' : '$', 'MKSTREAM')
+    } catch (error) {
+      if (error instanceof Error && error.message.includes('BUSYGROUP')) return
+      this.#fail(error)
+    }
+    await this.#register(topic).catch((error: unknown) => this.#fail(error))
+  }
+
+  createReader(): GroupReader {
+    const reader = new RedisGroupReader(this, this.#options, this.#keys, (e) => this.#fail(e))
+    this.#readers.add(reader)
+    reader.onClose = () => this.#readers.delete(reader)
+    return reader
+  }
+
+  /** XPENDING delivery counts of some ids owned by `consumer`. */
+  async deliveryCounts(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<Map<string, number>> {
+    const counts = new Map<string, number>()
+    if (ids.length === 0) return counts
+    const key = this.#keys.stream(topic)
+    let first = ids[0] as string
+    let last = first
+    for (const id of ids) {
+      if (compareStreamIds(id, first) < 0) first = id
+      if (compareStreamIds(id, last) > 0) last = id
+    }
+    const reply = (await this.#client.xpending(key, group, first, last, ids.length, consumer)) as unknown[]
+    for (const row of reply) {
+      if (Array.isArray(row)) counts.set(String(row[0]), Number(row[3]))
+    }
+    return counts
+  }
+
+  async ack(topic: string, group: string, ids: readonly string[]): Promise<number> {
+    if (ids.length === 0) return 0
+    try {
+      return await this.#client.xack(this.#keys.stream(topic), group, ...ids)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async deadLetter(topic: string, group: string, letters: readonly DeadLetterInput[], trimBeforeMs: number): Promise<string[]> {
+    if (letters.length === 0) return []
+    const args: (string | number)[] = [group, Date.now(), trimBeforeMs > 0 ? `${Math.floor(trimBeforeMs)}-0` : '', letters.length]
+    for (const letter of letters) {
+      args.push(letter.id, letter.attempts, letter.error, letter.fields === null ? -1 : letter.fields.length)
+      if (letter.fields !== null) args.push(...letter.fields)
+    }
+    try {
+      const reply = (await script(this.#client, 'rrsDeadLetter')(this.#keys.stream(topic), this.#keys.dlq(topic), ...args)) as unknown[]
+      return reply.map(String)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async redeliver(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<ReadEntry[]> {
+    if (ids.length === 0) return []
+    const key = this.#keys.stream(topic)
+    try {
+      const claimed = parseEntries(await this.#client.call('XCLAIM', key, group, consumer, '0', ...ids))
+      const counts = await this.deliveryCounts(topic, group, consumer, claimed.map((e) => e.id))
+      return claimed.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 }))
+    } catch (error) {
+      if (isNoGroup(error)) throw new GroupMissingError(topic, group)
+      this.#fail(error)
+    }
+  }
+
+  async renewLeases(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<string[]> {
+    if (ids.length === 0) return []
+    try {
+      const reply = (await script(this.#client, 'rrsRenewLeases')(this.#keys.stream(topic), group, consumer, ...ids)) as unknown[]
+      return reply.map(String)
+    } catch (error) {
+      if (isNoGroup(error)) throw new GroupMissingError(topic, group)
+      this.#fail(error)
+    }
+  }
+
+  async claimIdle(
+    topic: string,
+    group: string,
+    consumer: string,
+    options: { readonly minIdleMs: number; readonly cursor: string; readonly count: number },
+  ): Promise<ClaimResult> {
+    const key = this.#keys.stream(topic)
+    try {
+      const reply = (await this.#client.xautoclaim(key, group, consumer, Math.max(0, Math.floor(options.minIdleMs)), options.cursor, 'COUNT', options.count)) as unknown[]
+      const cursor = String(reply[0] ?? '0-0')
+      const raw = parseEntries(reply[1])
+      // Redis 7 replies with a third element: ids that were pending but deleted; 6.2 returns them as nil entries.
+      const deletedIds = Array.isArray(reply[2]) ? (reply[2] as unknown[]).map(String) : []
+      const live = raw.filter((e) => e.fields !== null)
+      for (const e of raw) if (e.fields === null) deletedIds.push(e.id)
+      const counts = await this.deliveryCounts(topic, group, consumer, live.map((e) => e.id))
+      return {
+        cursor,
+        entries: live.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 })),
+        deletedIds,
+      }
+    } catch (error) {
+      if (isNoGroup(error)) throw new GroupMissingError(topic, group)
+      this.#fail(error)
+    }
+  }
+
+  async consumers(topic: string, group: string): Promise<ConsumerInfo[]> {
+    try {
+      const reply = (await this.#client.xinfo('CONSUMERS', this.#keys.stream(topic), group)) as unknown[]
+      return reply.map((row) => {
+        const r = toRecord(row)
+        return { name: String(r['name']), pending: Number(r['pending'] ?? 0), idleMs: Number(r['idle'] ?? 0) }
+      })
+    } catch (error) {
+      if (isNoGroup(error)) throw new GroupMissingError(topic, group)
+      this.#fail(error)
+    }
+  }
+
+  async deleteIdleConsumer(topic: string, group: string, consumer: string): Promise<boolean> {
+    try {
+      return Number(await script(this.#client, 'rrsDeleteIdleConsumer')(this.#keys.stream(topic), group, consumer)) === 1
+    } catch (error) {
+      if (isNoGroup(error)) return false
+      this.#fail(error)
+    }
+  }
+
+  async schedule(topic: string, items: readonly ScheduleInput[]): Promise<void> {
+    if (items.length === 0) return
+    try {
+      const multi = this.#client.multi()
+      const zargs: (string | number)[] = []
+      const hargs: string[] = []
+      for (const item of items) {
+        zargs.push(item.dueAt, item.eventId)
+        hargs.push(item.eventId, JSON.stringify(item.fields))
+      }
+      multi.hset(this.#keys.delayedData(topic), ...hargs)
+      multi.zadd(this.#keys.delayed(topic), ...zargs)
+      const results = await multi.exec()
+      for (const [err] of results ?? []) if (err) throw err
+      await this.#register(topic)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async cancelScheduled(topic: string, eventId: string): Promise<boolean> {
+    try {
+      const results = await this.#client.multi().zrem(this.#keys.delayed(topic), eventId).hdel(this.#keys.delayedData(topic), eventId).exec()
+      const first = results?.[0]
+      if (first?.[0]) throw first[0]
+      return Number(first?.[1]) === 1
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async promoteDue(topic: string, now: number, limit: number, options: { readonly maxLen?: number } = {}): Promise<PromoteResult> {
+    try {
+      const reply = (await script(this.#client, 'rrsPromote')(
+        this.#keys.delayed(topic),
+        this.#keys.delayedData(topic),
+        this.#keys.stream(topic),
+        Math.floor(now),
+        limit,
+        options.maxLen === undefined ? '' : options.maxLen,
+      )) as unknown[]
+      const next = reply[1]
+      return { promoted: Number(reply[0]), nextDueAt: next === null || next === undefined || next === false ? null : Number(next) }
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async listScheduled(topic: string, options: { readonly offset?: number; readonly count: number }): Promise<ScheduledEntry[]> {
+    try {
+      const start = options.offset ?? 0
+      const flat = (await this.#client.call('ZRANGE', this.#keys.delayed(topic), String(start), String(start + options.count - 1), 'WITHSCORES')) as unknown[]
+      const members: { eventId: string; dueAt: number }[] = []
+      for (let i = 0; i + 1 < flat.length; i += 2) members.push({ eventId: String(flat[i]), dueAt: Number(flat[i + 1]) })
+      if (members.length === 0) return []
+      const data = await this.#client.hmget(this.#keys.delayedData(topic), ...members.map((m) => m.eventId))
+      const out: ScheduledEntry[] = []
+      members.forEach((m, i) => {
+        const raw = data[i]
+        if (typeof raw === 'string') {
+          const fields = JSON.parse(raw) as unknown
+          if (Array.isArray(fields)) out.push({ ...m, fields: fields.map(String) })
+        }
+      })
+      return out
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async countScheduled(topic: string): Promise<number> {
+    try {
+      return await this.#client.zcard(this.#keys.delayed(topic))
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async dlqList(topic: string, options: { readonly count: number; readonly after?: string }): Promise<StoredEntry[]> {
+    try {
+      const start = options.after === undefined ? '-' : `(${options.after}`
+      const reply = await this.#client.xrange(this.#keys.dlq(topic), start, '+', 'COUNT', options.count)
+      return parseEntries(reply).map((e) => ({ id: e.id, fields: e.fields ?? [] }))
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async dlqGet(topic: string, dlqId: string): Promise<StoredEntry | null> {
+    try {
+      const [entry] = parseEntries(await this.#client.xrange(this.#keys.dlq(topic), dlqId, dlqId))
+      return entry === undefined ? null : { id: entry.id, fields: entry.fields ?? [] }
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async dlqCount(topic: string): Promise<number> {
+    try {
+      return await this.#client.xlen(this.#keys.dlq(topic))
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async dlqReplay(topic: string, dlqId: string, options: { readonly maxLen?: number } = {}): Promise<string | null> {
+    try {
+      const reply = await script(this.#client, 'rrsReplay')(this.#keys.stream(topic), this.#keys.dlq(topic), dlqId, options.maxLen === undefined ? '' : options.maxLen)
+      return reply === null || reply === undefined || reply === false ? null : String(reply)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async dlqRemove(topic: string, dlqIds: readonly string[]): Promise<number> {
+    if (dlqIds.length === 0) return 0
+    try {
+      return await this.#client.xdel(this.#keys.dlq(topic), ...dlqIds)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async dlqPurge(topic: string): Promise<number> {
+    try {
+      const results = await this.#client.multi().xlen(this.#keys.dlq(topic)).del(this.#keys.dlq(topic)).exec()
+      const first = results?.[0]
+      if (first?.[0]) throw first[0]
+      return Number(first?.[1] ?? 0)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async dlqTrim(topic: string, minTimeMs: number): Promise<number> {
+    try {
+      return await this.#client.xtrim(this.#keys.dlq(topic), 'MINID', `${Math.floor(minTimeMs)}-0`)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async topics(): Promise<string[]> {
+    try {
+      return (await this.#client.smembers(this.#keys.topics())).sort()
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async topicInfo(topic: string): Promise<TopicInfo> {
+    const key = this.#keys.stream(topic)
+    try {
+      const [length, first, last] = await Promise.all([
+        this.#client.xlen(key),
+        this.#client.xrange(key, '-', '+', 'COUNT', 1),
+        this.#client.xrevrange(key, '+', '-', 'COUNT', 1),
+      ])
+      return { length, firstId: first[0]?.[0] ?? null, lastId: last[0]?.[0] ?? null }
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async groups(topic: string): Promise<GroupInfo[]> {
+    try {
+      const exists = await this.#client.exists(this.#keys.stream(topic))
+      if (exists === 0) return []
+      const reply = (await this.#client.xinfo('GROUPS', this.#keys.stream(topic))) as unknown[]
+      return reply.map((row) => {
+        const r = toRecord(row)
+        const lag = r['lag']
+        return {
+          name: String(r['name']),
+          consumers: Number(r['consumers'] ?? 0),
+          pending: Number(r['pending'] ?? 0),
+          lastDeliveredId: String(r['last-delivered-id'] ?? '0-0'),
+          lag: lag === null || lag === undefined ? null : Number(lag),
+        }
+      })
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async ping(): Promise<number> {
+    const started = performance.now()
+    try {
+      await this.#client.ping()
+    } catch (error) {
+      this.#fail(error)
+    }
+    return performance.now() - started
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await Promise.all([...this.#readers].map((r) => r.close()))
+    if (this.#options.ownsClient) {
+      try {
+        await this.#client.quit()
+      } catch {
+        this.#client.disconnect()
+      }
+    }
+  }
+}
+
+/** A reader on a connection of its own. A read that outlives BLOCK by far is abandoned and its connection replaced. */
+class RedisGroupReader implements GroupReader {
+  onClose: (() => void) | undefined
+  readonly #backend: RedisBackend
+  readonly #options: RedisBackendOptions
+  readonly #keys: RedisKeys
+  readonly #fail: (error: unknown) => never
+  #client: RedisClient | undefined
+  #closed = false
+
+  constructor(backend: RedisBackend, options: RedisBackendOptions, keys: RedisKeys, fail: (error: unknown) => never) {
+    this.#backend = backend
+    this.#options = options
+    this.#keys = keys
+    this.#fail = fail
+  }
+
+  #connection(): RedisClient {
+    this.#client ??= this.#options.createBlockingClient()
+    return this.#client
+  }
+
+  #drop(): void {
+    const client = this.#client
+    this.#client = undefined
+    client?.disconnect()
+  }
+
+  async read(topic: string, group: string, consumer: string, request: ReadRequest): Promise<ReadEntry[]> {
+    if (this.#closed) return []
+    const key = this.#keys.stream(topic)
+    const pending = request.from === 'pending'
+    const args: (string | number)[] = ['GROUP', group, consumer, 'COUNT', request.count]
+    if (!pending && request.blockMs > 0) args.push('BLOCK', request.blockMs)
+    args.push('STREAMS', key, pending ? (request.after ?? '0') : '>')
+    const client = pending ? this.#backend.client : this.#connection()
+    const limitMs = (pending ? 0 : request.blockMs) + (this.#options.readTimeoutSlackMs ?? 10_000)
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const reply = await Promise.race([
+        client.call('XREADGROUP', ...args),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new BackendError(`read of ${topic} did not answer within ${limitMs} ms`)), limitMs)
+        }),
+      ])
+      const entries = readReplyEntries(reply)
+      if (!pending) return entries.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: 1 }))
+      const counts = await this.#backend.deliveryCounts(topic, group, consumer, entries.map((e) => e.id))
+      return entries.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 }))
+    } catch (error) {
+      if (this.#closed) return []
+      if (isNoGroup(error)) throw new GroupMissingError(topic, group)
+      if (!pending) this.#drop()
+      this.#fail(error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true
+      this.#drop()
+      this.onClose?.()
+    }
+    return Promise.resolve()
+  }
+}

@@ -1,0 +1,86 @@
+import type { StreamBackend } from '../backend/types.js'
+import type { Logger } from '../logger.js'
+
+/** Ids waiting for one XACK, and the callers waiting for it. */
+interface Batch {
+  ids: string[]
+  waiters: { resolve: () => void; reject: (error: unknown) => void }[]
+}
+
+/** Flush at once when this many acks are waiting, rather than at the end of the tick. */
+const MAX_BATCH = 1_000
+const ATTEMPTS = 3
+
+/**
+ * Coalesces acks: one XACK per topic and group per tick (or per `MAX_BATCH`
+ * ids), not one per message. A failed XACK is retried; if it keeps failing,
+ * the entries stay pending and are delivered again (at least once).
+ */
+export class AckBatcher {
+  readonly #backend: StreamBackend
+  readonly #logger: Logger
+  readonly #batches = new Map<string, { topic: string; group: string; batch: Batch }>()
+  readonly #inFlight = new Set<Promise<void>>()
+  #scheduled = false
+
+  constructor(backend: StreamBackend, logger: Logger) {
+    this.#backend = backend
+    this.#logger = logger
+  }
+
+  /** Queues an ack; resolves once the XACK that carries it has succeeded. */
+  ack(topic: string, group: string, id: string): Promise<void> {
+    const key = `${topic}\u0000${group}`
+    let entry = this.#batches.get(key)
+    if (entry === undefined) {
+      entry = { topic, group, batch: { ids: [], waiters: [] } }
+      this.#batches.set(key, entry)
+    }
+    const { batch } = entry
+    batch.ids.push(id)
+    const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }))
+    if (batch.ids.length >= MAX_BATCH) {
+      this.#batches.delete(key)
+      this.#send(topic, group, batch)
+    } else if (!this.#scheduled) {
+      this.#scheduled = true
+      setImmediate(() => {
+        this.#scheduled = false
+        this.#flushQueued()
+      })
+    }
+    return done
+  }
+
+  #flushQueued(): void {
+    const batches = [...this.#batches.values()]
+    this.#batches.clear()
+    for (const { topic, group, batch } of batches) this.#send(topic, group, batch)
+  }
+
+  #send(topic: string, group: string, batch: Batch): void {
+    const run = (async () => {
+      let lastError: unknown
+      for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+        try {
+          await this.#backend.ack(topic, group, batch.ids)
+          for (const w of batch.waiters) w.resolve()
+          return
+        } catch (error) {
+          lastError = error
+          if (attempt < ATTEMPTS) await new Promise((r) => setTimeout(r, 50 * 4 ** attempt))
+        }
+      }
+      this.#logger.error({ topic, group, count: batch.ids.length, err: lastError }, 'ack failed; the entries stay pending and will be delivered again')
+      for (const w of batch.waiters) w.reject(lastError)
+    })()
+    this.#inFlight.add(run)
+    void run.finally(() => this.#inFlight.delete(run))
+  }
+
+  /** Sends every queued ack now and waits for all acks in flight. */
+  async flush(): Promise<void> {
+    this.#flushQueued()
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight])
+  }
+}

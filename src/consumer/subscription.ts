@@ -1,0 +1,573 @@
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import type { Subscriber } from 'rxjs'
+import type { GroupReader, ReadEntry, StartFrom, StreamBackend } from '../backend/types.js'
+import type { Config } from '../config/types.js'
+import { runInHandlingContext } from '../context.js'
+import { ConsumerTimeoutError, DecodeError, GroupMissingError } from '../errors.js'
+import { decodeEntry, type Event, type StoredEvent } from '../event.js'
+import type { Logger } from '../logger.js'
+import { reasonText, type NackOptions, type Outcome } from '../settle.js'
+import { messagingAttributes, type Instruments } from '../telemetry/instruments.js'
+import type { AckBatcher } from './acker.js'
+import type { Message, RetryDefaults } from './message.js'
+
+/**
+ * Options of `topic(name).consume(options)`. Every numeric option defaults to
+ * the Config (the `EVENT_*` variables).
+ */
+export interface ConsumeOptions {
+  /** The consumer group: every group receives every event. */
+  readonly group: string
+  /** A stable consumer name; a restarted consumer with the same name first receives its own pending messages. Default: host-pid-random. */
+  readonly consumer?: string
+  /** Most entries per read (XREADGROUP COUNT). */
+  readonly batchSize?: number
+  /** Most unsettled messages at any time (the credit): memory stays bounded whatever the backlog. */
+  readonly maxPendingMessages?: number
+  /** How long one read blocks waiting for new entries, in ms. Default 2000. */
+  readonly blockMs?: number
+  /** A message unsettled for this long (ms) is nacked with a ConsumerTimeoutError. */
+  readonly consumerTimeout?: number
+  /** Where a new group starts: `beginning` (retained history, default) or `latest`. */
+  readonly startFrom?: StartFrom
+  /** On unsubscribe, how long (ms) to wait for in-flight messages to settle. Default: min(consumerTimeout, 10 s). */
+  readonly drainTimeout?: number
+  /** Claim entries idle this long (ms) from other consumers. */
+  readonly claimMinIdleTime?: number
+  /** How often (ms) to look for idle entries to claim; 0 disables claiming. */
+  readonly claimInterval?: number
+}
+
+/** What a subscription is doing, for health checks. */
+export type SubscriptionState = 'starting' | 'pulling' | 'paused' | 'reconnecting' | 'stopping' | 'stopped'
+
+/** What every subscription of one event manager shares. */
+export interface EngineContext {
+  readonly backend: StreamBackend
+  readonly config: Config
+  readonly logger: Logger
+  readonly acker: AckBatcher
+  readonly instruments: Instruments
+  /** Starts the delayed-event promoter of a topic (reference counted); returns its release. */
+  readonly acquirePromoter: (topic: string) => () => void
+  readonly onClosed: (subscription: Subscription) => void
+}
+
+/** A snapshot of one subscription for `health()`. */
+export interface SubscriptionStatus {
+  readonly topic: string
+  readonly group: string
+  readonly consumer: string
+  readonly state: SubscriptionState
+  readonly held: number
+  readonly lastReadAt: number | null
+  readonly claimerAlive: boolean
+}
+
+let consumerSequence = 0
+/** A consumer name unique to this process: host-pid-random. */
+export function defaultConsumerName(): string {
+  return `${hostname().replace(/[^A-Za-z0-9._:-]/g, '_')}-${process.pid}-${(consumerSequence++).toString(36)}${randomBytes(3).toString('hex')}`
+}
+
+const sleep = (ms: number, signal: { aborted: boolean; wake?: () => void }): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    signal.wake = () => {
+      clearTimeout(timer)
+      resolve()
+    }
+  })
+
+/**
+ * One consumer of a group: the credit-based pull loop and the timers (consumer
+ * timeout, leases, claiming) of one subscription to a topic Observable.
+ */
+export class Subscription {
+  readonly topic: string
+  readonly group: string
+  readonly consumer: string
+  readonly #ctx: EngineContext
+  readonly #subscriber: Subscriber<Message>
+  readonly #reader: GroupReader
+  readonly #held = new Map<string, DeliveredMessage>()
+  readonly #maxPending: number
+  readonly #batchSize: number
+  readonly #blockMs: number
+  readonly #consumerTimeoutMs: number
+  readonly #drainTimeoutMs: number
+  readonly #claimMinIdleMs: number
+  readonly #claimIntervalMs: number
+  readonly #startFrom: StartFrom
+  readonly #maxDeliveries: number
+  readonly #retry: RetryDefaults
+  readonly #logger: Logger
+  readonly #attributes
+  readonly #timers = new Set<NodeJS.Timeout>()
+  readonly #signal: { aborted: boolean; wake?: () => void } = { aborted: false }
+  #state: SubscriptionState = 'starting'
+  #lastReadAt: number | null = null
+  #creditWaiter: (() => void) | undefined
+  #readPending = true
+  #pendingCursor = '0'
+  #claimCursor = '0-0'
+  #claimerAlive = false
+  #stopping: Promise<void> | undefined
+  #releasePromoter: (() => void) | undefined
+
+  constructor(ctx: EngineContext, topic: string, options: ConsumeOptions, subscriber: Subscriber<Message>) {
+    const c = ctx.config
+    this.#ctx = ctx
+    this.topic = topic
+    this.group = options.group
+    this.consumer = options.consumer ?? defaultConsumerName()
+    this.#subscriber = subscriber
+    this.#maxPending = options.maxPendingMessages ?? c.maxPendingMessages
+    this.#batchSize = options.batchSize ?? c.batchSize
+    this.#blockMs = options.blockMs ?? 2_000
+    this.#consumerTimeoutMs = options.consumerTimeout ?? c.consumerTimeoutMs
+    this.#drainTimeoutMs = options.drainTimeout ?? Math.min(this.#consumerTimeoutMs, 10_000)
+    this.#claimMinIdleMs = options.claimMinIdleTime ?? c.claimMinIdleTimeMs
+    this.#claimIntervalMs = options.claimInterval ?? c.claimIntervalMs
+    this.#startFrom = options.startFrom ?? 'beginning'
+    this.#maxDeliveries = c.maxRetries + 1
+    this.#retry = { maxRetries: c.maxRetries, initialDelay: c.retryBackoffMs }
+    this.#logger = ctx.logger.child({ topic, group: this.group, consumer: this.consumer })
+    this.#attributes = messagingAttributes(topic, this.group)
+    this.#reader = ctx.backend.createReader()
+  }
+
+  /** Starts pulling. */
+  start(): void {
+    this.#releasePromoter = this.#ctx.acquirePromoter(this.topic)
+    this.#every(Math.max(20, Math.min(1_000, this.#consumerTimeoutMs / 10)), () => this.#expireTimedOut())
+    const leaseEvery = Math.max(50, Math.floor(this.#claimMinIdleMs / 3))
+    this.#every(leaseEvery, () => this.#renewLeases(leaseEvery))
+    if (this.#claimIntervalMs > 0) {
+      this.#claimerAlive = true
+      this.#every(this.#claimIntervalMs, () => this.#claim())
+    }
+    void this.#run()
+  }
+
+  get status(): SubscriptionStatus {
+    return {
+      topic: this.topic,
+      group: this.group,
+      consumer: this.consumer,
+      state: this.#state,
+      held: this.#held.size,
+      lastReadAt: this.#lastReadAt,
+      claimerAlive: this.#claimerAlive,
+    }
+  }
+
+  #every(ms: number, task: () => Promise<void> | void): void {
+    let running = false
+    const timer = setInterval(() => {
+      if (running || this.#signal.aborted) return
+      running = true
+      Promise.resolve()
+        .then(task)
+        .catch((error: unknown) => this.#logger.warn({ err: error }, 'background task failed'))
+        .finally(() => (running = false))
+    }, ms)
+    timer.unref()
+    this.#timers.add(timer)
+  }
+
+  #credit(): number {
+    return this.#maxPending - this.#held.size
+  }
+
+  async #run(): Promise<void> {
+    let failures = 0
+    let groupReady = false
+    while (!this.#signal.aborted) {
+      try {
+        if (!groupReady) {
+          await this.#ctx.backend.ensureGroup(this.topic, this.group, this.#startFrom)
+          groupReady = true
+        }
+        const credit = this.#credit()
+        if (credit <= 0) {
+          this.#state = 'paused'
+          await new Promise<void>((resolve) => (this.#creditWaiter = resolve))
+          continue
+        }
+        this.#state = 'pulling'
+        const count = Math.min(this.#batchSize, credit)
+        let entries: ReadEntry[]
+        if (this.#readPending) {
+          entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: 0, from: 'pending', after: this.#pendingCursor })
+          const last = entries[entries.length - 1]
+          if (last === undefined) {
+            this.#readPending = false
+            this.#pendingCursor = '0'
+          } else {
+            this.#pendingCursor = last.id
+          }
+        } else {
+          entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#blockMs, from: 'new' })
+        }
+        if (this.#signal.aborted) {
+          // Read after stop began: these stay pending for this consumer name and are read again on restart, or claimed.
+          break
+        }
+        this.#lastReadAt = Date.now()
+        failures = 0
+        for (const entry of entries) this.#deliver(entry, 'read')
+      } catch (error) {
+        if (this.#signal.aborted) break
+        failures++
+        if (error instanceof GroupMissingError) groupReady = false
+        this.#readPending = true
+        this.#pendingCursor = '0'
+        this.#state = 'reconnecting'
+        const delay = Math.min(5_000, 50 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2)
+        this.#logger.warn({ err: error, failures, retryInMs: Math.round(delay) }, 'read failed; retrying')
+        await sleep(delay, this.#signal)
+      }
+    }
+  }
+
+  /** Turns one entry into a message, or settles it at once when it cannot be handled. */
+  #deliver(entry: ReadEntry, via: 'read' | 'claim'): void {
+    if (this.#held.has(entry.id)) return
+    if (entry.fields === null) {
+      this.#ctx.instruments.lost.add(1, this.#attributes)
+      this.#logger.warn({ streamId: entry.id }, 'pending entry was deleted or trimmed; acking it as lost')
+      void this.#ctx.acker.ack(this.topic, this.group, entry.id).catch(() => undefined)
+      return
+    }
+    let event: StoredEvent
+    try {
+      const decoded = decodeEntry(entry.fields, this.#ctx.config.maxPayloadBytes)
+      if (decoded.replayGroup !== undefined && decoded.replayGroup !== this.group) {
+        void this.#ctx.acker.ack(this.topic, this.group, entry.id).catch(() => undefined)
+        return
+      }
+      event = decoded.event
+    } catch (error) {
+      const reason = error instanceof DecodeError ? error.message : `decode failed: ${reasonText(error)}`
+      void this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount)
+      return
+    }
+    if (entry.deliveryCount > this.#maxDeliveries) {
+      const reason = `delivery limit exceeded: delivered ${entry.deliveryCount} times, the limit is ${this.#maxDeliveries}`
+      void this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount)
+      return
+    }
+    if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
+    const message = new DeliveredMessage(this, entry, event)
+    this.#held.set(entry.id, message)
+    this.#ctx.instruments.consumed.add(1, this.#attributes)
+    runInHandlingContext({ event, topic: this.topic, group: this.group }, () => this.#subscriber.next(message))
+  }
+
+  async #moveToDeadLetter(id: string, fields: readonly string[] | null, reason: string, attempts: number): Promise<void> {
+    try {
+      const [dlqId] = await this.#ctx.backend.deadLetter(
+        this.topic,
+        this.group,
+        [{ id, fields, error: reasonText(reason), attempts }],
+        Date.now() - this.#ctx.config.dlqTtlMs,
+      )
+      if (dlqId !== undefined && dlqId !== '') this.#ctx.instruments.deadLettered.add(1, this.#attributes)
+      this.#logger.warn({ streamId: id, dlqId, reason, attempts }, 'moved to the dead letter queue')
+    } catch (error) {
+      // Still pending: it is delivered again (and dead-lettered then) or claimed.
+      this.#logger.error({ err: error, streamId: id }, 'dead-letter move failed; the entry stays pending')
+      throw error
+    }
+  }
+
+  // ---- settlement, called by DeliveredMessage ----
+
+  /** @internal */
+  settleAck(message: DeliveredMessage): Promise<void> {
+    this.#release(message)
+    this.#ctx.instruments.acked.add(1, this.#attributes)
+    return this.#ctx.acker.ack(this.topic, this.group, message.streamId)
+  }
+
+  /** @internal */
+  async settleDeadLetter(message: DeliveredMessage, reason: unknown): Promise<void> {
+    try {
+      await this.#moveToDeadLetter(message.streamId, message.fields, reasonText(reason), message.deliveryCount)
+    } finally {
+      this.#release(message)
+    }
+  }
+
+  /** @internal Keeps the credit while waiting, then claims the entry back with a higher delivery count. */
+  settleNack(message: DeliveredMessage, error: unknown, options: NackOptions | undefined): void {
+    this.#ctx.instruments.nacked.add(1, this.#attributes)
+    const delay = options?.delay ?? Math.min(this.#retry.initialDelay * 2 ** (message.deliveryCount - 1), 60_000)
+    this.#logger.info({ streamId: message.streamId, eventId: message.event.id, err: error, retryInMs: delay }, 'nacked; will be delivered again')
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer)
+      void this.#redeliver(message)
+    }, delay)
+    this.#timers.add(timer)
+  }
+
+  async #redeliver(message: DeliveredMessage): Promise<void> {
+    if (this.#signal.aborted) {
+      this.#release(message)
+      return
+    }
+    try {
+      const [entry] = await this.#ctx.backend.redeliver(this.topic, this.group, this.consumer, [message.streamId])
+      this.#release(message)
+      if (entry !== undefined && !this.#signal.aborted) {
+        this.#ctx.instruments.retried.add(1, this.#attributes)
+        this.#deliver(entry, 'read')
+      }
+    } catch (error) {
+      // The entry is still ours in the pending list: the next read of own pending entries delivers it again.
+      this.#logger.warn({ err: error, streamId: message.streamId }, 'redelivery failed; will re-read pending entries')
+      this.#release(message)
+      this.#readPending = true
+    }
+  }
+
+  #release(message: DeliveredMessage): void {
+    if (this.#held.get(message.streamId) === message) this.#held.delete(message.streamId)
+    const waiter = this.#creditWaiter
+    if (waiter !== undefined && this.#credit() > 0) {
+      this.#creditWaiter = undefined
+      waiter()
+    }
+  }
+
+  /** @internal */
+  get maxDeliveries(): number {
+    return this.#maxDeliveries
+  }
+
+  /** @internal */
+  get retry(): RetryDefaults {
+    return this.#retry
+  }
+
+  /** @internal */
+  get consumerTimeoutMs(): number {
+    return this.#consumerTimeoutMs
+  }
+
+  // ---- timers ----
+
+  #expireTimedOut(): void {
+    const now = Date.now()
+    for (const message of this.#held.values()) {
+      if (message.outcome === undefined && message.deadline <= now) {
+        void message.nack(new ConsumerTimeoutError(message.streamId, this.#consumerTimeoutMs)).catch(() => undefined)
+      }
+    }
+  }
+
+  async #renewLeases(everyMs: number): Promise<void> {
+    const now = Date.now()
+    const ids: string[] = []
+    for (const message of this.#held.values()) if (now - message.deliveredAt >= everyMs) ids.push(message.streamId)
+    if (ids.length === 0) return
+    const renewed = new Set(await this.#ctx.backend.renewLeases(this.topic, this.group, this.consumer, ids))
+    for (const id of ids) {
+      if (!renewed.has(id)) this.#logger.warn({ streamId: id }, 'lease lost: another consumer claimed this message')
+    }
+  }
+
+  async #claim(): Promise<void> {
+    let rounds = 0
+    while (!this.#signal.aborted && this.#credit() > 0 && rounds++ < 100) {
+      const result = await this.#ctx.backend.claimIdle(this.topic, this.group, this.consumer, {
+        minIdleMs: this.#claimMinIdleMs,
+        cursor: this.#claimCursor,
+        count: Math.min(this.#batchSize, this.#credit()),
+      })
+      this.#claimCursor = result.cursor
+      if (result.deletedIds.length > 0) {
+        this.#ctx.instruments.lost.add(result.deletedIds.length, this.#attributes)
+        this.#logger.warn({ count: result.deletedIds.length }, 'claimed entries were deleted; counted as lost')
+        await this.#ctx.backend.ack(this.topic, this.group, result.deletedIds)
+      }
+      for (const entry of result.entries) {
+        if (this.#signal.aborted) break
+        this.#deliver(entry, 'claim')
+      }
+      if (result.cursor === '0-0') break
+    }
+    await this.#removeStaleConsumers()
+  }
+
+  async #removeStaleConsumers(): Promise<void> {
+    const staleAfter = this.#ctx.config.staleConsumerTimeoutMs
+    for (const c of await this.#ctx.backend.consumers(this.topic, this.group)) {
+      if (c.name !== this.consumer && c.pending === 0 && c.idleMs > staleAfter) {
+        if (await this.#ctx.backend.deleteIdleConsumer(this.topic, this.group, c.name)) {
+          this.#logger.info({ staleConsumer: c.name, idleMs: c.idleMs }, 'deleted a stale consumer')
+        }
+      }
+    }
+  }
+
+  /** Stops pulling, waits for in-flight messages up to the drain timeout, flushes acks, closes the connection. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop()
+    return this.#stopping
+  }
+
+  async #stop(): Promise<void> {
+    this.#signal.aborted = true
+    this.#state = 'stopping'
+    this.#signal.wake?.()
+    this.#creditWaiter?.()
+    for (const timer of this.#timers) clearInterval(timer)
+    this.#timers.clear()
+    this.#releasePromoter?.()
+    await this.#reader.close()
+    const deadline = Date.now() + this.#drainTimeoutMs
+    while (Date.now() < deadline && [...this.#held.values()].some((m) => m.outcome === undefined)) {
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    await this.#ctx.acker.flush()
+    this.#held.clear()
+    this.#state = 'stopped'
+    this.#claimerAlive = false
+    this.#ctx.onClosed(this)
+  }
+}
+
+/** A delivered message; its settlement goes back to its subscription. */
+export class DeliveredMessage<P = unknown> implements Message<P> {
+  readonly event: Event<P>
+  readonly streamId: string
+  readonly deliveryCount: number
+  readonly deliveredAt = Date.now()
+  /** @internal */
+  readonly fields: readonly string[] | null
+  deadline: number
+  #outcome: Outcome | undefined
+  #result: Promise<Outcome> | undefined
+  readonly #subscription: Subscription
+
+  constructor(subscription: Subscription, entry: ReadEntry, event: Event) {
+    this.#subscription = subscription
+    this.streamId = entry.id
+    this.fields = entry.fields
+    this.deliveryCount = entry.deliveryCount
+    this.event = event as Event<P>
+    this.deadline = this.deliveredAt + subscription.consumerTimeoutMs
+  }
+
+  get topic(): string {
+    return this.#subscription.topic
+  }
+  get group(): string {
+    return this.#subscription.group
+  }
+  get consumer(): string {
+    return this.#subscription.consumer
+  }
+  get maxDeliveries(): number {
+    return this.#subscription.maxDeliveries
+  }
+  get retry(): RetryDefaults {
+    return this.#subscription.retry
+  }
+  get outcome(): Outcome | undefined {
+    return this.#outcome
+  }
+
+  holdUntil(untilMs: number): void {
+    this.deadline = Math.max(this.deadline, untilMs)
+  }
+
+  withPayload<A>(payload: A): Message<A> {
+    return new DecodedView<A>(this as DeliveredMessage, payload)
+  }
+
+  ack(): Promise<Outcome> {
+    if (this.#result) return this.#result
+    this.#outcome = 'acked'
+    this.#result = this.#subscription.settleAck(this as DeliveredMessage).then(() => 'acked' as const)
+    return this.#result
+  }
+
+  nack(error: unknown, options?: NackOptions): Promise<Outcome> {
+    if (this.#result) return this.#result
+    if (this.deliveryCount >= this.maxDeliveries) {
+      const reason = `${reasonText(error)} (after ${this.deliveryCount} deliveries)`
+      this.#outcome = 'dead-lettered'
+      this.#result = this.#subscription.settleDeadLetter(this as DeliveredMessage, reason).then(() => 'dead-lettered' as const)
+      return this.#result
+    }
+    this.#outcome = 'nacked'
+    this.#subscription.settleNack(this as DeliveredMessage, error, options)
+    this.#result = Promise.resolve('nacked' as const)
+    return this.#result
+  }
+
+  deadLetter(reason: unknown): Promise<Outcome> {
+    if (this.#result) return this.#result
+    this.#outcome = 'dead-lettered'
+    this.#result = this.#subscription.settleDeadLetter(this as DeliveredMessage, reason).then(() => 'dead-lettered' as const)
+    return this.#result
+  }
+}
+
+/** A message with a decoded payload; settlement is the original's. */
+class DecodedView<A> implements Message<A> {
+  readonly event: Event<A>
+  readonly #inner: Message
+
+  constructor(inner: Message, payload: A) {
+    this.#inner = inner
+    const e = inner.event
+    const event: { -readonly [K in keyof Event<A>]: Event<A>[K] } = { id: e.id, name: e.name, payload, headers: e.headers, timestamp: e.timestamp }
+    if (e.correlationId !== undefined) event.correlationId = e.correlationId
+    this.event = event
+  }
+
+  get streamId(): string {
+    return this.#inner.streamId
+  }
+  get topic(): string {
+    return this.#inner.topic
+  }
+  get group(): string {
+    return this.#inner.group
+  }
+  get consumer(): string {
+    return this.#inner.consumer
+  }
+  get deliveryCount(): number {
+    return this.#inner.deliveryCount
+  }
+  get maxDeliveries(): number {
+    return this.#inner.maxDeliveries
+  }
+  get retry(): RetryDefaults {
+    return this.#inner.retry
+  }
+  get outcome(): Outcome | undefined {
+    return this.#inner.outcome
+  }
+  holdUntil(untilMs: number): void {
+    this.#inner.holdUntil(untilMs)
+  }
+  withPayload<B>(payload: B): Message<B> {
+    return this.#inner.withPayload(payload)
+  }
+  ack(): Promise<Outcome> {
+    return this.#inner.ack()
+  }
+  nack(error: unknown, options?: NackOptions): Promise<Outcome> {
+    return this.#inner.nack(error, options)
+  }
+  deadLetter(reason: unknown): Promise<Outcome> {
+    return this.#inner.deadLetter(reason)
+  }
+}

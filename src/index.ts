@@ -1,0 +1,28 @@
+export { createEventManager, EventManager, type EventManagerOptions, type Topic, type EventConsumer, type SubscribeOptions, type HandlerSubscription } from './manager.js'
+export { newEvent, uuidv7, safeJsonParse, encodeEvent, decodeEntry, StoredEvent, type Event, type NewEventOptions } from './event.js'
+export type { Message, RetryDefaults } from './consumer/message.js'
+export type { ConsumeOptions, SubscriptionState, SubscriptionStatus } from './consumer/subscription.js'
+export { isSettleable, reasonText, type Settleable, type Outcome, type NackOptions } from './settle.js'
+export { BatchPublisher, type EventPublisher } from './publisher.js'
+export { DeadLetterQueue, type DeadLetter, type ReplayAllOptions } from './dead-letter.js'
+export { validateTopic, MAX_TOPIC_LENGTH } from './topic.js'
+export { loadConfig, type ConfigOptions, type Config } from './config/index.js'
+export { currentHandlingContext, type HandlingContext } from './context.js'
+export type { StreamBackend, StartFrom } from './backend/types.js'
+export {
+  EventSystemError,
+  InvalidTopicError,
+  InvalidNameError,
+  PayloadTooLargeError,
+  SerializationError,
+  DecodeError,
+  ConfigError,
+  ConsumerTimeoutError,
+  BackendError,
+  GroupMissingError,
+  ClosedError,
+  NotFoundError,
+  isPermanentError,
+  type DecodeReason,
+  type ConfigIssue,
+} from './errors.js'

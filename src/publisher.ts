@@ -1,0 +1,171 @@
+import type { StreamBackend } from './backend/types.js'
+import type { Config } from './config/types.js'
+import { inheritedCorrelationId } from './context.js'
+import { SerializationError } from './errors.js'
+import { encodeEvent, newEvent, type Event, type WireExtras } from './event.js'
+import { messagingAttributes, type Instruments } from './telemetry/instruments.js'
+import { validateTopic } from './topic.js'
+
+/** Adds wire extras (the trace context) to an event being published; set by telemetry. */
+export type PublishHook = (topic: string, event: Event) => WireExtras
+
+/**
+ * Publishes events to topics. Every check (topic name, serializable payload,
+ * size) happens before any I/O; a batch is written all or nothing.
+ *
+ * @example
+ * ```ts
+ * import { createEventManager, newEvent } from 'rx-redis-streams'
+ * const events = createEventManager()
+ * const [id] = await events.publisher.publishBatch('analytics', [newEvent('a', 1), newEvent('b', 2)])
+ * ```
+ */
+export interface EventPublisher {
+  /** Appends one event; resolves to its stream id. */
+  publish(topic: string, event: Event): Promise<string>
+  /** Appends events in one round trip, atomically; resolves to their stream ids. */
+  publishBatch(topic: string, events: readonly Event[]): Promise<string[]>
+  /** Makes the event visible to consumers after `delayMs`; resolves to the event id (for `cancelDelayed`). */
+  publishWithDelay(topic: string, event: Event, delayMs: number): Promise<string>
+  /** Makes the event visible to consumers at `date`; resolves to the event id. */
+  publishAt(topic: string, event: Event, date: Date | number): Promise<string>
+  /** Cancels a delayed event that is not yet due; true if it was waiting. */
+  cancelDelayed(topic: string, eventId: string): Promise<boolean>
+  /** A batch publisher for one topic. */
+  batch(topic: string): BatchPublisher
+}
+
+/** Engine-side publishing; used by the event manager. */
+export class Publisher implements EventPublisher {
+  readonly #backend: StreamBackend
+  readonly #config: Config
+  readonly #instruments: Instruments
+  readonly #hook: PublishHook | undefined
+  readonly #onDelayed: (topic: string, dueAt: number) => void
+
+  constructor(options: {
+    backend: StreamBackend
+    config: Config
+    instruments: Instruments
+    hook?: PublishHook
+    onDelayed?: (topic: string, dueAt: number) => void
+  }) {
+    this.#backend = options.backend
+    this.#config = options.config
+    this.#instruments = options.instruments
+    this.#hook = options.hook
+    this.#onDelayed = options.onDelayed ?? (() => undefined)
+  }
+
+  #prepare(topic: string, event: Event): Event {
+    if (event.correlationId !== undefined) return event
+    const inherited = inheritedCorrelationId()
+    return inherited === undefined ? event : { ...event, correlationId: inherited }
+  }
+
+  #encode(topic: string, events: readonly Event[]): string[][] {
+    validateTopic(topic)
+    if (!Array.isArray(events)) throw new SerializationError('publishBatch takes an array of events')
+    return events.map((e) => {
+      if (e === null || typeof e !== 'object') throw new SerializationError('an event must be an object (see newEvent)')
+      const event = this.#prepare(topic, e)
+      return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event))
+    })
+  }
+
+  #retention(): { maxLen?: number } {
+    return this.#config.streamMaxLen === undefined ? {} : { maxLen: this.#config.streamMaxLen }
+  }
+
+  async publish(topic: string, event: Event): Promise<string> {
+    const fields = this.#encode(topic, [event])
+    const [id] = await this.#backend.append(topic, fields, this.#retention())
+    this.#instruments.sent.add(1, messagingAttributes(topic))
+    return id as string
+  }
+
+  async publishBatch(topic: string, events: readonly Event[]): Promise<string[]> {
+    const fields = this.#encode(topic, events)
+    if (fields.length === 0) return []
+    const ids = await this.#backend.append(topic, fields, this.#retention())
+    this.#instruments.sent.add(ids.length, messagingAttributes(topic))
+    return ids
+  }
+
+  publishWithDelay(topic: string, event: Event, delayMs: number): Promise<string> {
+    if (!Number.isFinite(delayMs) || delayMs < 0) {
+      return Promise.reject(new SerializationError(`delay must be a non-negative number of ms, got ${String(delayMs)}`))
+    }
+    return this.publishAt(topic, event, Date.now() + delayMs)
+  }
+
+  async publishAt(topic: string, event: Event, date: Date | number): Promise<string> {
+    const dueAt = typeof date === 'number' ? date : date.getTime()
+    if (!Number.isFinite(dueAt)) throw new SerializationError('publishAt needs a valid date')
+    const [fields] = this.#encode(topic, [event])
+    await this.#backend.schedule(topic, [{ eventId: event.id, dueAt: Math.floor(dueAt), fields: fields as string[] }])
+    this.#onDelayed(topic, dueAt)
+    return event.id
+  }
+
+  cancelDelayed(topic: string, eventId: string): Promise<boolean> {
+    validateTopic(topic)
+    return this.#backend.cancelScheduled(topic, eventId)
+  }
+
+  batch(topic: string): BatchPublisher {
+    return new BatchPublisher(this, topic)
+  }
+}
+
+/**
+ * Collects events for one topic and publishes them in one atomic round trip.
+ *
+ * @example
+ * ```ts
+ * const batch = events.publisher.batch('analytics')
+ * batch.addJSON('user.action', { click: 1 })
+ * batch.add(newEvent('user.action', { click: 2 }))
+ * const ids = await batch.publish()
+ * ```
+ */
+export class BatchPublisher {
+  readonly #publisher: EventPublisher
+  readonly #topic: string
+  #events: Event[] = []
+
+  constructor(publisher: EventPublisher, topic: string) {
+    validateTopic(topic)
+    this.#publisher = publisher
+    this.#topic = topic
+  }
+
+  /** Adds an event. */
+  add(event: Event): this {
+    this.#events.push(event)
+    return this
+  }
+
+  /** Adds a new event built from a name, a JSON payload and headers. */
+  addJSON(name: string, payload: unknown, headers?: Readonly<Record<string, string>>): this {
+    this.#events.push(newEvent(name, payload, headers === undefined ? {} : { headers }))
+    return this
+  }
+
+  /** Events waiting. */
+  get size(): number {
+    return this.#events.length
+  }
+
+  /** Publishes every added event at once and clears the batch; resolves to their stream ids. */
+  async publish(): Promise<string[]> {
+    const events = this.#events
+    this.#events = []
+    try {
+      return await this.#publisher.publishBatch(this.#topic, events)
+    } catch (error) {
+      this.#events = events.concat(this.#events)
+      throw error
+    }
+  }
+}
