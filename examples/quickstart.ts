@@ -1,0 +1,97 @@
+/**
+ * Quickstart: publish events, consume them with the operators, and watch a
+ * failing event being retried and then dead-lettered.
+ *
+ *   npm run demo
+ *
+ * Uses Redis at EVENT_REDIS_URL, else Redis on 127.0.0.1:6379 when it answers,
+ * else the in-memory backend — and says which.
+ */
+import { connect } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import * as t from 'io-ts'
+import { firstValueFrom, filter, take, toArray } from 'rxjs'
+import { createEventManager, newEvent, type EventManagerOptions } from '../src/index.js'
+import { decode, handleEach, matchPattern } from '../operators/index.js'
+
+/** True when something accepts TCP connections at host:port within 300 ms. */
+function answers(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port })
+    const done = (ok: boolean): void => {
+      socket.destroy()
+      resolve(ok)
+    }
+    socket.setTimeout(300, () => done(false))
+    socket.once('connect', () => done(true))
+    socket.once('error', () => done(false))
+  })
+}
+
+async function chooseBackend(): Promise<EventManagerOptions> {
+  const url = process.env['EVENT_REDIS_URL']
+  if (url !== undefined && url !== '') {
+    console.log(`backend: Redis at EVENT_REDIS_URL`)
+    return {}
+  }
+  // The probe address can be changed (tests point it at a closed port).
+  const [host = '127.0.0.1', port = '6379'] = (process.env['DEMO_REDIS_PROBE'] ?? '127.0.0.1:6379').split(':')
+  if (await answers(host, Number(port))) {
+    console.log(`backend: Redis at redis://${host}:${port}`)
+    return { redisUrl: `redis://${host}:${port}` }
+  }
+  console.log('backend: in-memory (no Redis answered; set EVENT_REDIS_URL to use one)')
+  return { backend: 'memory' }
+}
+
+const UserSignup = t.type({ userId: t.number, email: t.string })
+
+const events = createEventManager({ ...(await chooseBackend()), maxRetries: 2, retryBackoff: '100ms' })
+const topic = `demo-user-events-${randomBytes(3).toString('hex')}`
+const group = 'welcome-mailer'
+
+await events.publishBatch(topic, [
+  newEvent('user.signup', { userId: 1, email: 'ada@example.com' }, { headers: { source: 'web-app' } }),
+  newEvent('user.signup', { userId: 2, email: 'grace@example.com' }, { headers: { source: 'mobile' } }),
+  newEvent('user.signup', { userId: 3, email: 'fail@example.com' }, { headers: { source: 'web-app' } }),
+  newEvent('user.signup', { userId: 'not-a-number' }, { headers: { source: 'web-app' } }),
+  newEvent('user.login', { userId: 1 }, { headers: { source: 'web-app' } }),
+])
+console.log(`published 5 events to ${topic}`)
+
+const attempts = new Map<number, number>()
+const outcomes = events
+  .topic(topic)
+  .consume({ group })
+  .pipe(
+    matchPattern({ eventName: 'user.signup', headers: { source: 'web-app' } }),
+    decode(UserSignup),
+    handleEach(
+      async (msg) => {
+        const { userId, email } = msg.event.payload
+        if (email.startsWith('fail')) {
+          const attempt = (attempts.get(userId) ?? 0) + 1
+          attempts.set(userId, attempt)
+          console.log(`  user ${userId}: mail server refused (attempt ${attempt})`)
+          throw new Error('mail server refused')
+        }
+        console.log(`  user ${userId}: welcome mail sent to ${email}`)
+      },
+      { concurrency: 4, retry: { maxRetries: 2, initialDelay: 100, jitter: 0 } },
+    ),
+  )
+
+const settled = await firstValueFrom(
+  outcomes.pipe(
+    filter((h) => h.outcome !== 'nacked'),
+    take(2),
+    toArray(),
+  ),
+)
+for (const h of settled) console.log(`settled event ${h.message.event.name}#${h.message.streamId}: ${h.outcome}`)
+
+const letters = await events.deadLetters.list(topic)
+for (const letter of letters) console.log(`dead letter ${letter.dlqId}: group=${letter.group} attempts=${letter.attempts} error=${letter.error}`)
+await events.deadLetters.purge(topic)
+await events.close()
+console.log('done')

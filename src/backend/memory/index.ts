@@ -1,0 +1,2 @@
+/** The in-memory adapter of the storage port: embedded default and test double, with Redis Streams semantics. */
+export { MemoryBackend, type MemoryBackendOptions } from './memory-backend.js'
