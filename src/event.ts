@@ -121,6 +121,9 @@ export interface WireExtras {
   readonly traceparent?: string
 }
 
+/** `JSON.stringify`, typed honestly: undefined for `undefined`, functions and symbols. */
+const stringifyJson: (value: unknown) => string | undefined = JSON.stringify
+
 const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({})
 
 /**
@@ -150,7 +153,7 @@ export function encodeEvent(event: Event, maxPayloadBytes: number, extras: WireE
   }
   let payload: string | undefined
   try {
-    payload = JSON.stringify(event.payload)
+    payload = stringifyJson(event.payload)
   } catch (cause) {
     throw new SerializationError(`payload of ${event.name} is not serializable: ${(cause as Error).message}`, { cause })
   }
@@ -173,21 +176,30 @@ export function encodeEvent(event: Event, maxPayloadBytes: number, extras: WireE
 }
 
 const UNSAFE_KEY = /"(?:__proto__|constructor|prototype)"\s*:/
+const UNSAFE_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype'])
 
-/** Removes `__proto__`, `constructor` and `prototype` keys from parsed JSON, recursively. */
+/** Whether JSON text may hold an unsafe key: spelled out, or hidden behind a `\u` escape (`"\u005f_proto__"`). */
+const mayHoldUnsafeKey = (text: string): boolean => UNSAFE_KEY.test(text) || text.includes('\\u')
+
+/**
+ * Removes `__proto__`, `constructor` and `prototype` keys from parsed JSON, at
+ * any depth. Iterative: a deeply nested payload must not overflow the stack.
+ */
 function stripUnsafeKeys(value: unknown): unknown {
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = stripUnsafeKeys(value[i])
-    return value
+  const pending: object[] = []
+  const visit = (child: unknown): void => {
+    if (child !== null && typeof child === 'object') pending.push(child)
   }
-  if (value !== null && typeof value === 'object') {
-    const record = value as Record<string, unknown>
+  visit(value)
+  for (let node = pending.pop(); node !== undefined; node = pending.pop()) {
+    if (Array.isArray(node)) {
+      for (const item of node as unknown[]) visit(item)
+      continue
+    }
+    const record = node as Record<string, unknown>
     for (const key of Object.keys(record)) {
-      if (key === '__proto__' || key === 'constructor' || key === 'prototype') {
-        Reflect.deleteProperty(record, key)
-      } else {
-        record[key] = stripUnsafeKeys(record[key])
-      }
+      if (UNSAFE_KEYS.has(key)) Reflect.deleteProperty(record, key)
+      else visit(record[key])
     }
   }
   return value
@@ -211,25 +223,50 @@ export function safeJsonParse(text: string): unknown {
   } catch (cause) {
     throw new DecodeError('malformed_json', (cause as Error).message, { cause })
   }
-  return UNSAFE_KEY.test(text) ? stripUnsafeKeys(value) : value
+  return mayHoldUnsafeKey(text) ? stripUnsafeKeys(value) : value
 }
 
 /** The fields of one stream entry, read as untrusted input. */
 export type EntryFields = readonly string[] | Readonly<Record<string, string>>
 
-function fieldsToRecord(fields: EntryFields): Map<string, string> {
-  const map = new Map<string, string>()
+/** The known fields of one entry; the first occurrence of a field wins. */
+interface WireParts {
+  id?: string
+  name?: string
+  ts?: string
+  headers?: string
+  payload?: string
+  cid?: string
+  traceparent?: string
+  replayGroup?: string
+}
+
+function takeField(parts: WireParts, k: unknown, v: unknown): void {
+  if (typeof k !== 'string' || typeof v !== 'string') return
+  switch (k) {
+    case Fields.id: parts.id ??= v; break
+    case Fields.name: parts.name ??= v; break
+    case Fields.ts: parts.ts ??= v; break
+    case Fields.headers: parts.headers ??= v; break
+    case Fields.payload: parts.payload ??= v; break
+    case Fields.correlationId: parts.cid ??= v; break
+    case Fields.traceparent: parts.traceparent ??= v; break
+    case Fields.replayGroup: parts.replayGroup ??= v; break
+    default: break
+  }
+}
+
+/** Picks the known fields out of a flat list or a record (a hot path: no intermediate map). */
+function wireParts(entryFields: EntryFields): WireParts {
+  const parts: WireParts = {}
+  const fields: unknown = entryFields // untrusted: the declared type is a hope, not a guarantee
   if (Array.isArray(fields)) {
     const list = fields as readonly unknown[]
-    for (let i = 0; i + 1 < list.length; i += 2) {
-      const k = list[i]
-      const v = list[i + 1]
-      if (typeof k === 'string' && typeof v === 'string' && !map.has(k)) map.set(k, v)
-    }
+    for (let i = 0; i + 1 < list.length; i += 2) takeField(parts, list[i], list[i + 1])
   } else if (fields !== null && typeof fields === 'object') {
-    for (const [k, v] of Object.entries(fields)) if (typeof v === 'string') map.set(k, v)
+    for (const [k, v] of Object.entries(fields)) takeField(parts, k, v)
   }
-  return map
+  return parts
 }
 
 /**
@@ -305,12 +342,7 @@ export interface DecodedEntry {
  * @throws {DecodeError} with a reason code; never anything else
  */
 export function decodeEntry(fields: EntryFields, maxPayloadBytes: number): DecodedEntry {
-  const map = fieldsToRecord(fields)
-  const id = map.get(Fields.id)
-  const name = map.get(Fields.name)
-  const ts = map.get(Fields.ts)
-  const rawHeaders = map.get(Fields.headers)
-  const rawPayload = map.get(Fields.payload)
+  const { id, name, ts, headers: rawHeaders, payload: rawPayload, cid, traceparent, replayGroup } = wireParts(fields)
   if (id === undefined || id.length === 0) throw new DecodeError('missing_field', 'field "id" is missing')
   if (name === undefined || name.length === 0) throw new DecodeError('missing_field', 'field "name" is missing')
   if (rawPayload === undefined) throw new DecodeError('missing_field', 'field "payload" is missing')
@@ -345,9 +377,9 @@ export function decodeEntry(fields: EntryFields, maxPayloadBytes: number): Decod
       headers,
       timestamp,
       rawPayload,
-      correlationId: map.get(Fields.correlationId),
-      traceparent: map.get(Fields.traceparent),
+      correlationId: cid,
+      traceparent,
     }),
-    replayGroup: map.get(Fields.replayGroup),
+    replayGroup,
   }
 }

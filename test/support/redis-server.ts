@@ -1,0 +1,381 @@
+/**
+ * Private `redis-server` processes for tests: the harness's shared instance and
+ * the extra instances that fault tests kill, pause, restart or cluster.
+ *
+ * Every instance runs on a free loopback port with its own temporary directory;
+ * `stop()` removes both, and a process-exit hook SIGKILLs anything still running
+ * so that a crashed test run never leaves servers behind.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { accessSync, constants as fsConstants } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createConnection, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { delimiter, join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
+
+const execFileAsync = promisify(execFile)
+
+const HOST = '127.0.0.1'
+const START_TIMEOUT_MS = 10_000
+
+/** Options of {@link startRedisServer}. */
+export interface RedisServerOptions {
+  /** Append-only file persistence (`--appendonly yes`), so data survives `kill()` + `restart()`. */
+  readonly aof?: boolean
+  /** AOF fsync policy; `always` loses nothing on SIGKILL. Default `everysec`. */
+  readonly appendfsync?: 'always' | 'everysec'
+  /** `--requirepass`: the default user needs this password. */
+  readonly password?: string
+  /** More `redis-server` arguments, e.g. `['--maxmemory', '10mb']`. */
+  readonly extraArgs?: readonly string[]
+}
+
+/** A running private `redis-server`. */
+export interface RedisServer {
+  /** `redis://127.0.0.1:<port>`, with `:<password>@` when a password is set. */
+  readonly url: string
+  readonly host: string
+  readonly port: number
+  /** The working directory (AOF files live here). */
+  readonly dir: string
+  /** Stops the server (SIGTERM, then SIGKILL) and removes its directory. Idempotent. */
+  stop(): Promise<void>
+  /** SIGKILL: a crash. The directory stays, so `restart()` recovers AOF data. */
+  kill(): Promise<void>
+  /** Starts the server again on the same port and directory (stopping it first if it runs). */
+  restart(): Promise<void>
+  /** SIGSTOP: the server keeps its connections but answers nothing. */
+  pause(): void
+  /** SIGCONT after {@link pause}. */
+  resume(): void
+}
+
+/** Options of {@link startRedisCluster}. */
+export interface RedisClusterOptions {
+  /** Number of masters (at least 3, as Redis Cluster requires). */
+  readonly masters: number
+}
+
+/** A running private Redis Cluster without replicas. */
+export interface RedisCluster {
+  readonly nodes: readonly { readonly host: string; readonly port: number }[]
+  /** Stops every node and removes their directories. Idempotent. */
+  stop(): Promise<void>
+}
+
+const live = new Set<ChildProcess>()
+let exitHookInstalled = false
+
+function trackChild(child: ChildProcess): void {
+  live.add(child)
+  child.once('exit', () => live.delete(child))
+  if (!exitHookInstalled) {
+    exitHookInstalled = true
+    process.once('exit', () => {
+      for (const c of live) c.kill('SIGKILL')
+    })
+  }
+}
+
+/**
+ * The absolute path of an executable found on `PATH`, or undefined.
+ *
+ * @example
+ * ```ts
+ * findOnPath('redis-server') // '/usr/bin/redis-server'
+ * ```
+ */
+export function findOnPath(command: string): string | undefined {
+  for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
+    if (dir.length === 0) continue
+    const candidate = join(dir, command)
+    try {
+      accessSync(candidate, fsConstants.X_OK)
+      return candidate
+    } catch {
+      // not here; keep looking
+    }
+  }
+  return undefined
+}
+
+/**
+ * A TCP port that was free a moment ago on the loopback interface (bind to 0, read, close).
+ *
+ * @example
+ * ```ts
+ * const port = await freePort()
+ * ```
+ */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.once('error', reject)
+    server.listen(0, HOST, () => {
+      const address = server.address()
+      if (address === null || typeof address === 'string') {
+        server.close()
+        reject(new Error('could not read the port of a listening socket'))
+        return
+      }
+      server.close(() => resolve(address.port))
+    })
+  })
+}
+
+/** Sends one inline command and resolves with the first reply line (or rejects on a socket error/timeout). */
+function probe(port: number, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: HOST, port })
+    let buffer = ''
+    const done = (fn: () => void): void => {
+      socket.destroy()
+      fn()
+    }
+    socket.setTimeout(timeoutMs, () => done(() => reject(new Error('timeout'))))
+    socket.once('error', (err) => done(() => reject(err)))
+    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString('utf8')
+      const eol = buffer.indexOf('\r\n')
+      if (eol >= 0) done(() => resolve(buffer.slice(0, eol)))
+    })
+  })
+}
+
+/**
+ * Resolves once a Redis server on `127.0.0.1:port` answers PING (`+PONG`, or
+ * `-NOAUTH` when it requires a password); `-LOADING` means not yet.
+ */
+export async function waitForRedis(port: number, timeoutMs = START_TIMEOUT_MS, isAlive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last = 'no answer'
+  while (Date.now() < deadline) {
+    if (!isAlive()) throw new Error(`redis-server on port ${port} exited while starting`)
+    try {
+      const reply = await probe(port, 1_000)
+      if (reply.startsWith('+PONG') || reply.startsWith('-NOAUTH')) return
+      last = reply
+    } catch (err) {
+      last = (err as Error).message
+    }
+    await sleep(25)
+  }
+  throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms (last: ${last})`)
+}
+
+function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.off('exit', onExit)
+      resolve(false)
+    }, timeoutMs)
+    const onExit = (): void => {
+      clearTimeout(timer)
+      resolve(true)
+    }
+    child.once('exit', onExit)
+  })
+}
+
+function isRunning(child: ChildProcess | undefined): child is ChildProcess {
+  return child !== undefined && child.exitCode === null && child.signalCode === null
+}
+
+async function terminate(child: ChildProcess | undefined, signal: NodeJS.Signals): Promise<void> {
+  if (!isRunning(child)) return
+  child.kill('SIGCONT') // a paused server handles SIGTERM only once it runs again
+  child.kill(signal)
+  if (!(await waitForExit(child, 5_000))) {
+    child.kill('SIGKILL')
+    await waitForExit(child, 5_000)
+  }
+}
+
+/**
+ * Spawns redis-server and waits until this very process logs that it is ready
+ * and the port answers PING. Readiness comes from the child's own log, so a
+ * server of someone else that won a port race is never mistaken for ours.
+ * Rejects (with the server's output) when it exits first.
+ */
+async function spawnServer(binary: string, args: readonly string[], port: number): Promise<ChildProcess> {
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  trackChild(child)
+  let output = ''
+  let tail = ''
+  let markReady: () => void = () => undefined
+  const ready = new Promise<void>((resolve) => (markReady = resolve))
+  const collect = (chunk: Buffer): void => {
+    const text = chunk.toString('utf8')
+    if (output.length < 8_192) output += text
+    if ((tail + text).includes('Ready to accept connections')) markReady()
+    tail = text.slice(-64)
+  }
+  child.stdout.on('data', collect)
+  child.stderr.on('data', collect)
+  const failed = new Promise<never>((_, reject) => {
+    child.once('error', reject)
+    child.once('exit', (code, signal) => reject(new Error(`redis-server exited (${signal ?? `code ${code}`})`)))
+  })
+  failed.catch(() => undefined) // observed below; after a successful start an exit is expected
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not ready within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS)
+  })
+  try {
+    await Promise.race([ready, failed, timeout])
+    await Promise.race([waitForRedis(port, START_TIMEOUT_MS, () => isRunning(child)), failed])
+  } catch (err) {
+    await terminate(child, 'SIGKILL')
+    throw new Error(`could not start redis-server on port ${port}: ${(err as Error).message}\n${output.trim()}`, { cause: err })
+  } finally {
+    clearTimeout(timer)
+  }
+  return child
+}
+
+function redisServerBinary(): string {
+  const binary = findOnPath('redis-server')
+  if (binary === undefined) throw new Error('redis-server is not on PATH (apt-get install -y redis-server)')
+  return binary
+}
+
+function serverArgs(port: number, dir: string, options: RedisServerOptions): string[] {
+  const args = ['--port', String(port), '--bind', HOST, '--save', '', '--dir', dir, '--daemonize', 'no', '--loglevel', 'notice']
+  if (options.aof === true) {
+    args.push('--appendonly', 'yes', '--appendfsync', options.appendfsync ?? 'everysec')
+  } else {
+    args.push('--appendonly', 'no')
+  }
+  if (options.password !== undefined) args.push('--requirepass', options.password)
+  args.push(...(options.extraArgs ?? []))
+  return args
+}
+
+/**
+ * Starts a private `redis-server` on a free loopback port with its own temporary directory.
+ *
+ * @example
+ * ```ts
+ * const server = await startRedisServer({ aof: true, appendfsync: 'always' })
+ * try {
+ *   await server.kill()
+ *   await server.restart() // the AOF brings the data back
+ * } finally {
+ *   await server.stop()
+ * }
+ * ```
+ */
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
+  const binary = redisServerBinary()
+  const dir = await mkdtemp(join(tmpdir(), 'rx-redis-streams-'))
+  let port = 0
+  let child: ChildProcess | undefined
+  try {
+    // Another process may take the free port before redis-server binds it: try a few ports.
+    for (let attempt = 0; child === undefined; attempt++) {
+      port = await freePort()
+      try {
+        child = await spawnServer(binary, serverArgs(port, dir, options), port)
+      } catch (err) {
+        if (attempt >= 2) throw err
+      }
+    }
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true })
+    throw err
+  }
+
+  let current: ChildProcess | undefined = child
+  let stopped = false
+  const auth = options.password === undefined ? '' : `:${encodeURIComponent(options.password)}@`
+  return {
+    url: `redis://${auth}${HOST}:${port}`,
+    host: HOST,
+    port,
+    dir,
+    async stop() {
+      if (stopped) return
+      stopped = true
+      await terminate(current, 'SIGTERM')
+      await rm(dir, { recursive: true, force: true })
+    },
+    async kill() {
+      await terminate(current, 'SIGKILL')
+    },
+    async restart() {
+      if (stopped) throw new Error('cannot restart a stopped redis-server')
+      await terminate(current, 'SIGTERM')
+      current = await spawnServer(binary, serverArgs(port, dir, options), port)
+    },
+    pause() {
+      if (isRunning(current)) current.kill('SIGSTOP')
+    },
+    resume() {
+      if (isRunning(current)) current.kill('SIGCONT')
+    },
+  }
+}
+
+async function redisCli(args: readonly string[], timeoutMs = 20_000): Promise<string> {
+  const { stdout } = await execFileAsync('redis-cli', args, { timeout: timeoutMs })
+  return stdout
+}
+
+/**
+ * Starts a Redis Cluster of `masters` private nodes without replicas and waits
+ * until every node reports `cluster_state:ok`.
+ *
+ * @example
+ * ```ts
+ * const cluster = await startRedisCluster({ masters: 3 })
+ * try {
+ *   const config = loadConfig({ redisHosts: cluster.nodes.map((n) => `${n.host}:${n.port}`) })
+ * } finally {
+ *   await cluster.stop()
+ * }
+ * ```
+ */
+export async function startRedisCluster(options: RedisClusterOptions = { masters: 3 }): Promise<RedisCluster> {
+  if (options.masters < 3) throw new Error('a Redis Cluster needs at least 3 masters')
+  if (findOnPath('redis-cli') === undefined) throw new Error('redis-cli is not on PATH (apt-get install -y redis-server)')
+  const servers: RedisServer[] = []
+  const stop = async (): Promise<void> => {
+    await Promise.all(servers.map((s) => s.stop()))
+  }
+  try {
+    for (let i = 0; i < options.masters; i++) {
+      // The cluster bus gets a free port of its own (instead of port + 10000, which may be taken).
+      const busPort = await freePort()
+      servers.push(
+        await startRedisServer({
+          extraArgs: [
+            '--cluster-enabled', 'yes',
+            '--cluster-config-file', 'nodes.conf',
+            '--cluster-node-timeout', '2000',
+            '--cluster-port', String(busPort),
+          ],
+        }),
+      )
+    }
+    const endpoints = servers.map((s) => `${s.host}:${s.port}`)
+    await redisCli(['--cluster', 'create', ...endpoints, '--cluster-replicas', '0', '--cluster-yes'])
+    const deadline = Date.now() + 15_000
+    for (const server of servers) {
+      for (;;) {
+        const info = await redisCli(['-h', server.host, '-p', String(server.port), 'cluster', 'info'], 5_000)
+        if (info.includes('cluster_state:ok')) break
+        if (Date.now() > deadline) throw new Error(`cluster node ${server.port} did not reach cluster_state:ok:\n${info}`)
+        await sleep(50)
+      }
+    }
+    return { nodes: servers.map((s) => ({ host: s.host, port: s.port })), stop }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}
