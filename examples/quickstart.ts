@@ -67,15 +67,16 @@ const outcomes = events
     matchPattern({ eventName: 'user.signup', headers: { source: 'web-app' } }),
     decode(UserSignup),
     handleEach(
-      async (msg) => {
+      (msg) => {
         const { userId, email } = msg.event.payload
         if (email.startsWith('fail')) {
           const attempt = (attempts.get(userId) ?? 0) + 1
           attempts.set(userId, attempt)
           console.log(`  user ${userId}: mail server refused (attempt ${attempt})`)
-          throw new Error('mail server refused')
+          return Promise.reject(new Error('mail server refused'))
         }
         console.log(`  user ${userId}: welcome mail sent to ${email}`)
+        return Promise.resolve()
       },
       { concurrency: 4, retry: { maxRetries: 2, initialDelay: 100, jitter: 0 } },
     ),

@@ -22,7 +22,7 @@ import type { Handler } from './handle-each.js'
  * @param handler the work, given the decoded payload and the message
  * @returns a handler for `handleEach` or `events.subscribe`
  */
-export function typedHandler<A>(codec: t.Decoder<unknown, A>, handler: (payload: A, message: Message<A>) => Promise<unknown> | unknown): Handler {
+export function typedHandler<A>(codec: t.Decoder<unknown, A>, handler: (payload: A, message: Message<A>) => unknown): Handler {
   return async (message) => {
     const decoded = decodeMessage(codec, message)
     if (isLeft(decoded)) throw decoded.left.error

@@ -66,9 +66,9 @@ export class Publisher implements EventPublisher {
   #encode(topic: string, events: readonly Event[]): string[][] {
     validateTopic(topic)
     if (!Array.isArray(events)) throw new SerializationError('publishBatch takes an array of events')
-    return events.map((e) => {
+    return events.map((e: unknown) => {
       if (e === null || typeof e !== 'object') throw new SerializationError('an event must be an object (see newEvent)')
-      const event = this.#prepare(topic, e)
+      const event = this.#prepare(topic, e as Event)
       return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event))
     })
   }

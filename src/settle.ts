@@ -38,6 +38,9 @@ export function isSettleable(value: unknown): value is Settleable {
   return typeof v['ack'] === 'function' && typeof v['nack'] === 'function' && typeof v['deadLetter'] === 'function'
 }
 
+/** `JSON.stringify`, typed honestly: undefined for `undefined`, functions and symbols. */
+const stringifyJson: (value: unknown) => string | undefined = JSON.stringify
+
 /** The text of an error or reason, for logs and dead letters (capped in length). */
 export function reasonText(reason: unknown, max = 1_000): string {
   let text: string
@@ -45,7 +48,7 @@ export function reasonText(reason: unknown, max = 1_000): string {
   else if (typeof reason === 'string') text = reason
   else {
     try {
-      text = JSON.stringify(reason) ?? String(reason)
+      text = stringifyJson(reason) ?? String(reason)
     } catch {
       text = String(reason)
     }

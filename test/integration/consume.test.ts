@@ -12,7 +12,7 @@ const dlqKey = (topic: string): string => `event:dlq:{${topic}}`
 async function pendingCount(topic: string, group: string): Promise<number> {
   const redis = newRedis()
   try {
-    const summary = (await redis.xpending(streamKey(topic), group)) as unknown[]
+    const summary = (await redis.xpending(streamKey(topic), group))
     return Number(summary[0])
   } finally {
     await redis.quit()
@@ -109,7 +109,9 @@ describe('credit and backpressure', () => {
       const redis = newRedis(server.url)
       await redis.config('RESETSTAT')
       let handled = 0
-      const sub = events.topic(topic).consume({ group, batchSize: 100 }).pipe(handleEach(() => void handled++, { concurrency: 50 })).subscribe()
+      const sub = events.topic(topic).consume({ group, batchSize: 100 }).pipe(handleEach(() => {
+        handled++
+      }, { concurrency: 50 })).subscribe()
       await waitFor(() => handled === 1_000)
       await waitFor(async () => (await pendingCount2(redis, topic, group)) === 0)
       const stats = await redis.info('commandstats')
@@ -127,7 +129,7 @@ describe('credit and backpressure', () => {
 })
 
 async function pendingCount2(redis: ReturnType<typeof newRedis>, topic: string, group: string): Promise<number> {
-  const summary = (await redis.xpending(streamKey(topic), group)) as unknown[]
+  const summary = (await redis.xpending(streamKey(topic), group))
   return Number(summary[0])
 }
 
@@ -235,12 +237,13 @@ describe('operators on Redis', () => {
       .consume({ group })
       .pipe(
         mergeMap((msg) =>
-          defer(async () => {
+          defer(() => {
             if (msg.event.name === 'bad') {
               attempts.push(Date.now())
-              throw new Error('always fails')
+              return Promise.reject(new Error('always fails'))
             }
             good.push((msg.event.payload as { n: number }).n)
+            return Promise.resolve()
           }).pipe(retryWithBackoff({ maxRetries: 3, initialDelay, jitter: 0 }), toDeadLetter(msg), ackOnComplete(msg)),
         ),
       )
