@@ -174,7 +174,7 @@ async function paced(rate: number, seconds: number, publish: (sentAt: number) =>
     const wait = due - performance.now()
     if (wait > 0) await new Promise((r) => setTimeout(r, wait))
     for (let i = 0; i < perTick; i++) {
-      void publish(performance.now())
+      publish(performance.now()).catch((e: unknown) => console.error('publish', e))
       sent++
     }
   }
@@ -188,6 +188,7 @@ export async function latencyRaw(url: string, rate: number, seconds: number): Pr
   const key = streamKey(randomTopic('d-raw'))
   await reader.xgroup('CREATE', key, 'raw', '$', 'MKSTREAM')
   const samples: number[] = []
+  const acks: Promise<number>[] = []
   let expected = Infinity
   const consuming = (async () => {
     while (samples.length < expected) {
@@ -202,11 +203,12 @@ export async function latencyRaw(url: string, rate: number, seconds: number): Pr
         samples.push(now - payload.sentAt)
         ids.push(id)
       }
-      if (ids.length > 0) void acker.xack(key, 'raw', ...ids)
+      if (ids.length > 0) acks.push(acker.xack(key, 'raw', ...ids))
     }
   })()
   expected = await paced(rate, seconds, (sentAt) => producer.xadd(key, '*', ...encodeEvent(newEvent('tick', { sentAt }), MAX_PAYLOAD)))
   await consuming
+  await Promise.all(acks)
   await Promise.all([producer.quit(), reader.quit(), acker.quit()])
   return percentiles(samples)
 }
