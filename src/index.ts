@@ -26,3 +26,4 @@ export {
   type DecodeReason,
   type ConfigIssue,
 } from './errors.js'
+export { Share, CompositeSettleable, creditLimit } from './shared-settlement.js'

@@ -1,0 +1,113 @@
+import { TestScheduler } from 'rxjs/testing'
+import { expect } from 'vitest'
+import type { Message, RetryDefaults } from '../../src/consumer/message.js'
+import type { Event } from '../../src/event.js'
+import type { NackOptions, Outcome } from '../../src/settle.js'
+import type { JoinedPair, Late, Window, WindowResult } from '../../operators/window-types.js'
+
+/** A test double of our own `Message` interface: counts every settlement call and hold. */
+export class FakeMessage implements Message<string> {
+  readonly event: Event<string>
+  readonly streamId: string
+  readonly topic = 'test-topic'
+  readonly group = 'test-group'
+  readonly consumer = 'test-consumer'
+  readonly deliveryCount = 1
+  readonly maxDeliveries = 4
+  readonly retry: RetryDefaults = { maxRetries: 3, initialDelay: 1_000 }
+  acks = 0
+  nacks = 0
+  deadLetters = 0
+  readonly reasons: unknown[] = []
+  readonly nackOptions: (NackOptions | undefined)[] = []
+  readonly holds: number[] = []
+  #outcome: Outcome | undefined
+
+  constructor(
+    readonly id: string,
+    timestamp: number,
+    key = '',
+  ) {
+    this.streamId = `${timestamp}-0`
+    this.event = { id, name: 'test.event', payload: id, headers: { key }, timestamp }
+  }
+
+  get key(): string {
+    return this.event.headers['key'] ?? ''
+  }
+
+  get outcome(): Outcome | undefined {
+    return this.#outcome
+  }
+
+  /** Called on the first settlement call (a credit-based source frees one unit). */
+  onSettled: (() => void) | undefined
+
+  /** How many settlement calls of any kind were made. */
+  get calls(): number {
+    return this.acks + this.nacks + this.deadLetters
+  }
+
+  #settled(): void {
+    if (this.calls === 1) this.onSettled?.()
+  }
+
+  ack(): Promise<Outcome> {
+    this.acks++
+    this.#outcome ??= 'acked'
+    this.#settled()
+    return Promise.resolve(this.#outcome)
+  }
+
+  nack(error: unknown, options?: NackOptions): Promise<Outcome> {
+    this.nacks++
+    this.reasons.push(error)
+    this.nackOptions.push(options)
+    this.#outcome ??= 'nacked'
+    this.#settled()
+    return Promise.resolve(this.#outcome)
+  }
+
+  deadLetter(reason: unknown): Promise<Outcome> {
+    this.deadLetters++
+    this.reasons.push(reason)
+    this.#outcome ??= 'dead-lettered'
+    this.#settled()
+    return Promise.resolve(this.#outcome)
+  }
+
+  holdUntil(untilMs: number): void {
+    this.holds.push(untilMs)
+  }
+
+  withPayload<A>(_payload: A): Message<A> {
+    throw new Error('not used by these tests')
+  }
+}
+
+/** A message `id` at event time `timestamp`, with `key` in its headers. */
+export const msg = (id: string, timestamp: number, key = ''): FakeMessage => new FakeMessage(id, timestamp, key)
+
+/** The key header of a fake message (the `key` option of the tests). */
+export const keyOf = (m: FakeMessage): string => m.key
+
+const ids = (messages: readonly FakeMessage[]): string => messages.map((m) => m.id).join('')
+
+/** A window as a short string: `key[start,end)!:ids` (`!` when early, no key when `''`). */
+export function show(value: Window<FakeMessage> | Late<FakeMessage> | WindowResult<unknown, FakeMessage>): string {
+  if (value.kind === 'late') return `late:${value.message.id}@${value.streamTime}`
+  const early = value.early ? '!' : ''
+  const body = value.kind === 'window' ? ids(value.messages) : JSON.stringify(value.value)
+  return `${value.key}[${value.start},${value.end})${early}:${body}`
+}
+
+/** A join result as a short string: `left+right` (`_` for an empty side). */
+export function showPair(pair: JoinedPair<FakeMessage | undefined, FakeMessage | undefined>): string {
+  return `${pair.left?.id ?? '_'}+${pair.right?.id ?? '_'}`
+}
+
+/** A TestScheduler asserting with vitest's deep equality. */
+export const testScheduler = (): TestScheduler =>
+  new TestScheduler((actual, expected) => {
+    expect(actual).toEqual(expected)
+  })
