@@ -8,6 +8,7 @@ import { ConsumerTimeoutError, DecodeError, GroupMissingError } from '../errors.
 import { decodeEntry, type Event, type StoredEvent } from '../event.js'
 import type { Logger } from '../logger.js'
 import { reasonText, type NackOptions, type Outcome } from '../settle.js'
+import { creditLimit, creditLimitOf } from '../shared-settlement.js'
 import { messagingAttributes, type Instruments } from '../telemetry/instruments.js'
 import type { AckBatcher } from './acker.js'
 import type { Message, RetryDefaults } from './message.js'
@@ -112,7 +113,15 @@ export class Subscription {
   #readPending = true
   #pendingCursor = '0'
   #claimCursor = '0-0'
+  /** A claim step waits for credit: the pull loop claims before it reads new entries. */
+  #claimWanted = false
+  #claiming = false
+  /** Credit promised to a read or claim in flight, so that together they never exceed the credit. */
+  #reserved = 0
   #claimerAlive = false
+  /** Set once stop() has drained: lease renewal runs until then. */
+  #drained = false
+  #leaseTimer: NodeJS.Timeout | undefined
   #stopping: Promise<void> | undefined
   #releasePromoter: (() => void) | undefined
 
@@ -143,11 +152,15 @@ export class Subscription {
     this.#releasePromoter = this.#ctx.acquirePromoter(this.topic)
     this.#every(Math.max(20, Math.min(1_000, this.#consumerTimeoutMs / 10)), () => this.#expireTimedOut())
     const leaseEvery = Math.max(50, Math.floor(this.#claimMinIdleMs / 3))
-    this.#every(leaseEvery, () => this.#renewLeases(leaseEvery))
+    // Leases are renewed while stop() drains too: a message still being handled must not be claimed.
+    this.#leaseTimer = this.#every(leaseEvery, () => this.#renewLeases(leaseEvery), true)
     if (this.#claimIntervalMs > 0) {
       this.#claimerAlive = true
-      this.#every(this.#claimIntervalMs, () => this.#claim())
+      this.#every(this.#claimIntervalMs, () => this.#claimTick())
     }
+    // Dead letters older than dlqTtl are trimmed on every move and here, periodically (one XTRIM MINID).
+    const dlqTtl = this.#ctx.config.dlqTtlMs
+    this.#every(Math.min(60_000, Math.max(100, Math.floor(dlqTtl / 10))), () => this.#trimDeadLetters())
     void this.#run()
   }
 
@@ -163,10 +176,10 @@ export class Subscription {
     }
   }
 
-  #every(ms: number, task: () => Promise<void> | void): void {
+  #every(ms: number, task: () => Promise<void> | void, whileDraining = false): NodeJS.Timeout {
     let running = false
     const timer = setInterval(() => {
-      if (running || this.#signal.aborted) return
+      if (running || (whileDraining ? this.#drained : this.#signal.aborted)) return
       running = true
       Promise.resolve()
         .then(task)
@@ -175,10 +188,11 @@ export class Subscription {
     }, ms)
     timer.unref()
     this.#timers.add(timer)
+    return timer
   }
 
   #credit(): number {
-    return this.#maxPending - this.#held.size
+    return this.#maxPending - this.#held.size - this.#reserved
   }
 
   async #run(): Promise<void> {
@@ -197,19 +211,30 @@ export class Subscription {
           continue
         }
         this.#state = 'pulling'
+        if (this.#claimWanted && !this.#readPending) {
+          // Idle entries of dead consumers are older than anything new: claim them first.
+          this.#claimWanted = false
+          await this.#claim()
+          continue
+        }
         const count = Math.min(this.#batchSize, credit)
         let entries: ReadEntry[]
-        if (this.#readPending) {
-          entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: 0, from: 'pending', after: this.#pendingCursor })
-          const last = entries[entries.length - 1]
-          if (last === undefined) {
-            this.#readPending = false
-            this.#pendingCursor = '0'
+        this.#reserved += count
+        try {
+          if (this.#readPending) {
+            entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: 0, from: 'pending', after: this.#pendingCursor })
+            const last = entries[entries.length - 1]
+            if (last === undefined) {
+              this.#readPending = false
+              this.#pendingCursor = '0'
+            } else {
+              this.#pendingCursor = last.id
+            }
           } else {
-            this.#pendingCursor = last.id
+            entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#blockMs, from: 'new' })
           }
-        } else {
-          entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#blockMs, from: 'new' })
+        } finally {
+          this.#reserved -= count
         }
         if (this.#signal.aborted) {
           // Read after stop began: these stay pending for this consumer name and are read again on restart, or claimed.
@@ -225,7 +250,8 @@ export class Subscription {
         this.#readPending = true
         this.#pendingCursor = '0'
         this.#state = 'reconnecting'
-        const delay = Math.min(5_000, 50 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2)
+        // Capped low enough that consumption resumes soon after Redis comes back, high enough for no hot loop.
+        const delay = Math.min(1_000, 50 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2)
         this.#logger.warn({ err: error, failures, retryInMs: Math.round(delay) }, 'read failed; retrying')
         await sleep(delay, this.#signal)
       }
@@ -251,12 +277,13 @@ export class Subscription {
       event = decoded.event
     } catch (error) {
       const reason = error instanceof DecodeError ? error.message : `decode failed: ${reasonText(error)}`
-      void this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount)
+      // A failed move is logged; the entry stays pending and is moved on its next delivery.
+      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount).catch(() => undefined)
       return
     }
     if (entry.deliveryCount > this.#maxDeliveries) {
       const reason = `delivery limit exceeded: delivered ${entry.deliveryCount} times, the limit is ${this.#maxDeliveries}`
-      void this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount)
+      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount).catch(() => undefined)
       return
     }
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
@@ -304,6 +331,11 @@ export class Subscription {
   /** @internal Keeps the credit while waiting, then claims the entry back with a higher delivery count. */
   settleNack(message: DeliveredMessage, error: unknown, options: NackOptions | undefined): void {
     this.#ctx.instruments.nacked.add(1, this.#attributes)
+    if (this.#signal.aborted) {
+      // Stopping: the entry stays pending, for a restart with this name or a claimer.
+      this.#release(message)
+      return
+    }
     const delay = options?.delay ?? Math.min(this.#retry.initialDelay * 2 ** (message.deliveryCount - 1), 60_000)
     this.#logger.info({ streamId: message.streamId, eventId: message.event.id, err: error, retryInMs: delay }, 'nacked; will be delivered again')
     const timer = setTimeout(() => {
@@ -343,6 +375,11 @@ export class Subscription {
   }
 
   /** @internal */
+  get maxPending(): number {
+    return this.#maxPending
+  }
+
+  /** @internal */
   get maxDeliveries(): number {
     return this.#maxDeliveries
   }
@@ -379,27 +416,66 @@ export class Subscription {
     }
   }
 
-  async #claim(): Promise<void> {
-    let rounds = 0
-    while (!this.#signal.aborted && this.#credit() > 0 && rounds++ < 100) {
-      const result = await this.#ctx.backend.claimIdle(this.topic, this.group, this.consumer, {
-        minIdleMs: this.#claimMinIdleMs,
-        cursor: this.#claimCursor,
-        count: Math.min(this.#batchSize, this.#credit()),
-      })
-      this.#claimCursor = result.cursor
-      if (result.deletedIds.length > 0) {
-        this.#ctx.instruments.lost.add(result.deletedIds.length, this.#attributes)
-        this.#logger.warn({ count: result.deletedIds.length }, 'claimed entries were deleted; counted as lost')
-        await this.#ctx.backend.ack(this.topic, this.group, result.deletedIds)
-      }
-      for (const entry of result.entries) {
-        if (this.#signal.aborted) break
-        this.#deliver(entry, 'claim')
-      }
-      if (result.cursor === '0-0') break
-    }
+  async #claimTick(): Promise<void> {
+    await this.#claim()
     await this.#removeStaleConsumers()
+  }
+
+  /**
+   * Claims entries idle longer than claimMinIdleTime from any consumer of the
+   * group (XAUTOCLAIM, following its cursor), within the credit. Out of credit,
+   * it hands over to the pull loop, which goes on claiming before it reads new
+   * entries as soon as credit is released.
+   */
+  async #claim(): Promise<void> {
+    if (this.#claiming || this.#claimIntervalMs <= 0) return
+    this.#claiming = true
+    try {
+      let rounds = 0
+      while (!this.#signal.aborted) {
+        const credit = this.#credit()
+        if (credit <= 0 || rounds++ >= 100) {
+          this.#claimWanted = true
+          return
+        }
+        const count = Math.min(this.#batchSize, credit)
+        this.#reserved += count
+        let result
+        try {
+          result = await this.#ctx.backend.claimIdle(this.topic, this.group, this.consumer, {
+            minIdleMs: this.#claimMinIdleMs,
+            cursor: this.#claimCursor,
+            count,
+          })
+        } finally {
+          this.#reserved -= count
+        }
+        this.#claimCursor = result.cursor
+        if (result.deletedIds.length > 0) {
+          this.#ctx.instruments.lost.add(result.deletedIds.length, this.#attributes)
+          this.#logger.warn({ count: result.deletedIds.length }, 'claimed entries were deleted; counted as lost')
+          await this.#ctx.backend.ack(this.topic, this.group, result.deletedIds)
+        }
+        for (const entry of result.entries) {
+          if (this.#signal.aborted) break
+          this.#deliver(entry, 'claim')
+        }
+        if (result.cursor === '0-0') {
+          this.#claimWanted = false
+          return
+        }
+      }
+    } catch (error) {
+      if (error instanceof GroupMissingError) this.#claimCursor = '0-0'
+      throw error
+    } finally {
+      this.#claiming = false
+    }
+  }
+
+  async #trimDeadLetters(): Promise<void> {
+    const removed = await this.#ctx.backend.dlqTrim(this.topic, Date.now() - this.#ctx.config.dlqTtlMs)
+    if (removed > 0) this.#logger.info({ removed }, 'trimmed expired dead letters')
   }
 
   async #removeStaleConsumers(): Promise<void> {
@@ -424,14 +500,16 @@ export class Subscription {
     this.#state = 'stopping'
     this.#signal.wake?.()
     this.#creditWaiter?.()
-    for (const timer of this.#timers) clearInterval(timer)
-    this.#timers.clear()
+    for (const timer of this.#timers) if (timer !== this.#leaseTimer) clearInterval(timer)
     this.#releasePromoter?.()
     await this.#reader.close()
     const deadline = Date.now() + this.#drainTimeoutMs
     while (Date.now() < deadline && [...this.#held.values()].some((m) => m.outcome === undefined)) {
       await new Promise((r) => setTimeout(r, 10))
     }
+    this.#drained = true
+    clearInterval(this.#leaseTimer)
+    this.#timers.clear()
     await this.#ctx.acker.flush()
     this.#held.clear()
     this.#state = 'stopped'
@@ -481,8 +559,14 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     return this.#outcome
   }
 
+  /** The last call wins: the consumer timeout counts again from `untilMs` (Infinity holds it indefinitely). */
   holdUntil(untilMs: number): void {
-    this.deadline = Math.max(this.deadline, untilMs)
+    this.deadline = Math.max(this.deliveredAt, untilMs) + this.#subscription.consumerTimeoutMs
+  }
+
+  /** The subscription's credit: windows and joins close early before holding more than this. */
+  get [creditLimit](): number {
+    return this.#subscription.maxPending
   }
 
   withPayload<A>(payload: A): Message<A> {
@@ -557,6 +641,9 @@ class DecodedView<A> implements Message<A> {
   }
   holdUntil(untilMs: number): void {
     this.#inner.holdUntil(untilMs)
+  }
+  get [creditLimit](): number | undefined {
+    return creditLimitOf(this.#inner)
   }
   withPayload<B>(payload: B): Message<B> {
     return this.#inner.withPayload(payload)
