@@ -1,0 +1,158 @@
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { newEvent, type EventManager, type Message } from '../../src/index.js'
+import { createTestEventManager, DrainTimeoutError, MemoryBackend, TEST_DEFAULTS, waitForDrained } from '../../src/testing.js'
+
+const open: EventManager[] = []
+function manager(...args: Parameters<typeof createTestEventManager>): EventManager {
+  const m = createTestEventManager(...args)
+  open.push(m)
+  return m
+}
+
+afterEach(async () => {
+  vi.unstubAllEnvs()
+  await Promise.all(open.splice(0).map((m) => m.close()))
+})
+
+/** The code under test: a handler that could live in an application. */
+interface Signup {
+  readonly userId: number
+  readonly email: string
+}
+function welcomeMailer(outbox: string[]): (msg: Message<Signup>) => Promise<void> {
+  return async (msg) => {
+    await Promise.resolve()
+    if (msg.event.payload.email.endsWith('@invalid')) throw new Error(`cannot mail ${msg.event.payload.email}`)
+    outbox.push(`welcome ${msg.event.payload.email}`)
+  }
+}
+
+describe('createTestEventManager', () => {
+  it('is in memory, ignores the EVENT_* environment, and has fast defaults', () => {
+    vi.stubEnv('EVENT_REDIS_URL', 'redis://127.0.0.1:1')
+    vi.stubEnv('EVENT_MAX_RETRIES', '9')
+    const events = manager()
+    expect(events.backend.kind).toBe('memory')
+    expect(events.config.maxRetries).toBe(3)
+    expect(events.config.retryBackoffMs).toBe(TEST_DEFAULTS.retryBackoff)
+    expect(events.config.claimIntervalMs).toBeLessThanOrEqual(100)
+    expect(events.config.claimMinIdleTimeMs).toBeLessThanOrEqual(500)
+    expect(events.config.delayedQueueCheckIntervalMs).toBeLessThanOrEqual(50)
+    expect(events.config.consumerTimeoutMs).toBeLessThanOrEqual(2_000)
+  })
+
+  it('lets every default be overridden, the backend too', async () => {
+    const backend = new MemoryBackend()
+    const events = manager({ backend, maxRetries: 0, retryBackoff: '1s', env: { EVENT_BATCH_SIZE: '7' } })
+    expect(events.backend).toBe(backend)
+    expect(events.config.maxRetries).toBe(0)
+    expect(events.config.retryBackoffMs).toBe(1_000)
+    expect(events.config.batchSize).toBe(7)
+    await events.publish('t', newEvent('x', 1))
+    expect((await backend.topicInfo('t')).length).toBe(1)
+  })
+
+  it('gives each manager its own store', async () => {
+    const a = manager()
+    const b = manager()
+    await a.publish('orders', newEvent('order.placed', 1))
+    expect((await a.backend.topicInfo('orders')).length).toBe(1)
+    expect((await b.backend.topicInfo('orders')).length).toBe(0)
+  })
+})
+
+describe('waitForDrained: a handler tested end to end', () => {
+  it('resolves once every event was handled and acked', async () => {
+    const events = manager()
+    const outbox: string[] = []
+    const sub = events.subscribe<Signup>('user-events', 'mailer', welcomeMailer(outbox), { concurrency: 4 })
+    await events.publishBatch('user-events', [
+      newEvent('user.signup', { userId: 1, email: 'ada@example.com' }),
+      newEvent('user.signup', { userId: 2, email: 'grace@example.com' }),
+      newEvent('user.signup', { userId: 3, email: 'alan@example.com' }),
+    ])
+    await waitForDrained(events, 'user-events', 'mailer', { timeoutMs: 2_000 })
+    expect(outbox.sort()).toEqual(['welcome ada@example.com', 'welcome alan@example.com', 'welcome grace@example.com'])
+    expect(await events.deadLetters.count('user-events')).toBe(0)
+    await sub.unsubscribe()
+  })
+
+  it('resolves after retries once a failing event is dead-lettered, and the others are handled', async () => {
+    const events = manager()
+    const outbox: string[] = []
+    await events.publishBatch('user-events', [
+      newEvent('user.signup', { userId: 1, email: 'ada@example.com' }),
+      newEvent('user.signup', { userId: 2, email: 'nobody@invalid' }),
+      newEvent('user.signup', { userId: 3, email: 'alan@example.com' }),
+    ])
+    const started = Date.now()
+    const sub = events.subscribe<Signup>('user-events', 'mailer', welcomeMailer(outbox))
+    await waitForDrained(events, 'user-events', 'mailer', { timeoutMs: 2_000 })
+    expect(Date.now() - started).toBeLessThan(1_000) // 3 retries with the 10 ms test backoff
+    expect(outbox).toEqual(['welcome ada@example.com', 'welcome alan@example.com'])
+    const [letter, ...others] = await events.deadLetters.list('user-events')
+    expect(others).toEqual([])
+    expect(letter?.group).toBe('mailer')
+    expect(letter?.error).toContain('cannot mail nobody@invalid')
+    expect(letter?.event?.payload).toEqual({ userId: 2, email: 'nobody@invalid' })
+    await sub.unsubscribe()
+  })
+
+  it('waits for a nacked message to be delivered again and acked', async () => {
+    const events = manager()
+    let attempts = 0
+    const sub = events.topic('jobs').consume({ group: 'workers' }).subscribe((msg) => {
+      attempts++
+      void (msg.deliveryCount < 3 ? msg.nack(new Error('not yet')) : msg.ack())
+    })
+    await events.publish('jobs', newEvent('job.run', {}))
+    await waitForDrained(events, 'jobs', 'workers', { timeoutMs: 2_000 })
+    expect(attempts).toBe(3)
+    sub.unsubscribe()
+  })
+
+  it('waits for delayed events too with includeDelayed', async () => {
+    const events = manager()
+    const seen: string[] = []
+    const sub = events.subscribe('reminders', 'sender', (msg) => void seen.push(msg.event.name))
+    await events.publish('reminders', newEvent('now', {}))
+    await events.publishWithDelay('reminders', newEvent('later', {}), 150)
+    await waitForDrained(events, 'reminders', 'sender', { timeoutMs: 2_000 })
+    expect(seen).toEqual(['now'])
+    await waitForDrained(events, 'reminders', 'sender', { timeoutMs: 2_000, includeDelayed: true })
+    expect(seen).toEqual(['now', 'later'])
+    await sub.unsubscribe()
+  })
+
+  it('rejects with what is left when messages stay unsettled', async () => {
+    const events = manager()
+    const held: Message[] = []
+    const sub = events.topic('orders').consume({ group: 'billing', maxPendingMessages: 2, drainTimeout: 10 }).subscribe((m) => held.push(m))
+    await events.publishBatch('orders', [1, 2, 3, 4, 5].map((n) => newEvent('order.placed', n)))
+    const error = await waitForDrained(events, 'orders', 'billing', { timeoutMs: 150 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(error).toBeInstanceOf(DrainTimeoutError)
+    expect(error).toMatchObject({ code: 'DRAIN_TIMEOUT', topic: 'orders', group: 'billing', state: { groupExists: true, pending: 2, lag: 3 } })
+    expect((error as Error).message).toBe(
+      'group "billing" of topic "orders" was not drained within 150 ms: 2 pending (delivered, not yet acked or dead-lettered), lag 3 (not yet delivered)',
+    )
+    expect(held).toHaveLength(2)
+    sub.unsubscribe()
+  })
+
+  it('rejects with a clear message when nobody consumes the topic as that group', async () => {
+    const events = manager()
+    await events.publish('orders', newEvent('order.placed', 1))
+    await expect(waitForDrained(events, 'orders', 'typo', { timeoutMs: 50 })).rejects.toThrow(
+      'group "typo" of topic "orders" was not drained within 50 ms: the group does not exist (is a consumer of this group subscribed?)',
+    )
+  })
+
+  it('rejects at once when the manager is closed', async () => {
+    const events = manager()
+    await events.close()
+    await expect(waitForDrained(events, 'orders', 'billing', { timeoutMs: 5_000 })).rejects.toMatchObject({ code: 'CLOSED' })
+  })
+})
