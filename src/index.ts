@@ -27,3 +27,38 @@ export {
   type ConfigIssue,
 } from './errors.js'
 export { Share, CompositeSettleable, creditLimit } from './shared-settlement.js'
+export { getEventManager, setEventManager, getEventPublisher, getEventConsumer, getDeadLetterQueue, closeEventManager } from './globals.js'
+export {
+  collectStats,
+  topicStats,
+  type EventStats,
+  type TopicStats,
+  type GroupStats,
+  type ConsumerStats,
+  type ConsumerGroupStats,
+  type StatsOptions,
+} from './stats.js'
+export {
+  checkHealth,
+  UnhealthyError,
+  type HealthReport,
+  type HealthOptions,
+  type BackendHealth,
+  type SubscriptionHealth,
+  type PromoterHealth,
+  type HealthSource,
+} from './health.js'
+export { createLogger, redactingLogger, scrubText, messageLogFields, REDACTED_PATHS, type CreateLoggerOptions, type MessageLogFields } from './telemetry/logging.js'
+export {
+  isTracingEnabled,
+  traceContextHook,
+  withSendSpan,
+  startProcessSpan,
+  parseTraceparent,
+  formatTraceparent,
+  type ProcessSpan,
+} from './telemetry/tracing.js'
+export { observeGroupGauges, GROUP_LAG_METRIC, GROUP_PENDING_METRIC, type GroupSample, type GroupGaugeOptions } from './telemetry/gauges.js'
+export { INSTRUMENTATION_SCOPE, INSTRUMENTATION_VERSION } from './telemetry/instruments.js'
+export type { Logger } from './logger.js'
+export type { PublishHook } from './publisher.js'

@@ -14,18 +14,33 @@ import { DeadLetterQueue } from './dead-letter.js'
 import { DelayedPromoter } from './delayed.js'
 import { ClosedError } from './errors.js'
 import type { Event } from './event.js'
+import { checkHealth, UnhealthyError, type HealthOptions, type HealthReport } from './health.js'
 import { silentLogger, type Logger } from './logger.js'
-import { Publisher, type BatchPublisher, type EventPublisher, type PublishHook } from './publisher.js'
+import { BatchPublisher, Publisher, type EventPublisher, type PublishHook } from './publisher.js'
+import { collectStats, type EventStats } from './stats.js'
+import { observeGroupGauges, type GroupSample } from './telemetry/gauges.js'
 import { createInstruments, type Instruments } from './telemetry/instruments.js'
+import { redactingLogger } from './telemetry/logging.js'
+import { traceContextHook, withSendSpan } from './telemetry/tracing.js'
 import { validateName, validateTopic } from './topic.js'
 
 /**
  * Options of {@link createEventManager}: every configuration option (the
  * `EVENT_*` variables in camelCase; an option wins over its variable), plus
  * the logger and the backend.
+ *
+ * @example
+ * ```ts
+ * createEventManager({ redisUrl: 'redis://localhost:6379', maxRetries: 5, logger: pino(), healthTimeout: 1_000 })
+ * ```
  */
 export interface EventManagerOptions extends ConfigOptions {
-  /** Any pino logger; default silent. Child loggers carry topic, group and consumer. */
+  /**
+   * Any pino logger (see also `createLogger`); default silent. The manager logs
+   * through a child that redacts credentials; child loggers carry topic, group
+   * and consumer, and lines about a message its stream id, event id and
+   * correlation id.
+   */
   readonly logger?: Logger
   /** `redis` (default), `memory` (in-process, no Redis), or a backend instance. */
   readonly backend?: 'redis' | 'memory' | StreamBackend
@@ -33,11 +48,33 @@ export interface EventManagerOptions extends ConfigOptions {
   readonly redisClient?: RedisClient
   /** Environment to read `EVENT_*` from; default `process.env`. */
   readonly env?: NodeJS.ProcessEnv
-  /** Adds wire extras (trace context) to published events. Set by the telemetry module. */
+  /**
+   * Adds wire extras to published events. Default: `traceContextHook`, which
+   * writes the `traceparent` of the `send` span when an OpenTelemetry tracer
+   * provider is registered (and does nothing otherwise).
+   */
   readonly publishHook?: PublishHook
+  /** How long `health()` waits for PING before it reports the store unreachable, ms. Default 2 000. */
+  readonly healthTimeout?: number
+  /**
+   * Which consumer groups the `rx_redis_streams.consumer_group.lag` and
+   * `.pending` gauges report (only while an OpenTelemetry MeterProvider is
+   * registered): the groups of the topics this manager consumes (default),
+   * of every registered topic, or none.
+   */
+  readonly groupGauges?: 'subscribed' | 'all' | false
 }
 
-/** A topic: publish to it, or consume it as a cold Observable. */
+/**
+ * A topic: publish to it, or consume it as a cold Observable.
+ *
+ * @example
+ * ```ts
+ * const orders = events.topic('orders')
+ * await orders.publish(newEvent('order.created', { id: 1 }))
+ * orders.consume({ group: 'billing' }).pipe(handleEach(bill)).subscribe()
+ * ```
+ */
 export interface Topic {
   readonly name: string
   /**
@@ -50,26 +87,69 @@ export interface Topic {
   publish(event: Event): Promise<string>
 }
 
-/** The consuming side alone (the original spec's `EventConsumer`). */
+/**
+ * The consuming side alone (the original spec's `EventConsumer`): topic
+ * Observables and the one-call `subscribe`.
+ *
+ * @example
+ * ```ts
+ * import { getEventConsumer } from 'rx-redis-streams'
+ * const consumer = getEventConsumer()
+ * consumer.subscribe('user-events', 'analytics', async (msg) => track(msg.event))
+ * consumer.consume('user-events', { group: 'audit' }).pipe(handleEach(audit)).subscribe()
+ * ```
+ */
 export interface EventConsumer {
+  /** A topic handle (see {@link EventManager.topic}). */
   topic(name: string): Topic
+  /** `topic(name).consume(options)`. */
+  consume(topic: string, options: ConsumeOptions): Observable<Message>
+  /** Runs a handler for each event of `topic` in `group` (see {@link EventManager.subscribe}). */
+  subscribe<P = unknown>(topic: string, group: string, handler: Handler<P>, options?: SubscribeOptions): HandlerSubscription
 }
 
-/** Options of {@link EventManager.subscribe}: consumption, handling, and an optional pattern. */
-export interface SubscribeOptions extends Omit<ConsumeOptions, 'group'>, HandleEachOptions {
+/**
+ * Options of {@link EventManager.subscribe}: consumption, handling, and an optional pattern.
+ *
+ * @example
+ * ```ts
+ * events.subscribe('user-events', 'web-signups', handle, {
+ *   pattern: { eventName: 'user.signup', headers: { source: 'web-app' } },
+ *   concurrency: 10,
+ *   retry: { maxRetries: 5, initialDelay: 500 },
+ * })
+ * ```
+ */
+export interface SubscribeOptions extends Omit<ConsumeOptions, 'group'>, Omit<HandleEachOptions, 'logger'> {
   /** Only events matching this are handled; the others are acked. */
   readonly pattern?: EventPattern
   /** Called with each settled message (for logging or tests). */
   readonly onSettled?: (handled: Handled) => void
 }
 
-/** A running handler subscription. */
+/**
+ * A running handler subscription.
+ *
+ * @example
+ * ```ts
+ * const sub = events.subscribe('orders', 'billing', bill)
+ * process.once('SIGTERM', () => void sub.unsubscribe().then(() => events.close()))
+ * ```
+ */
 export interface HandlerSubscription {
   /** Stops consuming; resolves when in-flight messages settled (up to the drain timeout) and acks are flushed. */
   unsubscribe(): Promise<void>
 }
 
-/** What `health()` and `stats()` need from the manager's internals. */
+/**
+ * What `health()` and `stats()` need from the manager's internals.
+ *
+ * @example
+ * ```ts
+ * const { backend, subscriptions } = events.internals
+ * console.log(backend.kind, subscriptions().map((s) => s.state))
+ * ```
+ */
 export interface ManagerInternals {
   readonly backend: StreamBackend
   readonly config: Config
@@ -79,7 +159,9 @@ export interface ManagerInternals {
 }
 
 /**
- * Publishes events, opens topics, manages dead letters, and closes everything.
+ * Publishes events, opens topics, manages dead letters, reports stats and
+ * health, and closes everything. Narrow views: `publisher`, `consumer`,
+ * `deadLetters`.
  *
  * @example
  * ```ts
@@ -96,7 +178,7 @@ export interface ManagerInternals {
 export class EventManager implements EventPublisher, EventConsumer {
   /** The decoded configuration. */
   readonly config: Config
-  /** The logger given (or a silent one). */
+  /** The logger given (or a silent one), as a child that redacts credentials. */
   readonly logger: Logger
   /** The storage backend. */
   readonly backend: StreamBackend
@@ -113,11 +195,17 @@ export class EventManager implements EventPublisher, EventConsumer {
   readonly #promoters = new Map<string, { promoter: DelayedPromoter; refs: number }>()
   readonly #closing = new Set<Promise<void>>()
   readonly #closeHooks: (() => Promise<void> | void)[] = []
+  readonly #healthTimeoutMs: number
+  readonly #stopGauges: () => void
   #closed: Promise<void> | undefined
 
   constructor(options: EventManagerOptions = {}) {
-    this.logger = options.logger ?? silentLogger()
-    this.config = loadConfig(options, options.env ?? process.env, this.logger)
+    const given = options.logger ?? silentLogger()
+    this.config = loadConfig(options, options.env ?? process.env, given)
+    this.logger = redactingLogger(given, [this.config.redis.password, options.redisPassword])
+    const healthTimeout = options.healthTimeout ?? 2_000
+    if (!Number.isFinite(healthTimeout) || healthTimeout <= 0) throw new RangeError(`healthTimeout must be a positive number of ms, got ${String(healthTimeout)}`)
+    this.#healthTimeoutMs = healthTimeout
     this.backend = createBackend(options, this.config)
     this.#instruments = createInstruments()
     this.#acker = new AckBatcher(this.backend, this.logger)
@@ -125,7 +213,7 @@ export class EventManager implements EventPublisher, EventConsumer {
       backend: this.backend,
       config: this.config,
       instruments: this.#instruments,
-      ...(options.publishHook === undefined ? {} : { hook: options.publishHook }),
+      hook: options.publishHook ?? traceContextHook,
       onDelayed: (topic, dueAt) => {
         if (!this.config.delayedQueueEnabled || this.#closed) return
         // The manager keeps promoting topics it scheduled on until it closes.
@@ -137,9 +225,32 @@ export class EventManager implements EventPublisher, EventConsumer {
         entry?.promoter.notify(dueAt)
       },
     })
-    this.publisher = this.#publisher
+    this.publisher = {
+      publish: (topic, event) => this.publish(topic, event),
+      publishBatch: (topic, events) => this.publishBatch(topic, events),
+      publishWithDelay: (topic, event, delayMs) => this.publishWithDelay(topic, event, delayMs),
+      publishAt: (topic, event, date) => this.publishAt(topic, event, date),
+      cancelDelayed: (topic, eventId) => this.cancelDelayed(topic, eventId),
+      batch: (topic) => this.batch(topic),
+    }
     this.deadLetters = new DeadLetterQueue(this.backend, this.config)
-    this.consumer = { topic: (name) => this.topic(name) }
+    this.consumer = {
+      topic: (name) => this.topic(name),
+      consume: (topic, consumeOptions) => this.consume(topic, consumeOptions),
+      subscribe: (topic, group, handler, subscribeOptions) => this.subscribe(topic, group, handler, subscribeOptions),
+    }
+    const gauges = options.groupGauges ?? 'subscribed'
+    this.#stopGauges = gauges === false ? () => undefined : observeGroupGauges({ sample: () => this.#sampleGroups(gauges) })
+    this.logger.debug({ backend: this.backend.kind, redis: describeConnection(this.config) }, 'event manager created')
+  }
+
+  /** Group numbers for the gauges: of the topics consumed here, or of every registered topic. */
+  async #sampleGroups(scope: 'subscribed' | 'all'): Promise<GroupSample[]> {
+    const topics = scope === 'all' ? await this.backend.topics() : [...new Set([...this.#subscriptions].map((s) => s.topic))]
+    const perTopic = await Promise.all(
+      topics.map(async (topic) => (await this.backend.groups(topic)).map((g) => ({ topic, group: g.name, pending: g.pending, lag: g.lag }))),
+    )
+    return perTopic.flat()
   }
 
   #acquirePromoter(topic: string): () => void {
@@ -205,6 +316,20 @@ export class EventManager implements EventPublisher, EventConsumer {
     }
   }
 
+  /**
+   * `topic(name).consume(options)`: a cold Observable of the topic's messages
+   * for one consumer of `options.group`.
+   *
+   * @example
+   * ```ts
+   * events.consume('orders', { group: 'billing' }).pipe(handleEach(bill, { concurrency: 10 })).subscribe()
+   * ```
+   * @throws {InvalidTopicError}
+   */
+  consume(topic: string, options: ConsumeOptions): Observable<Message> {
+    return this.topic(topic).consume(options)
+  }
+
   #consume(topic: string, options: ConsumeOptions): Observable<Message> {
     validateName('group', options.group)
     if (options.consumer !== undefined) validateName('consumer', options.consumer)
@@ -248,8 +373,8 @@ export class EventManager implements EventPublisher, EventConsumer {
       ...(retry === undefined ? {} : { retry }),
       ...(ordered === undefined ? {} : { ordered }),
     }
-    const subscription = messages$.pipe(handleEach(handler, handling)).subscribe({
-      next: (handled) => onSettled?.(handled as Handled),
+    const subscription = messages$.pipe(handleEach(handler, { ...handling, logger: this.logger })).subscribe({
+      next: (handled) => onSettled?.(handled),
       error: (error: unknown) => this.logger.error({ err: error, topic, group }, 'subscription failed'),
     })
     return {
@@ -260,32 +385,142 @@ export class EventManager implements EventPublisher, EventConsumer {
     }
   }
 
+  /**
+   * Appends one event to a topic; resolves to its stream id. Under a
+   * `send <topic>` span when tracing is on.
+   *
+   * @example
+   * ```ts
+   * const streamId = await events.publish('user-events', newEvent('user.signup', { userId: 123 }))
+   * ```
+   */
   publish(topic: string, event: Event): Promise<string> {
     this.#assertOpen('event manager')
-    return this.#publisher.publish(topic, event)
+    return withSendSpan(topic, [event], () => this.#publisher.publish(topic, event))
   }
 
+  /**
+   * Appends events in one atomic round trip; resolves to their stream ids.
+   *
+   * @example
+   * ```ts
+   * await events.publishBatch('analytics', [newEvent('click', { x: 1 }), newEvent('click', { x: 2 })])
+   * ```
+   */
   publishBatch(topic: string, events: readonly Event[]): Promise<string[]> {
     this.#assertOpen('event manager')
-    return this.#publisher.publishBatch(topic, events)
+    return withSendSpan(topic, Array.isArray(events) ? events : [], () => this.#publisher.publishBatch(topic, events))
   }
 
+  /**
+   * Makes an event visible to consumers after `delayMs`; resolves to the event id.
+   *
+   * @example
+   * ```ts
+   * const id = await events.publishWithDelay('notifications', newEvent('reminder.send', { userId: 123 }), 5 * 60_000)
+   * ```
+   */
   publishWithDelay(topic: string, event: Event, delayMs: number): Promise<string> {
     this.#assertOpen('event manager')
-    return this.#publisher.publishWithDelay(topic, event, delayMs)
+    return withSendSpan(topic, [event], () => this.#publisher.publishWithDelay(topic, event, delayMs))
   }
 
+  /**
+   * Makes an event visible to consumers at `date`; resolves to the event id.
+   *
+   * @example
+   * ```ts
+   * await events.publishAt('notifications', newEvent('report.due', {}), new Date('2030-01-01T08:00:00Z'))
+   * ```
+   */
   publishAt(topic: string, event: Event, date: Date | number): Promise<string> {
     this.#assertOpen('event manager')
-    return this.#publisher.publishAt(topic, event, date)
+    return withSendSpan(topic, [event], () => this.#publisher.publishAt(topic, event, date))
   }
 
+  /**
+   * Cancels a delayed event that is not yet due; true if it was waiting.
+   *
+   * @example
+   * ```ts
+   * const id = await events.publishWithDelay('notifications', reminder, 60_000)
+   * await events.cancelDelayed('notifications', id) // true
+   * ```
+   */
   cancelDelayed(topic: string, eventId: string): Promise<boolean> {
     return this.#publisher.cancelDelayed(topic, eventId)
   }
 
+  /**
+   * A batch publisher for one topic (the original spec's `NewBatchPublisher`).
+   *
+   * @example
+   * ```ts
+   * await events.batch('analytics').addJSON('user.action', { n: 1 }).addJSON('user.action', { n: 2 }).publish()
+   * ```
+   */
   batch(topic: string): BatchPublisher {
-    return this.#publisher.batch(topic)
+    return new BatchPublisher(this, topic)
+  }
+
+  /**
+   * Statistics of every registered topic (or of one): stream length and
+   * first/last ids, delayed and dead-letter counts, and per consumer group its
+   * pending count, lag and consumers (with idle times). Also in the original
+   * spec's shape: `topics[name].messagesCount`, `consumerGroups[name].pendingMessagesCount`.
+   *
+   * @example
+   * ```ts
+   * const stats = await events.stats()
+   * for (const [topic, t] of Object.entries(stats.topics)) console.log(topic, t.messagesCount, t.deadLetters)
+   * const orders = (await events.stats('orders')).topics['orders']
+   * console.log(orders?.groups['billing']?.lag)
+   * ```
+   * @throws {InvalidTopicError}
+   */
+  stats(topic?: string): Promise<EventStats> {
+    return collectStats(this.backend, { topic })
+  }
+
+  /**
+   * A structured health report: the store's PING round trip (raced against
+   * `timeoutMs`, so it never hangs), each subscription's state and last read,
+   * claimers and promoters. `ok` is false, with `reasons`, when the store does
+   * not answer in time, a subscription is reconnecting, or a promoter is stuck.
+   *
+   * @example
+   * ```ts
+   * app.get('/health', async (_req, res) => {
+   *   const report = await events.health()
+   *   res.status(report.ok ? 200 : 503).json(report)
+   * })
+   * ```
+   */
+  health(options: HealthOptions = {}): Promise<HealthReport> {
+    return checkHealth(
+      {
+        backend: this.backend,
+        closed: this.closed,
+        promoterIntervalMs: this.config.delayedQueueCheckIntervalMs,
+        subscriptions: () => this.internals.subscriptions(),
+        promoters: () => this.internals.promoters(),
+      },
+      { timeoutMs: options.timeoutMs ?? this.#healthTimeoutMs },
+    )
+  }
+
+  /**
+   * The original spec's `Health(ctx) error`: resolves when healthy, rejects
+   * with an {@link UnhealthyError} holding the report otherwise.
+   *
+   * @example
+   * ```ts
+   * await events.assertHealthy() // throws UnhealthyError: event system unhealthy: Redis is unreachable: ...
+   * ```
+   */
+  async assertHealthy(options: HealthOptions = {}): Promise<void> {
+    const report = await this.health(options)
+    if (!report.ok) throw new UnhealthyError(report)
   }
 
   /** @internal What stats and health read. */
@@ -320,6 +555,7 @@ export class EventManager implements EventPublisher, EventConsumer {
   }
 
   async #close(): Promise<void> {
+    this.#stopGauges()
     await Promise.all([...this.#subscriptions].map((s) => s.stop()))
     await Promise.all([...this.#closing])
     for (const { promoter } of this.#promoters.values()) promoter.stop()
@@ -327,6 +563,18 @@ export class EventManager implements EventPublisher, EventConsumer {
     await this.#acker.flush()
     for (const hook of this.#closeHooks) await hook()
     await this.backend.close()
+  }
+}
+
+/** What the manager logs about its connection: never the password or the URL. */
+function describeConnection(config: Config): Record<string, unknown> {
+  const { redis } = config
+  return {
+    mode: redis.mode,
+    hosts: redis.hosts.map((h) => `${h.host}:${String(h.port)}`).join(','),
+    db: redis.db,
+    tls: redis.tls,
+    auth: redis.password !== undefined,
   }
 }
 

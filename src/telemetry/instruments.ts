@@ -1,7 +1,23 @@
 import { metrics, type Attributes, type Counter, type Histogram } from '@opentelemetry/api'
 
-/** Library name and version reported to OpenTelemetry. */
+/**
+ * Library name reported to OpenTelemetry (the meter and tracer name).
+ *
+ * @example
+ * ```ts
+ * // OpenTelemetry views can select the library's instruments by scope:
+ * new View({ meterName: INSTRUMENTATION_SCOPE, instrumentName: 'messaging.process.duration' })
+ * ```
+ */
 export const INSTRUMENTATION_SCOPE = 'rx-redis-streams'
+/**
+ * Library version reported to OpenTelemetry.
+ *
+ * @example
+ * ```ts
+ * console.log(INSTRUMENTATION_VERSION) // '0.1.0'
+ * ```
+ */
 export const INSTRUMENTATION_VERSION = '0.1.0'
 
 /** Counters the engine bumps; all are no-ops until the application registers an OpenTelemetry SDK. */
@@ -40,4 +56,22 @@ export function createInstruments(): Instruments {
     lost: meter.createCounter('rx_redis_streams.messages.lost', { description: 'Pending entries whose bodies were deleted or trimmed', unit: '{message}' }),
     promoted: meter.createCounter('rx_redis_streams.delayed.promoted', { unit: '{message}' }),
   }
+}
+
+let current: { readonly provider: unknown; readonly instruments: Instruments } | undefined
+
+/**
+ * The instruments of the MeterProvider registered now (created again when the
+ * application registers another one). For code that outlives providers, such
+ * as operators.
+ *
+ * @example
+ * ```ts
+ * currentInstruments().processDuration.record(0.012, messagingAttributes('orders', 'billing'))
+ * ```
+ */
+export function currentInstruments(): Instruments {
+  const provider = metrics.getMeterProvider()
+  if (current?.provider !== provider) current = { provider, instruments: createInstruments() }
+  return current.instruments
 }

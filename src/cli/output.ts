@@ -1,0 +1,87 @@
+/**
+ * What the CLI writes: where (stdout for results, stderr for progress and
+ * errors) and how (aligned tables, short times).
+ */
+
+/** The CLI's streams and environment; tests pass their own. */
+export interface CliIo {
+  /** Results: tables, or JSON with `--json`. */
+  out(text: string): void
+  /** Progress, notices and errors. */
+  err(text: string): void
+  readonly env: NodeJS.ProcessEnv
+}
+
+/**
+ * Aligns rows into columns under a header, two spaces apart.
+ *
+ * @example
+ * ```ts
+ * table(['TOPIC', 'LENGTH'], [['orders', '10']]) // 'TOPIC   LENGTH\norders  10'
+ * ```
+ */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd()
+  return [line(header), ...rows.map(line)].join('\n')
+}
+
+/**
+ * A short human duration: `850ms`, `12.3s`, `4m 05s`, `3h 20m`, `2d 4h`.
+ *
+ * @example
+ * ```ts
+ * humanDuration(65_000) // '1m 05s'
+ * ```
+ */
+export function humanDuration(ms: number): string {
+  const sign = ms < 0 ? '-' : ''
+  const abs = Math.abs(ms)
+  if (abs < 1_000) return `${sign}${Math.round(abs)}ms`
+  if (abs < 60_000) return `${sign}${(abs / 1_000).toFixed(1)}s`
+  const pad = (n: number): string => String(n).padStart(2, '0')
+  if (abs < 3_600_000) return `${sign}${Math.floor(abs / 60_000)}m ${pad(Math.floor((abs % 60_000) / 1_000))}s`
+  if (abs < 86_400_000) return `${sign}${Math.floor(abs / 3_600_000)}h ${pad(Math.floor((abs % 3_600_000) / 60_000))}m`
+  return `${sign}${Math.floor(abs / 86_400_000)}d ${Math.floor((abs % 86_400_000) / 3_600_000)}h`
+}
+
+/**
+ * An epoch-ms time as ISO 8601 (UTC), or `-`.
+ *
+ * @example
+ * ```ts
+ * isoTime(0) // '1970-01-01T00:00:00.000Z'
+ * ```
+ */
+export function isoTime(ms: number | null | undefined): string {
+  return ms === null || ms === undefined || !Number.isFinite(ms) ? '-' : new Date(ms).toISOString()
+}
+
+/**
+ * Cuts text to `max` characters (with `…`) and puts it on one line.
+ *
+ * @example
+ * ```ts
+ * truncate('a\nb', 10) // 'a b'
+ * ```
+ */
+export function truncate(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, ' ')
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat
+}
+
+/**
+ * JSON for `--json`: indented for one document, one line per item when streaming.
+ *
+ * @example
+ * ```ts
+ * json({ a: 1 }) // '{\n  "a": 1\n}'
+ * ```
+ */
+export function json(value: unknown, compact = false): string {
+  return compact ? JSON.stringify(value) : JSON.stringify(value, null, 2)
+}
