@@ -42,20 +42,38 @@ export function backoffDelay(retryIndex: number, initialDelay: number, multiplie
  * @returns an operator that retries the source
  */
 export function retryWithBackoff<T>(config: RetryWithBackoffConfig = {}): MonoTypeOperatorFunction<T> {
-  const maxRetries = config.maxRetries ?? 3
+  const policy = retryPolicy(config)
+  return retry<T>({
+    count: policy.maxRetries,
+    resetOnSuccess: config.resetOnSuccess ?? false,
+    delay: (error: unknown, retryIndex: number) => {
+      if (!policy.shouldRetry(error)) return throwError(() => error)
+      const delay = policy.delayFor(retryIndex)
+      return config.scheduler === undefined ? timer(delay) : timer(delay, config.scheduler)
+    },
+  })
+}
+
+/** A retry configuration with its defaults applied. */
+export interface RetryPolicy {
+  readonly maxRetries: number
+  readonly shouldRetry: (error: unknown) => boolean
+  /** The delay before retry number `retryIndex` (1-based), jitter included. */
+  readonly delayFor: (retryIndex: number) => number
+}
+
+/** Applies the defaults of {@link RetryWithBackoffConfig} (shared by `retryWithBackoff` and `handleEach`). */
+export function retryPolicy(config: RetryWithBackoffConfig): RetryPolicy {
   const initialDelay = config.initialDelay ?? 1_000
   const maxDelay = config.maxDelay ?? 60_000
   const multiplier = config.multiplier ?? 2
   const jitter = config.jitter ?? 0.1
-  const shouldRetry = config.shouldRetry ?? ((error: unknown) => !isPermanentError(error))
-  return retry<T>({
-    count: maxRetries,
-    resetOnSuccess: config.resetOnSuccess ?? false,
-    delay: (error: unknown, retryIndex: number) => {
-      if (!shouldRetry(error)) return throwError(() => error)
+  return {
+    maxRetries: config.maxRetries ?? 3,
+    shouldRetry: config.shouldRetry ?? ((error: unknown) => !isPermanentError(error)),
+    delayFor: (retryIndex) => {
       const base = backoffDelay(retryIndex, initialDelay, multiplier, maxDelay)
-      const delay = jitter > 0 ? Math.max(0, base * (1 + jitter * (Math.random() * 2 - 1))) : base
-      return config.scheduler === undefined ? timer(delay) : timer(delay, config.scheduler)
+      return jitter > 0 ? Math.max(0, base * (1 + jitter * (Math.random() * 2 - 1))) : base
     },
-  })
+  }
 }

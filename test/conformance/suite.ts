@@ -302,9 +302,10 @@ export function defineConformanceSuite(name: string, makeManager: MakeManager): 
           const sub = events.subscribe(
             topic,
             group,
-            (m) => {
+            async (m) => {
               deliveries++
               received.add(m.event.id)
+              await sleep(1) // slow enough that a subscriber is closed mid-stream, whatever the backend's speed
             },
             { consumer: 'worker', batchSize: 50, concurrency: 10, ...FAST },
           )
