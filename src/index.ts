@@ -62,3 +62,4 @@ export { observeGroupGauges, GROUP_LAG_METRIC, GROUP_PENDING_METRIC, type GroupS
 export { INSTRUMENTATION_SCOPE, INSTRUMENTATION_VERSION } from './telemetry/instruments.js'
 export type { Logger } from './logger.js'
 export type { PublishHook } from './publisher.js'
+export { createTestEventManager, waitForDrained, DrainTimeoutError, TEST_DEFAULTS, MemoryBackend, type MemoryBackendOptions, type WaitForDrainedOptions, type DrainState } from './testing.js'
