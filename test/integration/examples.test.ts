@@ -19,6 +19,16 @@ const EXAMPLES: Record<string, readonly RegExp[]> = {
   'event-sourcing': [/^rebuilt from 4 events: ada has 70\.5$/m, /^rebuilt from 5 events: ada has 50$/m],
   saga: [/^order A-1 completed$/m, /^order B-2 cancelled: payment declined, inventory released$/m, /^A-1: completed; 2 saga events, all with correlation id \S+: yes$/m, /^B-2: cancelled; 3 saga events, all with correlation id \S+: yes$/m],
   'cqrs-projections': [/command rejected: user u9 does not exist$/m, /^write model: 3 users; 4 events published/m, /^query users-by-id u2: \{"userId":"u2","name":"Grace","plan":"premium"\}$/m, /^query plan-counts: \{"free":2,"premium":1\}$/m],
+  'windowed-join': [
+    /^joined order o-1 with payment p-1$/m,
+    /^joined order o-2 with payment p-2$/m,
+    /^unpaid order o-3$/m,
+    /^unpaid order o-5$/m,
+    /^user u-1 minute 12:00 → 2 orders$/m,
+    /^acked through join results: 7 orders, 4 payments$/m,
+    /^acked through count windows: 7 orders$/m,
+    /^done$/m,
+  ],
   'stats-and-health': [/^Topic orders-\w+: 10 messages, 1 delayed, 2 dead letters$/m, /^ {2}group billing: 5 pending, lag 0, consumers: billing-1 \(5 pending/m, /^Group billing: 5 pending messages$/m, /^health: ok, Redis PING [\d.]+ ms$/m, /subscription billing\/billing-1: paused \(5 held\)/m],
 }
 
