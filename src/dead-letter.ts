@@ -43,7 +43,7 @@ function parse(topic: string, entry: StoredEntry, maxPayloadBytes: number): Dead
     fields[k] = v
     if (!k.startsWith('dlq_')) original.push(k, v)
   }
-  let event: Event | null = null
+  let event: Event | null
   try {
     event = decodeEntry(original, maxPayloadBytes).event
   } catch {
@@ -120,20 +120,31 @@ export class DeadLetterQueue {
     return this.replay(topic, dlqId)
   }
 
-  /** Replays every dead letter (of one group, or matching a filter); resolves to how many. */
+  /**
+   * Replays every dead letter (of one group, or matching a filter); resolves to
+   * how many. A replayed event that fails again while this runs is not replayed
+   * a second time by this call.
+   */
   async replayAll(topic: string, options: ReplayAllOptions = {}): Promise<number> {
     validateTopic(topic)
     let replayed = 0
     let after: string | undefined
+    // Stream ids this call created: a dead letter whose original id is one of them failed again after its replay.
+    const replayedIds = new Set<string>()
     for (;;) {
       const page = await this.list(topic, { count: 200, ...(after === undefined ? {} : { after }) })
       const last = page[page.length - 1]
       if (last === undefined) break
       after = last.dlqId
       for (const letter of page) {
+        if (replayedIds.has(letter.originalId)) continue
         if (options.group !== undefined && letter.group !== options.group) continue
         if (options.filter && !options.filter(letter)) continue
-        if ((await this.replay(topic, letter.dlqId)) !== null) replayed++
+        const streamId = await this.replay(topic, letter.dlqId)
+        if (streamId !== null) {
+          replayedIds.add(streamId)
+          replayed++
+        }
       }
       options.onProgress?.(replayed)
     }

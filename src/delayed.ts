@@ -75,19 +75,25 @@ export class DelayedPromoter {
       do {
         result = await this.#backend.promoteDue(this.topic, Date.now(), BATCH, this.#maxLen === undefined ? {} : { maxLen: this.#maxLen })
         if (result.promoted > 0) this.#instruments.promoted.add(result.promoted, messagingAttributes(this.topic))
-      } while (result.promoted === BATCH && !this.#stopped)
+      } while (result.promoted === BATCH && !this.#flags().stopped)
       this.#failures = 0
       this.#lastRunAt = Date.now()
       if (result.nextDueAt !== null) next = Math.min(next, Math.max(0, result.nextDueAt - Date.now()))
     } catch (error) {
       this.#failures++
-      next = Math.min(this.#checkIntervalMs * 2 ** Math.min(this.#failures, 5), 30_000)
+      // Backs off, but not so far that promotion lags long once Redis is back.
+      next = Math.min(this.#checkIntervalMs * 2 ** Math.min(this.#failures, 5), Math.max(this.#checkIntervalMs, 5_000))
       this.#logger.warn({ err: error, topic: this.topic }, 'delayed promotion failed; retrying')
     } finally {
       this.#running = false
     }
-    if (this.#again) this.#schedule(0)
+    if (this.#flags().again) this.#schedule(0)
     else if (this.#wakeAt === Infinity || Date.now() + next < this.#wakeAt) this.#schedule(next)
+  }
+
+  /** Flags that change while a pass awaits (a method, so checks after an await are not narrowed away). */
+  #flags(): { stopped: boolean; again: boolean } {
+    return { stopped: this.#stopped, again: this.#again }
   }
 
   stop(): void {

@@ -24,7 +24,12 @@ export interface ConsumeOptions {
   readonly consumer?: string
   /** Most entries per read (XREADGROUP COUNT). */
   readonly batchSize?: number
-  /** Most unsettled messages at any time (the credit): memory stays bounded whatever the backlog. */
+  /**
+   * Most unsettled messages at any time (the credit): memory stays bounded
+   * whatever the backlog. Every message held when the process crashes counts
+   * one more delivery towards `maxRetries + 1`: keep it small where a handler
+   * may crash its process.
+   */
   readonly maxPendingMessages?: number
   /** How long one read blocks waiting for new entries, in ms. Default 2000. */
   readonly blockMs?: number
@@ -113,11 +118,12 @@ export class Subscription {
   #readPending = true
   #pendingCursor = '0'
   #claimCursor = '0-0'
-  /** A claim step waits for credit: the pull loop claims before it reads new entries. */
+  /** A claim scan is unfinished (out of credit): the next release goes on with it, before the pull loop reads new entries. */
   #claimWanted = false
   #claiming = false
   /** Credit promised to a read or claim in flight, so that together they never exceed the credit. */
   #reserved = 0
+  #lostUnlogged = 0
   #claimerAlive = false
   /** Set once stop() has drained: lease renewal runs until then. */
   #drained = false
@@ -179,7 +185,7 @@ export class Subscription {
   #every(ms: number, task: () => Promise<void> | void, whileDraining = false): NodeJS.Timeout {
     let running = false
     const timer = setInterval(() => {
-      if (running || (whileDraining ? this.#drained : this.#signal.aborted)) return
+      if (running || (whileDraining ? this.#drained : this.#aborted())) return
       running = true
       Promise.resolve()
         .then(task)
@@ -191,6 +197,11 @@ export class Subscription {
     return timer
   }
 
+  /** A method, not a property read, so that checks after an await are not narrowed away. */
+  #aborted(): boolean {
+    return this.#signal.aborted
+  }
+
   #credit(): number {
     return this.#maxPending - this.#held.size - this.#reserved
   }
@@ -198,30 +209,25 @@ export class Subscription {
   async #run(): Promise<void> {
     let failures = 0
     let groupReady = false
-    while (!this.#signal.aborted) {
+    while (!this.#aborted()) {
       try {
         if (!groupReady) {
           await this.#ctx.backend.ensureGroup(this.topic, this.group, this.#startFrom)
           groupReady = true
         }
         const credit = this.#credit()
+        const pending = this.#readPending
         if (credit <= 0) {
           this.#state = 'paused'
           await new Promise<void>((resolve) => (this.#creditWaiter = resolve))
           continue
         }
         this.#state = 'pulling'
-        if (this.#claimWanted && !this.#readPending) {
-          // Idle entries of dead consumers are older than anything new: claim them first.
-          this.#claimWanted = false
-          await this.#claim()
-          continue
-        }
         const count = Math.min(this.#batchSize, credit)
         let entries: ReadEntry[]
         this.#reserved += count
         try {
-          if (this.#readPending) {
+          if (pending) {
             entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: 0, from: 'pending', after: this.#pendingCursor })
             const last = entries[entries.length - 1]
             if (last === undefined) {
@@ -236,15 +242,20 @@ export class Subscription {
         } finally {
           this.#reserved -= count
         }
-        if (this.#signal.aborted) {
+        if (this.#aborted()) {
           // Read after stop began: these stay pending for this consumer name and are read again on restart, or claimed.
           break
         }
         this.#lastReadAt = Date.now()
         failures = 0
-        for (const entry of entries) this.#deliver(entry, 'read')
+        for (const entry of entries) if (!this.#deliver(entry, pending ? 'pending' : 'read')) this.#lostUnlogged++
+        // Logged once per read, or once for a whole re-read of own pending entries.
+        if (this.#lostUnlogged > 0 && !this.#readPending) {
+          this.#logger.warn({ count: this.#lostUnlogged }, 'pending entries were deleted or trimmed; acked them as lost')
+          this.#lostUnlogged = 0
+        }
       } catch (error) {
-        if (this.#signal.aborted) break
+        if (this.#aborted()) break
         failures++
         if (error instanceof GroupMissingError) groupReady = false
         this.#readPending = true
@@ -258,39 +269,44 @@ export class Subscription {
     }
   }
 
-  /** Turns one entry into a message, or settles it at once when it cannot be handled. */
-  #deliver(entry: ReadEntry, via: 'read' | 'claim'): void {
-    if (this.#held.has(entry.id)) return
+  /**
+   * Turns one entry into a message, or settles it at once when it cannot be
+   * handled. Returns false for an entry whose body is gone (acked as lost; the
+   * caller logs them, once per batch).
+   */
+  #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim'): boolean {
+    if (this.#held.has(entry.id)) return true
     if (entry.fields === null) {
       this.#ctx.instruments.lost.add(1, this.#attributes)
-      this.#logger.warn({ streamId: entry.id }, 'pending entry was deleted or trimmed; acking it as lost')
       void this.#ctx.acker.ack(this.topic, this.group, entry.id).catch(() => undefined)
-      return
+      return false
     }
     let event: StoredEvent
     try {
       const decoded = decodeEntry(entry.fields, this.#ctx.config.maxPayloadBytes)
       if (decoded.replayGroup !== undefined && decoded.replayGroup !== this.group) {
         void this.#ctx.acker.ack(this.topic, this.group, entry.id).catch(() => undefined)
-        return
+        return true
       }
       event = decoded.event
     } catch (error) {
       const reason = error instanceof DecodeError ? error.message : `decode failed: ${reasonText(error)}`
       // A failed move is logged; the entry stays pending and is moved on its next delivery.
       this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount).catch(() => undefined)
-      return
+      return true
     }
     if (entry.deliveryCount > this.#maxDeliveries) {
+      // Delivered maxDeliveries times already (consumers crashed while handling it): not handled again.
       const reason = `delivery limit exceeded: delivered ${entry.deliveryCount} times, the limit is ${this.#maxDeliveries}`
-      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount).catch(() => undefined)
-      return
+      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount - 1).catch(() => undefined)
+      return true
     }
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
     const message = new DeliveredMessage(this, entry, event)
     this.#held.set(entry.id, message)
     this.#ctx.instruments.consumed.add(1, this.#attributes)
     runInHandlingContext({ event, topic: this.topic, group: this.group }, () => this.#subscriber.next(message))
+    return true
   }
 
   async #moveToDeadLetter(id: string, fields: readonly string[] | null, reason: string, attempts: number): Promise<void> {
@@ -331,7 +347,7 @@ export class Subscription {
   /** @internal Keeps the credit while waiting, then claims the entry back with a higher delivery count. */
   settleNack(message: DeliveredMessage, error: unknown, options: NackOptions | undefined): void {
     this.#ctx.instruments.nacked.add(1, this.#attributes)
-    if (this.#signal.aborted) {
+    if (this.#aborted()) {
       // Stopping: the entry stays pending, for a restart with this name or a claimer.
       this.#release(message)
       return
@@ -346,16 +362,16 @@ export class Subscription {
   }
 
   async #redeliver(message: DeliveredMessage): Promise<void> {
-    if (this.#signal.aborted) {
+    if (this.#aborted()) {
       this.#release(message)
       return
     }
     try {
       const [entry] = await this.#ctx.backend.redeliver(this.topic, this.group, this.consumer, [message.streamId])
       this.#release(message)
-      if (entry !== undefined && !this.#signal.aborted) {
+      if (entry !== undefined && !this.#aborted()) {
         this.#ctx.instruments.retried.add(1, this.#attributes)
-        this.#deliver(entry, 'read')
+        if (!this.#deliver(entry, 'read')) this.#logger.warn({ streamId: entry.id }, 'a nacked entry was deleted or trimmed; acked it as lost')
       }
     } catch (error) {
       // The entry is still ours in the pending list: the next read of own pending entries delivers it again.
@@ -367,21 +383,25 @@ export class Subscription {
 
   #release(message: DeliveredMessage): void {
     if (this.#held.get(message.streamId) === message) this.#held.delete(message.streamId)
+    // A claim scan waiting for credit goes first (it reserves synchronously), then the pull loop.
+    if (this.#claimWanted && !this.#claiming && !this.#aborted()) {
+      this.#claim().catch((error: unknown) => this.#logger.warn({ err: error }, 'claiming idle entries failed'))
+    }
     const waiter = this.#creditWaiter
-    if (waiter !== undefined && this.#credit() > 0) {
+    if (waiter !== undefined) {
       this.#creditWaiter = undefined
       waiter()
     }
   }
 
   /** @internal */
-  get maxPending(): number {
-    return this.#maxPending
-  }
-
-  /** @internal */
   get maxDeliveries(): number {
     return this.#maxDeliveries
+  }
+
+  /** @internal The credit: at most this many unsettled messages (maxPendingMessages). */
+  get maxPending(): number {
+    return this.#maxPending
   }
 
   /** @internal */
@@ -424,53 +444,62 @@ export class Subscription {
   /**
    * Claims entries idle longer than claimMinIdleTime from any consumer of the
    * group (XAUTOCLAIM, following its cursor), within the credit. Out of credit,
-   * it hands over to the pull loop, which goes on claiming before it reads new
-   * entries as soon as credit is released.
+   * the scan goes on as soon as a message is settled, before the pull loop
+   * reads new entries: a busy consumer still takes over a dead one's work.
    */
   async #claim(): Promise<void> {
     if (this.#claiming || this.#claimIntervalMs <= 0) return
+    if (this.#readPending) {
+      // Own pending entries are re-read first; claiming goes on afterwards.
+      this.#claimWanted = true
+      return
+    }
     this.#claiming = true
+    const lost = { count: 0 }
     try {
       let rounds = 0
-      while (!this.#signal.aborted) {
-        const credit = this.#credit()
-        if (credit <= 0 || rounds++ >= 100) {
+      while (!this.#aborted()) {
+        const count = Math.min(this.#batchSize, this.#credit())
+        if (count <= 0 || rounds++ >= 100) {
           this.#claimWanted = true
           return
         }
-        const count = Math.min(this.#batchSize, credit)
-        this.#reserved += count
-        let result
-        try {
-          result = await this.#ctx.backend.claimIdle(this.topic, this.group, this.consumer, {
-            minIdleMs: this.#claimMinIdleMs,
-            cursor: this.#claimCursor,
-            count,
-          })
-        } finally {
-          this.#reserved -= count
-        }
-        this.#claimCursor = result.cursor
-        if (result.deletedIds.length > 0) {
-          this.#ctx.instruments.lost.add(result.deletedIds.length, this.#attributes)
-          this.#logger.warn({ count: result.deletedIds.length }, 'claimed entries were deleted; counted as lost')
-          await this.#ctx.backend.ack(this.topic, this.group, result.deletedIds)
-        }
-        for (const entry of result.entries) {
-          if (this.#signal.aborted) break
-          this.#deliver(entry, 'claim')
-        }
-        if (result.cursor === '0-0') {
+        if (await this.#claimStep(count, lost)) {
           this.#claimWanted = false
           return
         }
       }
     } catch (error) {
-      if (error instanceof GroupMissingError) this.#claimCursor = '0-0'
+      // Retried at the next tick, from the start.
+      this.#claimWanted = false
+      this.#claimCursor = '0-0'
       throw error
     } finally {
       this.#claiming = false
+      if (lost.count > 0) this.#logger.warn({ count: lost.count }, 'idle pending entries were deleted or trimmed; acked them as lost')
     }
+  }
+
+  /** One XAUTOCLAIM step of `count` entries; true when the scan is complete. */
+  async #claimStep(count: number, lost: { count: number }): Promise<boolean> {
+    this.#reserved += count
+    let result
+    try {
+      result = await this.#ctx.backend.claimIdle(this.topic, this.group, this.consumer, { minIdleMs: this.#claimMinIdleMs, cursor: this.#claimCursor, count })
+    } finally {
+      this.#reserved -= count
+    }
+    this.#claimCursor = result.cursor
+    if (result.deletedIds.length > 0) {
+      this.#ctx.instruments.lost.add(result.deletedIds.length, this.#attributes)
+      lost.count += result.deletedIds.length
+      await this.#ctx.backend.ack(this.topic, this.group, result.deletedIds)
+    }
+    for (const entry of result.entries) {
+      if (this.#aborted()) break
+      if (!this.#deliver(entry, 'claim')) lost.count++
+    }
+    return result.cursor === '0-0'
   }
 
   async #trimDeadLetters(): Promise<void> {
@@ -570,7 +599,7 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   }
 
   withPayload<A>(payload: A): Message<A> {
-    return new DecodedView<A>(this as DeliveredMessage, payload)
+    return new DecodedView<A>(this, payload)
   }
 
   ack(): Promise<Outcome> {
@@ -589,7 +618,7 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
       return this.#result
     }
     this.#outcome = 'nacked'
-    this.#subscription.settleNack(this as DeliveredMessage, error, options)
+    this.#subscription.settleNack(this, error, options)
     this.#result = Promise.resolve('nacked' as const)
     return this.#result
   }

@@ -41,7 +41,7 @@ export interface RedisBackendOptions {
 const SCRIPTS = {
   rrsDeadLetter: 'deadLetter-2.lua',
   rrsReplay: 'replay-2.lua',
-  rrsPromote: 'promote-3.lua',
+  rrsPromote: 'promote-4.lua',
   rrsRenewLeases: 'renewLeases-1.lua',
   rrsDeleteIdleConsumer: 'deleteIdleConsumer-1.lua',
 } as const
@@ -120,6 +120,56 @@ function readReplyEntries(reply: unknown): { id: string; fields: string[] | null
   return []
 }
 
+/** An XAUTOCLAIM reply, read (see {@link parseAutoClaimReply}). */
+export interface AutoClaimReply {
+  /** Where the next step starts; `0-0` when the scan is complete. */
+  readonly cursor: string
+  /** Claimed entries that still exist. */
+  readonly entries: { id: string; fields: string[] }[]
+  /** Ids that were pending but whose entries are gone. */
+  readonly deletedIds: string[]
+  /** Redis 6.2 answers a claimed-but-deleted entry with a bare nil, without its id: how many. */
+  readonly unnamedDeleted: number
+}
+
+/**
+ * Reads an XAUTOCLAIM reply of any Redis version: `[cursor, entries, deletedIds]`
+ * on 7.x (deleted ids are already out of the PEL), `[cursor, entries]` on 6.2,
+ * where a deleted entry is `[id, nil]` or a bare nil (it stays pending, now
+ * owned by the claimer).
+ *
+ * @throws {BackendError} when the reply is not an XAUTOCLAIM reply
+ */
+export function parseAutoClaimReply(reply: unknown): AutoClaimReply {
+  if (!Array.isArray(reply) || reply.length < 2) throw new BackendError('unexpected XAUTOCLAIM reply')
+  const items: unknown = reply[1]
+  if (!Array.isArray(items)) throw new BackendError('unexpected XAUTOCLAIM reply')
+  const entries: { id: string; fields: string[] }[] = []
+  const deletedIds: string[] = []
+  let unnamedDeleted = 0
+  for (const item of items as unknown[]) {
+    if (item === null || item === undefined) {
+      unnamedDeleted++
+      continue
+    }
+    if (!Array.isArray(item) || item.length === 0) continue
+    const id = String(item[0])
+    const fields = toFields(item[1])
+    if (fields === null) deletedIds.push(id)
+    else entries.push({ id, fields })
+  }
+  const deleted: unknown = reply[2]
+  if (Array.isArray(deleted)) for (const id of deleted as unknown[]) deletedIds.push(String(id))
+  return { cursor: String(reply[0] ?? '0-0'), entries, deletedIds, unnamedDeleted }
+}
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+
+/** The string with lone surrogates replaced by U+FFFD, as Redis would store them anyway (UTF-8). */
+function wellFormed(text: string): string {
+  return text.replace(LONE_SURROGATE, '\ufffd')
+}
+
 /** Compares two stream ids numerically. */
 export function compareStreamIds(a: string, b: string): number {
   const [am = '0', as = '0'] = a.split('-')
@@ -127,6 +177,9 @@ export function compareStreamIds(a: string, b: string): number {
   const d = Number(am) - Number(bm)
   return d !== 0 ? d : Number(as) - Number(bs)
 }
+
+/** Most ids per lease-renewal script call. */
+const LEASE_CHUNK = 1_000
 
 const isNoGroup = (error: unknown): boolean => error instanceof Error && error.message.includes('NOGROUP')
 
@@ -202,9 +255,10 @@ export class RedisBackend implements StreamBackend {
     try {
       await this.#client.xgroup('CREATE', this.#keys.stream(topic), group, startFrom === 'beginning' ? '0' : '$', 'MKSTREAM')
     } catch (error) {
-      if (error instanceof Error && error.message.includes('BUSYGROUP')) return
-      this.#fail(error)
+      if (!(error instanceof Error && error.message.includes('BUSYGROUP'))) this.#fail(error)
     }
+    // Registered again each time: a Redis restarted without persistence has lost the registry.
+    this.#registered.delete(topic)
     await this.#register(topic).catch((error: unknown) => this.#fail(error))
   }
 
@@ -215,7 +269,12 @@ export class RedisBackend implements StreamBackend {
     return reader
   }
 
-  /** XPENDING delivery counts of some ids owned by `consumer`. */
+  /**
+   * XPENDING delivery counts of some ids owned by `consumer`. One range query
+   * answers for ids that are consecutive in the consumer's pending list (a read
+   * of its own pending entries); any id it misses (other pending entries of the
+   * consumer lie in between, as after a claim) is asked for on its own.
+   */
   async deliveryCounts(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<Map<string, number>> {
     const counts = new Map<string, number>()
     if (ids.length === 0) return counts
@@ -226,9 +285,19 @@ export class RedisBackend implements StreamBackend {
       if (compareStreamIds(id, first) < 0) first = id
       if (compareStreamIds(id, last) > 0) last = id
     }
-    const reply = (await this.#client.xpending(key, group, first, last, ids.length, consumer)) as unknown[]
+    const wanted = new Set(ids)
+    const reply = await this.#client.xpending(key, group, first, last, ids.length, consumer)
     for (const row of reply) {
-      if (Array.isArray(row)) counts.set(String(row[0]), Number(row[3]))
+      if (Array.isArray(row) && wanted.has(String(row[0]))) counts.set(String(row[0]), Number(row[3]))
+    }
+    const missing = ids.filter((id) => !counts.has(id))
+    if (missing.length > 0) {
+      // Autopipelined: one round trip.
+      const rows = await Promise.all(missing.map((id) => this.#client.xpending(key, group, id, id, 1)))
+      for (const reply of rows) {
+        const row = reply[0]
+        if (Array.isArray(row)) counts.set(String(row[0]), Number(row[3]))
+      }
     }
     return counts
   }
@@ -273,8 +342,13 @@ export class RedisBackend implements StreamBackend {
   async renewLeases(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<string[]> {
     if (ids.length === 0) return []
     try {
-      const reply = (await script(this.#client, 'rrsRenewLeases')(this.#keys.stream(topic), group, consumer, ...ids)) as unknown[]
-      return reply.map(String)
+      // Chunks keep each script call far below Lua's unpack() limit (about 8,000 values).
+      const renewed: string[] = []
+      for (let i = 0; i < ids.length; i += LEASE_CHUNK) {
+        const reply = (await script(this.#client, 'rrsRenewLeases')(this.#keys.stream(topic), group, consumer, ...ids.slice(i, i + LEASE_CHUNK))) as unknown[]
+        for (const id of reply) renewed.push(String(id))
+      }
+      return renewed
     } catch (error) {
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       this.#fail(error)
@@ -289,23 +363,35 @@ export class RedisBackend implements StreamBackend {
   ): Promise<ClaimResult> {
     const key = this.#keys.stream(topic)
     try {
-      const reply = (await this.#client.xautoclaim(key, group, consumer, Math.max(0, Math.floor(options.minIdleMs)), options.cursor, 'COUNT', options.count)) as unknown[]
-      const cursor = String(reply[0] ?? '0-0')
-      const raw = parseEntries(reply[1])
-      // Redis 7 replies with a third element: ids that were pending but deleted; 6.2 returns them as nil entries.
-      const deletedIds = Array.isArray(reply[2]) ? (reply[2] as unknown[]).map(String) : []
-      const live = raw.filter((e) => e.fields !== null)
-      for (const e of raw) if (e.fields === null) deletedIds.push(e.id)
-      const counts = await this.deliveryCounts(topic, group, consumer, live.map((e) => e.id))
+      const reply: unknown = await this.#client.xautoclaim(key, group, consumer, Math.max(0, Math.floor(options.minIdleMs)), options.cursor, 'COUNT', options.count)
+      const parsed = parseAutoClaimReply(reply)
+      const deletedIds = [...parsed.deletedIds]
+      if (parsed.unnamedDeleted > 0) deletedIds.push(...(await this.#findDeletedOwn(topic, group, consumer, options.cursor, parsed)))
+      const counts = await this.deliveryCounts(topic, group, consumer, parsed.entries.map((e) => e.id))
       return {
-        cursor,
-        entries: live.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 })),
+        cursor: parsed.cursor,
+        entries: parsed.entries.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 })),
         deletedIds,
       }
     } catch (error) {
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       this.#fail(error)
     }
+  }
+
+  /**
+   * Redis 6.2: the ids behind bare nils of an XAUTOCLAIM step. They are now
+   * pending on `consumer` within the scanned range [start, cursor); those
+   * whose entries no longer exist are the deleted ones.
+   */
+  async #findDeletedOwn(topic: string, group: string, consumer: string, start: string, step: AutoClaimReply): Promise<string[]> {
+    const key = this.#keys.stream(topic)
+    const end = step.cursor === '0-0' ? '+' : `(${step.cursor}`
+    const live = new Set(step.entries.map((e) => e.id))
+    const rows = await this.#client.xpending(key, group, start, end, 1_000, consumer)
+    const candidates = rows.filter(Array.isArray).map((row) => String((row as unknown[])[0])).filter((id) => !live.has(id))
+    const bodies = await Promise.all(candidates.map((id) => this.#client.xrange(key, id, id)))
+    return candidates.filter((_, i) => bodies[i]?.length === 0)
   }
 
   async consumers(topic: string, group: string): Promise<ConsumerInfo[]> {
@@ -338,7 +424,8 @@ export class RedisBackend implements StreamBackend {
       const hargs: string[] = []
       for (const item of items) {
         zargs.push(item.dueAt, item.eventId)
-        hargs.push(item.eventId, JSON.stringify(item.fields))
+        // Well-formed: Lua's cjson refuses the \ud800-style escapes JSON.stringify writes for lone surrogates.
+        hargs.push(item.eventId, JSON.stringify(item.fields.map(wellFormed)))
       }
       multi.hset(this.#keys.delayedData(topic), ...hargs)
       multi.zadd(this.#keys.delayed(topic), ...zargs)
@@ -367,6 +454,7 @@ export class RedisBackend implements StreamBackend {
         this.#keys.delayed(topic),
         this.#keys.delayedData(topic),
         this.#keys.stream(topic),
+        this.#keys.dlq(topic),
         Math.floor(now),
         limit,
         options.maxLen === undefined ? '' : options.maxLen,
@@ -381,9 +469,14 @@ export class RedisBackend implements StreamBackend {
   async listScheduled(topic: string, options: { readonly offset?: number; readonly count: number }): Promise<ScheduledEntry[]> {
     try {
       const start = options.offset ?? 0
-      const flat = (await this.#client.call('ZRANGE', this.#keys.delayed(topic), String(start), String(start + options.count - 1), 'WITHSCORES')) as unknown[]
+      const reply = (await this.#client.call('ZRANGE', this.#keys.delayed(topic), String(start), String(start + options.count - 1), 'WITHSCORES')) as unknown[]
       const members: { eventId: string; dueAt: number }[] = []
-      for (let i = 0; i + 1 < flat.length; i += 2) members.push({ eventId: String(flat[i]), dueAt: Number(flat[i + 1]) })
+      // RESP2: [member, score, member, score, ...]; RESP3 through `call`: [[member, score], ...].
+      for (let i = 0; i < reply.length; i++) {
+        const item = reply[i]
+        if (Array.isArray(item)) members.push({ eventId: String(item[0]), dueAt: Number(item[1]) })
+        else if (i + 1 < reply.length) members.push({ eventId: String(item), dueAt: Number(reply[++i]) })
+      }
       if (members.length === 0) return []
       const data = await this.#client.hmget(this.#keys.delayedData(topic), ...members.map((m) => m.eventId))
       const out: ScheduledEntry[] = []
@@ -438,7 +531,7 @@ export class RedisBackend implements StreamBackend {
   async dlqReplay(topic: string, dlqId: string, options: { readonly maxLen?: number } = {}): Promise<string | null> {
     try {
       const reply = await script(this.#client, 'rrsReplay')(this.#keys.stream(topic), this.#keys.dlq(topic), dlqId, options.maxLen === undefined ? '' : options.maxLen)
-      return reply === null || reply === undefined || reply === false ? null : String(reply)
+      return typeof reply === 'string' || Buffer.isBuffer(reply) ? String(reply) : null
     } catch (error) {
       this.#fail(error)
     }
@@ -506,7 +599,7 @@ export class RedisBackend implements StreamBackend {
           name: String(r['name']),
           consumers: Number(r['consumers'] ?? 0),
           pending: Number(r['pending'] ?? 0),
-          lastDeliveredId: String(r['last-delivered-id'] ?? '0-0'),
+          lastDeliveredId: typeof r['last-delivered-id'] === 'string' ? r['last-delivered-id'] : '0-0',
           lag: lag === null || lag === undefined ? null : Number(lag),
         }
       })
@@ -589,13 +682,18 @@ class RedisGroupReader implements GroupReader {
       const counts = await this.#backend.deliveryCounts(topic, group, consumer, entries.map((e) => e.id))
       return entries.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 }))
     } catch (error) {
-      if (this.#closed) return []
+      if (this.#isClosed()) return []
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       if (!pending) this.#drop()
       this.#fail(error)
     } finally {
       clearTimeout(timer)
     }
+  }
+
+  /** A method, not a property read, so that the check after an await is not narrowed away. */
+  #isClosed(): boolean {
+    return this.#closed
   }
 
   close(): Promise<void> {

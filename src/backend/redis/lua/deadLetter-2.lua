@@ -24,7 +24,10 @@ for n = 1, tonumber(ARGV[4]) do
   else
     i = i + 4
   end
-  if redis.call('XACK', KEYS[1], group, id) == 1 then
+  -- Pending? Then write the dead letter first and ack after: a script that fails
+  -- midway (a DLQ key of the wrong type) keeps its earlier writes, so acking first
+  -- could lose the message.
+  if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 1 then
     local args = {}
     for f = 1, #fields, 2 do
       local name = fields[f]
@@ -39,6 +42,7 @@ for n = 1, tonumber(ARGV[4]) do
     args[#args + 1] = 'dlq_attempts'; args[#args + 1] = attempts
     args[#args + 1] = 'dlq_failed_at'; args[#args + 1] = failedAt
     out[n] = redis.call('XADD', KEYS[2], '*', unpack(args))
+    redis.call('XACK', KEYS[1], group, id)
   else
     out[n] = ''
   end

@@ -12,4 +12,8 @@ for i = 3, #ARGV do
   if #p == 1 and p[1][2] == ARGV[2] then owned[#owned + 1] = ARGV[i] end
 end
 if #owned == 0 then return owned end
-return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned), 'JUSTID')
+-- unpack() must be the last argument of a call, or Lua keeps only its first value.
+local args = { ARGV[1], ARGV[2], 0 }
+for _, id in ipairs(owned) do args[#args + 1] = id end
+args[#args + 1] = 'JUSTID'
+return redis.call('XCLAIM', KEYS[1], unpack(args))

@@ -4,7 +4,8 @@
 -- KEYS[2]  dead letter stream
 -- ARGV[1]  dead letter id
 -- ARGV[2]  approximate MAXLEN of the topic stream ("" = unbounded)
--- Returns: the new stream id, or false when the dead letter does not exist.
+-- Returns: the new stream id, or false when the dead letter does not exist or holds
+--          no event fields (malformed delayed data kept for inspection only).
 local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if #found == 0 then return false end
 local fields = found[1][2]
@@ -18,6 +19,7 @@ for f = 1, #fields, 2 do
     args[#args + 1] = fields[f + 1]
   end
 end
+if #args == 0 then return false end
 if group then
   args[#args + 1] = 'replay_group'
   args[#args + 1] = group
