@@ -10,6 +10,7 @@ import type { Logger } from '../logger.js'
 import { reasonText, type NackOptions, type Outcome } from '../settle.js'
 import { creditLimit, creditLimitOf } from '../shared-settlement.js'
 import { messagingAttributes, type Instruments } from '../telemetry/instruments.js'
+import { messageLogFields, type MessageLogFields } from '../telemetry/logging.js'
 import type { AckBatcher } from './acker.js'
 import type { Message, RetryDefaults } from './message.js'
 
@@ -298,7 +299,7 @@ export class Subscription {
     if (entry.deliveryCount > this.#maxDeliveries) {
       // Delivered maxDeliveries times already (consumers crashed while handling it): not handled again.
       const reason = `delivery limit exceeded: delivered ${entry.deliveryCount} times, the limit is ${this.#maxDeliveries}`
-      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount - 1).catch(() => undefined)
+      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount - 1, event).catch(() => undefined)
       return true
     }
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
@@ -309,7 +310,12 @@ export class Subscription {
     return true
   }
 
-  async #moveToDeadLetter(id: string, fields: readonly string[] | null, reason: string, attempts: number): Promise<void> {
+  /** The event fields of a log line about an entry (its event, when decoded). */
+  #eventFields(streamId: string, event: Event | undefined): Partial<MessageLogFields> {
+    return event === undefined ? { streamId } : messageLogFields({ topic: this.topic, group: this.group, consumer: this.consumer, streamId, event })
+  }
+
+  async #moveToDeadLetter(id: string, fields: readonly string[] | null, reason: string, attempts: number, event?: Event): Promise<void> {
     try {
       const [dlqId] = await this.#ctx.backend.deadLetter(
         this.topic,
@@ -318,10 +324,10 @@ export class Subscription {
         Date.now() - this.#ctx.config.dlqTtlMs,
       )
       if (dlqId !== undefined && dlqId !== '') this.#ctx.instruments.deadLettered.add(1, this.#attributes)
-      this.#logger.warn({ streamId: id, dlqId, reason, attempts }, 'moved to the dead letter queue')
+      this.#logger.warn({ ...this.#eventFields(id, event), dlqId, reason, attempts }, 'moved to the dead letter queue')
     } catch (error) {
       // Still pending: it is delivered again (and dead-lettered then) or claimed.
-      this.#logger.error({ err: error, streamId: id }, 'dead-letter move failed; the entry stays pending')
+      this.#logger.error({ ...this.#eventFields(id, event), err: error }, 'dead-letter move failed; the entry stays pending')
       throw error
     }
   }
@@ -338,7 +344,7 @@ export class Subscription {
   /** @internal */
   async settleDeadLetter(message: DeliveredMessage, reason: unknown): Promise<void> {
     try {
-      await this.#moveToDeadLetter(message.streamId, message.fields, reasonText(reason), message.deliveryCount)
+      await this.#moveToDeadLetter(message.streamId, message.fields, reasonText(reason), message.deliveryCount, message.event)
     } finally {
       this.#release(message)
     }
@@ -353,7 +359,7 @@ export class Subscription {
       return
     }
     const delay = options?.delay ?? Math.min(this.#retry.initialDelay * 2 ** (message.deliveryCount - 1), 60_000)
-    this.#logger.info({ streamId: message.streamId, eventId: message.event.id, err: error, retryInMs: delay }, 'nacked; will be delivered again')
+    this.#logger.info({ ...this.#eventFields(message.streamId, message.event), err: error, retryInMs: delay }, 'nacked; will be delivered again')
     const timer = setTimeout(() => {
       this.#timers.delete(timer)
       void this.#redeliver(message)
@@ -375,7 +381,7 @@ export class Subscription {
       }
     } catch (error) {
       // The entry is still ours in the pending list: the next read of own pending entries delivers it again.
-      this.#logger.warn({ err: error, streamId: message.streamId }, 'redelivery failed; will re-read pending entries')
+      this.#logger.warn({ ...this.#eventFields(message.streamId, message.event), err: error }, 'redelivery failed; will re-read pending entries')
       this.#release(message)
       this.#readPending = true
     }
@@ -432,7 +438,7 @@ export class Subscription {
     if (ids.length === 0) return
     const renewed = new Set(await this.#ctx.backend.renewLeases(this.topic, this.group, this.consumer, ids))
     for (const id of ids) {
-      if (!renewed.has(id)) this.#logger.warn({ streamId: id }, 'lease lost: another consumer claimed this message')
+      if (!renewed.has(id)) this.#logger.warn(this.#eventFields(id, this.#held.get(id)?.event), 'lease lost: another consumer claimed this message')
     }
   }
 
@@ -641,6 +647,9 @@ class DecodedView<A> implements Message<A> {
     const e = inner.event
     const event: { -readonly [K in keyof Event<A>]: Event<A>[K] } = { id: e.id, name: e.name, payload, headers: e.headers, timestamp: e.timestamp }
     if (e.correlationId !== undefined) event.correlationId = e.correlationId
+    // The producer's trace context travels on, so that the process span can link to it.
+    const traceparent = (e as { readonly traceparent?: string }).traceparent
+    if (traceparent !== undefined) Object.assign(event, { traceparent })
     this.event = event
   }
 

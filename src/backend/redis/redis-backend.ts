@@ -230,6 +230,8 @@ export class RedisBackend implements StreamBackend {
     const trim: (string | number)[] = options.maxLen === undefined ? [] : ['MAXLEN', '~', options.maxLen]
     try {
       const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
+      // Awaited below; if the append fails first, its rejection must not go unhandled.
+      registering?.catch(() => undefined)
       let ids: string[]
       if (entries.length === 1) {
         const id = await this.#client.xadd(key, ...(trim as ['MAXLEN', '~', number]), '*', ...(entries[0] as string[]))
