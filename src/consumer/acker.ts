@@ -1,10 +1,25 @@
 import type { StreamBackend } from '../backend/types.js'
 import type { Logger } from '../logger.js'
 
-/** Ids waiting for one XACK, and the callers waiting for it. */
+/** Ids waiting for one XACK, and the one promise all their callers share. */
 interface Batch {
   ids: string[]
-  waiters: { resolve: () => void; reject: (error: unknown) => void }[]
+  /** Resolves to 'acked' once the XACK succeeded (shared: no allocation per message). */
+  done: Promise<'acked'>
+  resolve: (outcome: 'acked') => void
+  reject: (error: unknown) => void
+}
+
+function newBatch(): Batch {
+  let resolve: (outcome: 'acked') => void = () => undefined
+  let reject: (error: unknown) => void = () => undefined
+  const done = new Promise<'acked'>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  // Callers may drop the promise; a failure is logged by the batcher.
+  done.catch(() => undefined)
+  return { ids: [], done, resolve, reject }
 }
 
 /** Flush at once when this many acks are waiting, rather than at the end of the tick. */
@@ -28,17 +43,17 @@ export class AckBatcher {
     this.#logger = logger
   }
 
-  /** Queues an ack; resolves once the XACK that carries it has succeeded. */
-  ack(topic: string, group: string, id: string): Promise<void> {
+  /** Queues an ack; resolves to 'acked' once the XACK that carries it has succeeded (one promise per batch). */
+  ack(topic: string, group: string, id: string): Promise<'acked'> {
     const key = `${topic}\u0000${group}`
     let entry = this.#batches.get(key)
     if (entry === undefined) {
-      entry = { topic, group, batch: { ids: [], waiters: [] } }
+      entry = { topic, group, batch: newBatch() }
       this.#batches.set(key, entry)
     }
     const { batch } = entry
     batch.ids.push(id)
-    const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }))
+    const done = batch.done
     if (batch.ids.length >= MAX_BATCH) {
       this.#batches.delete(key)
       this.#send(topic, group, batch)
@@ -64,7 +79,7 @@ export class AckBatcher {
       for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
         try {
           await this.#backend.ack(topic, group, batch.ids)
-          for (const w of batch.waiters) w.resolve()
+          batch.resolve('acked')
           return
         } catch (error) {
           lastError = error
@@ -72,7 +87,7 @@ export class AckBatcher {
         }
       }
       this.#logger.error({ topic, group, count: batch.ids.length, err: lastError }, 'ack failed; the entries stay pending and will be delivered again')
-      for (const w of batch.waiters) w.reject(lastError)
+      batch.reject(lastError)
     })()
     this.#inFlight.add(run)
     void run.finally(() => this.#inFlight.delete(run))

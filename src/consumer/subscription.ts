@@ -279,14 +279,14 @@ export class Subscription {
     if (this.#held.has(entry.id)) return true
     if (entry.fields === null) {
       this.#ctx.instruments.lost.add(1, this.#attributes)
-      void this.#ctx.acker.ack(this.topic, this.group, entry.id).catch(() => undefined)
+      void this.#ctx.acker.ack(this.topic, this.group, entry.id)
       return false
     }
     let event: StoredEvent
     try {
       const decoded = decodeEntry(entry.fields, this.#ctx.config.maxPayloadBytes)
       if (decoded.replayGroup !== undefined && decoded.replayGroup !== this.group) {
-        void this.#ctx.acker.ack(this.topic, this.group, entry.id).catch(() => undefined)
+        void this.#ctx.acker.ack(this.topic, this.group, entry.id)
         return true
       }
       event = decoded.event
@@ -335,7 +335,7 @@ export class Subscription {
   // ---- settlement, called by DeliveredMessage ----
 
   /** @internal */
-  settleAck(message: DeliveredMessage): Promise<void> {
+  settleAck(message: DeliveredMessage): Promise<'acked'> {
     this.#release(message)
     this.#ctx.instruments.acked.add(1, this.#attributes)
     return this.#ctx.acker.ack(this.topic, this.group, message.streamId)
@@ -611,7 +611,7 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   ack(): Promise<Outcome> {
     if (this.#result) return this.#result
     this.#outcome = 'acked'
-    this.#result = this.#subscription.settleAck(this as DeliveredMessage).then(() => 'acked' as const)
+    this.#result = this.#subscription.settleAck(this)
     return this.#result
   }
 
