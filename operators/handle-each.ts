@@ -147,6 +147,7 @@ export function handleEach<P>(handler: Handler<P>, options: HandleEachOptions = 
       const queue: Message<P>[] = []
       let head = 0
       let active = 0
+      let reporting = 0
       let sourceDone = false
 
       const start = (message: Message<P>): void => {
@@ -159,6 +160,7 @@ export function handleEach<P>(handler: Handler<P>, options: HandleEachOptions = 
           .then(({ outcome, attempts, lastError }) => {
             // The slot frees once the handler is done; the outcome is reported once the settlement is stored.
             active--
+            reporting++
             pump()
             void outcome
               .catch(() => message.outcome ?? 'nacked')
@@ -172,6 +174,8 @@ export function handleEach<P>(handler: Handler<P>, options: HandleEachOptions = 
                   else logger.warn({ ...fields, err: lastError }, settled === 'nacked' ? 'handling failed; will be delivered again' : 'handling failed; dead-lettered')
                 }
                 if (!subscriber.closed) subscriber.next({ message, outcome: settled })
+                reporting--
+                pump()
               })
           })
       }
@@ -185,7 +189,7 @@ export function handleEach<P>(handler: Handler<P>, options: HandleEachOptions = 
           }
           start(message)
         }
-        if (sourceDone && active === 0 && head >= queue.length) subscriber.complete()
+        if (sourceDone && active === 0 && reporting === 0 && head >= queue.length) subscriber.complete()
       }
 
       const subscription = source.subscribe({
