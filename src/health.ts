@@ -4,7 +4,7 @@
  * subscription is doing, and whether its background workers are alive.
  */
 import type { StreamBackend } from './backend/types.js'
-import type { SubscriptionState, SubscriptionStatus } from './consumer/subscription.js'
+import type { SubscriptionStatus } from './consumer/subscription.js'
 import { EventSystemError } from './errors.js'
 import { reasonText } from './settle.js'
 
@@ -48,20 +48,9 @@ export interface BackendHealth {
  * for (const s of (await events.health()).subscriptions) console.log(s.topic, s.group, s.state, s.lastReadAgoMs)
  * ```
  */
-export interface SubscriptionHealth {
-  readonly topic: string
-  readonly group: string
-  readonly consumer: string
-  /** `pulling`, `paused` (its credit is used up: `maxPendingMessages` unsettled), `reconnecting`, ... */
-  readonly state: SubscriptionState
-  /** Messages delivered and not yet settled. */
-  readonly held: number
-  /** When its last read succeeded, ms since the epoch; null before the first. */
-  readonly lastReadAt: number | null
-  /** Milliseconds since then. */
+export interface SubscriptionHealth extends SubscriptionStatus {
+  /** Milliseconds since its last successful read; null before the first. */
   readonly lastReadAgoMs: number | null
-  /** Whether its claimer of idle entries runs. */
-  readonly claimerAlive: boolean
 }
 
 /**
