@@ -1,6 +1,6 @@
 import { from, lastValueFrom, Observable, type ObservableInput, type OperatorFunction, type SchedulerLike } from 'rxjs'
 import type { Attributes } from '@opentelemetry/api'
-import type { Message } from '../src/consumer/message.js'
+import { releaseUnhandled, type Message } from '../src/consumer/message.js'
 import { runInHandlingContext } from '../src/context.js'
 import { isPermanentError } from '../src/errors.js'
 import type { Logger } from '../src/logger.js'
@@ -205,7 +205,9 @@ export function handleEach<P>(handler: Handler<P>, options: HandleEachOptions = 
       })
       return () => {
         subscription.unsubscribe()
-        // Messages not started stay unsettled: they are delivered again (restart, claim).
+        // Messages not started stay unsettled and pending: they are delivered again (restart, claim),
+        // and the subscription's shutdown does not wait for them.
+        for (let i = head; i < queue.length; i++) releaseUnhandled(queue[i])
         queue.length = 0
         head = 0
       }

@@ -42,3 +42,18 @@ export interface Message<P = unknown> extends Settleable {
   /** The same delivery (same settlement) carrying a decoded payload. */
   withPayload<A>(payload: A): Message<A>
 }
+
+/**
+ * Gives back an unsettled message that will not be handled here (e.g. queued in
+ * `handleEach` when the subscription is closed): it leaves the subscription's
+ * credit without being settled, stays pending in its group, and is delivered
+ * again later (restart or claim). Shutdown then need not wait for it.
+ */
+export const releaseMessage: unique symbol = Symbol.for('rx-redis-streams.releaseMessage')
+
+/** Releases a message not yet handled, if it supports it (see {@link releaseMessage}). */
+export function releaseUnhandled(message: unknown): void {
+  if (message === null || typeof message !== 'object') return
+  const release = (message as { [releaseMessage]?: unknown })[releaseMessage]
+  if (typeof release === 'function') (release as () => void).call(message)
+}

@@ -12,7 +12,7 @@ import { creditLimit, creditLimitOf } from '../shared-settlement.js'
 import { messagingAttributes, type Instruments } from '../telemetry/instruments.js'
 import { messageLogFields, type MessageLogFields } from '../telemetry/logging.js'
 import type { AckBatcher } from './acker.js'
-import type { Message, RetryDefaults } from './message.js'
+import { releaseMessage, releaseUnhandled, type Message, type RetryDefaults } from './message.js'
 
 /**
  * Options of `topic(name).consume(options)`. Every numeric option defaults to
@@ -387,6 +387,11 @@ export class Subscription {
     }
   }
 
+  /** @internal A message given back unsettled: it stays pending in the group; shutdown need not wait for it. */
+  releaseUnsettled(message: DeliveredMessage): void {
+    this.#release(message)
+  }
+
   #release(message: DeliveredMessage): void {
     if (this.#held.get(message.streamId) === message) this.#held.delete(message.streamId)
     // A claim scan waiting for credit goes first (it reserves synchronously), then the pull loop.
@@ -599,6 +604,11 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     this.deadline = Math.max(this.deliveredAt, untilMs) + this.#subscription.consumerTimeoutMs
   }
 
+  /** Leaves the credit unsettled (see `releaseMessage`): still pending in the group, delivered again later. */
+  [releaseMessage](): void {
+    if (this.#outcome === undefined) this.#subscription.releaseUnsettled(this)
+  }
+
   /** The subscription's credit: windows and joins close early before holding more than this. */
   get [creditLimit](): number {
     return this.#subscription.maxPending
@@ -682,6 +692,9 @@ class DecodedView<A> implements Message<A> {
   }
   get [creditLimit](): number | undefined {
     return creditLimitOf(this.#inner)
+  }
+  [releaseMessage](): void {
+    releaseUnhandled(this.#inner)
   }
   withPayload<B>(payload: B): Message<B> {
     return this.#inner.withPayload(payload)

@@ -406,3 +406,40 @@ function chunk(list: readonly string[]): [string, string][] {
   for (let i = 0; i + 1 < list.length; i += 2) out.push([list[i]!, list[i + 1]!])
   return out
 }
+
+describe('shutdown', () => {
+  it('waits for handlers in flight, not for messages queued in handleEach; those stay pending and come back', async () => {
+    const events = testEvents()
+    const topic = randomName('t')
+    const group = randomName('g')
+    await events.publishBatch(topic, Array.from({ length: 30 }, (_, i) => newEvent('n', i)))
+    const handled: number[] = []
+    const sub = events
+      .topic(topic)
+      .consume({ group, consumer: 'worker', maxPendingMessages: 30, batchSize: 30 })
+      .pipe(
+        handleEach(
+          async (m) => {
+            await sleep(100)
+            handled.push(m.event.payload as number)
+          },
+          { concurrency: 1 },
+        ),
+      )
+      .subscribe()
+    await waitFor(() => handled.length === 1)
+    const started = Date.now()
+    sub.unsubscribe()
+    await events.close()
+    // The default drain timeout is 10 s: close waited only for the one handler running.
+    expect(Date.now() - started).toBeLessThan(2_000)
+    expect(handled.length).toBeLessThanOrEqual(3)
+    expect(await pendingCount(topic, group)).toBe(30 - handled.length)
+    const again = testEvents()
+    const rest: number[] = []
+    const sub2 = again.topic(topic).consume({ group, consumer: 'worker' }).pipe(handleEach((m) => void rest.push(m.event.payload as number))).subscribe()
+    await waitFor(() => handled.length + rest.length === 30)
+    expect([...handled, ...rest].sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, i) => i))
+    sub2.unsubscribe()
+  })
+})

@@ -38,7 +38,16 @@ export interface RedisClientOptions {
    * since every failed command rejects anyway.
    */
   readonly onError?: ((error: BackendError) => void) | undefined
+  /**
+   * A command without a reply after this many ms rejects (a frozen server must
+   * not hang a publish or an ack). Default 10 s for {@link createRedisClient};
+   * none for {@link createBlockingClient}, whose reads are bounded by the engine.
+   */
+  readonly commandTimeout?: number | undefined
 }
+
+/** The default bound of one non-blocking command. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 10_000
 
 const RETRY_BASE_MS = 50
 const RETRY_CAP_MS = 2_000
@@ -82,6 +91,7 @@ function connectionOptions(config: Config, options: RedisClientOptions): RedisOp
   if (redis.tls) common.tls = {}
   if (options.name !== undefined) common.connectionName = options.name
   if (options.lazyConnect !== undefined) common.lazyConnect = options.lazyConnect
+  if (options.commandTimeout !== undefined) common.commandTimeout = options.commandTimeout
   return common
 }
 
@@ -154,7 +164,8 @@ function build(config: Config, options: RedisClientOptions, autoPipelining: bool
  * @throws {ConfigError} when the configuration selects the in-memory backend
  */
 export function createRedisClient(config: Config, options: RedisClientOptions = {}): RedisClient {
-  return attachErrorListener(build(config, options, true), config, options)
+  const withTimeout = { commandTimeout: DEFAULT_COMMAND_TIMEOUT_MS, ...options }
+  return attachErrorListener(build(config, withTimeout, true), config, withTimeout)
 }
 
 /**

@@ -181,7 +181,9 @@ export function compareStreamIds(a: string, b: string): number {
 /** Most ids per lease-renewal script call. */
 const LEASE_CHUNK = 1_000
 
-const isNoGroup = (error: unknown): boolean => error instanceof Error && error.message.includes('NOGROUP')
+/** The group or its stream is gone: NOGROUP, or a blocked read unblocked because its stream was deleted. */
+const isNoGroup = (error: unknown): boolean =>
+  error instanceof Error && (error.message.includes('NOGROUP') || error.message.includes('UNBLOCKED') || /no such key/i.test(error.message))
 
 /**
  * The Redis adapter of {@link StreamBackend}: ioredis, autopipelining for the
