@@ -27,9 +27,11 @@ export interface ConsumeOptions {
   readonly batchSize?: number
   /**
    * Most unsettled messages at any time (the credit): memory stays bounded
-   * whatever the backlog. Every message held when the process crashes counts
-   * one more delivery towards `maxRetries + 1`: keep it small where a handler
-   * may crash its process.
+   * whatever the backlog. Messages recovered after a crash (own pending
+   * entries re-read on restart, claimed entries) come in a slow start: one at
+   * first, then twice as many with every round that did not crash the process,
+   * so that a poison message that kills its process is re-delivered alone and
+   * does not use up the delivery counts of the messages pending with it.
    */
   readonly maxPendingMessages?: number
   /** How long one read blocks waiting for new entries, in ms. Default 2000. */
@@ -78,6 +80,14 @@ export function defaultConsumerName(): string {
   return `${hostname().replace(/[^A-Za-z0-9._:-]/g, '_')}-${process.pid}-${(consumerSequence++).toString(36)}${randomBytes(3).toString('hex')}`
 }
 
+/**
+ * A recovered message (re-read from the consumer's own pending list, or
+ * claimed with a delivery count of 2 or more) is on probation until it is
+ * settled, parked by a window or join (`holdUntil(Infinity)`), or has been held
+ * this long without crashing the process.
+ */
+const PROBATION_MS = 1_000
+
 const sleep = (ms: number, signal: { aborted: boolean; wake?: () => void }): Promise<void> =>
   new Promise((resolve) => {
     const timer = setTimeout(resolve, ms)
@@ -118,6 +128,18 @@ export class Subscription {
   #creditWaiter: (() => void) | undefined
   #readPending = true
   #pendingCursor = '0'
+  /**
+   * Slow start of recovery: at most this many recovered messages on probation
+   * at once. It starts at 1 on every (re)start of the pending re-read (and of
+   * a claim scan) and grows by one for every message whose probation ends, so
+   * it doubles with every round of recovered messages that did not crash the
+   * process (as TCP's congestion window). A poison message that kills its
+   * process is thus re-read alone, and the entries behind it keep their
+   * delivery counts.
+   */
+  #recoveryWindow = 1
+  /** The recovered messages on probation, with the timer that ends it after PROBATION_MS. */
+  readonly #probation = new Map<DeliveredMessage, NodeJS.Timeout>()
   #claimCursor = '0-0'
   /** A claim scan is unfinished (out of credit): the next release goes on with it, before the pull loop reads new entries. */
   #claimWanted = false
@@ -218,13 +240,15 @@ export class Subscription {
         }
         const credit = this.#credit()
         const pending = this.#readPending
-        if (credit <= 0) {
+        // Re-reading own pending entries bumps the delivery count of each entry read: read no more than the recovery window lets in.
+        const room = pending ? this.#recoveryRoom() : credit
+        if (credit <= 0 || room <= 0) {
           this.#state = 'paused'
           await new Promise<void>((resolve) => (this.#creditWaiter = resolve))
           continue
         }
         this.#state = 'pulling'
-        const count = Math.min(this.#batchSize, credit)
+        const count = Math.min(this.#batchSize, credit, room)
         let entries: ReadEntry[]
         this.#reserved += count
         try {
@@ -259,8 +283,7 @@ export class Subscription {
         if (this.#aborted()) break
         failures++
         if (error instanceof GroupMissingError) groupReady = false
-        this.#readPending = true
-        this.#pendingCursor = '0'
+        this.#restartPending()
         this.#state = 'reconnecting'
         // Capped low enough that consumption resumes soon after Redis comes back, high enough for no hot loop.
         const delay = Math.min(1_000, 50 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2)
@@ -268,6 +291,18 @@ export class Subscription {
         await sleep(delay, this.#signal)
       }
     }
+  }
+
+  /** (Re)starts the re-read of own pending entries, from the start and in a slow start. */
+  #restartPending(): void {
+    this.#readPending = true
+    this.#pendingCursor = '0'
+    this.#recoveryWindow = 1
+  }
+
+  /** How many more recovered messages the recovery window lets in now. */
+  #recoveryRoom(): number {
+    return this.#recoveryWindow - this.#probation.size
   }
 
   /**
@@ -305,8 +340,35 @@ export class Subscription {
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
     const message = new DeliveredMessage(this, entry, event)
     this.#held.set(entry.id, message)
+    // Before it is emitted: a window that parks it at once ends its probation at once.
+    if (via === 'pending' || (via === 'claim' && entry.deliveryCount >= 2)) this.#startProbation(message)
     this.#ctx.instruments.consumed.add(1, this.#attributes)
     runInHandlingContext({ event, topic: this.topic, group: this.group }, () => this.#subscriber.next(message))
+    return true
+  }
+
+  #startProbation(message: DeliveredMessage): void {
+    const timer = setTimeout(() => this.endProbation(message), PROBATION_MS)
+    timer.unref()
+    this.#probation.set(message, timer)
+  }
+
+  /**
+   * @internal A recovered message did not crash the process: it was settled,
+   * parked by a window or join, given back, or held for PROBATION_MS. The
+   * recovery window grows by one and lets the next recovered message in.
+   */
+  endProbation(message: DeliveredMessage): void {
+    if (!this.#dropProbation(message)) return
+    this.#wake()
+  }
+
+  #dropProbation(message: DeliveredMessage): boolean {
+    const timer = this.#probation.get(message)
+    if (timer === undefined) return false
+    clearTimeout(timer)
+    this.#probation.delete(message)
+    this.#recoveryWindow = Math.min(this.#recoveryWindow + 1, Math.max(1, this.#maxPending))
     return true
   }
 
@@ -343,6 +405,7 @@ export class Subscription {
 
   /** @internal */
   async settleDeadLetter(message: DeliveredMessage, reason: unknown): Promise<void> {
+    this.endProbation(message)
     try {
       await this.#moveToDeadLetter(message.streamId, message.fields, reasonText(reason), message.deliveryCount, message.event)
     } finally {
@@ -353,6 +416,7 @@ export class Subscription {
   /** @internal Keeps the credit while waiting, then claims the entry back with a higher delivery count. */
   settleNack(message: DeliveredMessage, error: unknown, options: NackOptions | undefined): void {
     this.#ctx.instruments.nacked.add(1, this.#attributes)
+    this.endProbation(message)
     if (this.#aborted()) {
       // Stopping: the entry stays pending, for a restart with this name or a claimer.
       this.#release(message)
@@ -383,7 +447,7 @@ export class Subscription {
       // The entry is still ours in the pending list: the next read of own pending entries delivers it again.
       this.#logger.warn({ ...this.#eventFields(message.streamId, message.event), err: error }, 'redelivery failed; will re-read pending entries')
       this.#release(message)
-      this.#readPending = true
+      this.#restartPending()
     }
   }
 
@@ -393,7 +457,13 @@ export class Subscription {
   }
 
   #release(message: DeliveredMessage): void {
+    this.#dropProbation(message)
     if (this.#held.get(message.streamId) === message) this.#held.delete(message.streamId)
+    this.#wake()
+  }
+
+  /** Credit or recovery room came free. */
+  #wake(): void {
     // A claim scan waiting for credit goes first (it reserves synchronously), then the pull loop.
     if (this.#claimWanted && !this.#claiming && !this.#aborted()) {
       this.#claim().catch((error: unknown) => this.#logger.warn({ err: error }, 'claiming idle entries failed'))
@@ -465,12 +535,14 @@ export class Subscription {
       this.#claimWanted = true
       return
     }
+    // Claiming bumps delivery counts: a new scan (of entries of consumers that may have been killed by one of them) starts slow.
+    if (this.#claimCursor === '0-0') this.#recoveryWindow = 1
     this.#claiming = true
     const lost = { count: 0 }
     try {
       let rounds = 0
       while (!this.#aborted()) {
-        const count = Math.min(this.#batchSize, this.#credit())
+        const count = Math.min(this.#batchSize, this.#credit(), this.#recoveryRoom())
         if (count <= 0 || rounds++ >= 100) {
           this.#claimWanted = true
           return
@@ -541,6 +613,8 @@ export class Subscription {
     this.#signal.wake?.()
     this.#creditWaiter?.()
     for (const timer of this.#timers) if (timer !== this.#leaseTimer) clearInterval(timer)
+    for (const timer of this.#probation.values()) clearTimeout(timer)
+    this.#probation.clear()
     this.#releasePromoter?.()
     await this.#reader.close()
     const deadline = Date.now() + this.#drainTimeoutMs
@@ -602,6 +676,8 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   /** The last call wins: the consumer timeout counts again from `untilMs` (Infinity holds it indefinitely). */
   holdUntil(untilMs: number): void {
     this.deadline = Math.max(this.deliveredAt, untilMs) + this.#subscription.consumerTimeoutMs
+    // Parked by a window or join, which needs its other messages too: no longer on probation.
+    if (untilMs === Number.POSITIVE_INFINITY) this.#subscription.endProbation(this)
   }
 
   /** Leaves the credit unsettled (see `releaseMessage`): still pending in the group, delivered again later. */

@@ -4,10 +4,13 @@
  * maxRetries + 1 deliveries the poison goes to the dead letter queue without
  * reaching the handler again, and the consumer goes on.
  *
- * Every message in flight when a process crashes counts one more delivery (as
- * the stalled counter of BullMQ's active jobs): a consumer whose handler may
- * crash its process keeps maxPendingMessages small, here 1, so that the crashes
- * are counted against the poison alone.
+ * The consumer runs with a wide credit (maxPendingMessages 100, batchSize 10)
+ * and the poison sits in the middle of events published together: the first
+ * crash takes every message in flight with it, but a restart re-reads its
+ * pending entries in a slow start (one, then twice as many per round that did
+ * not crash), so the poison is re-delivered alone and the innocent entries
+ * pending with it keep their delivery counts: every one of them is handled,
+ * none is dead-lettered.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent } from '../../src/index.js'
@@ -38,9 +41,9 @@ describe('poison message that crashes its consumer', () => {
     const events = createEventManager({ redisUrl: server.url, env: {}, maxRetries: MAX_RETRIES })
     let current: Fixture | undefined
     try {
-      const before = Array.from({ length: 5 }, (_, i) => newEvent('good', i))
+      const before = Array.from({ length: 10 }, (_, i) => newEvent('good', i))
       const poison = newEvent('poison', 'crash')
-      const after = Array.from({ length: 20 }, (_, i) => newEvent('good', 5 + i))
+      const after = Array.from({ length: 10 }, (_, i) => newEvent('good', 10 + i))
       await events.publishBatch(topic, [...before, poison, ...after])
       const config: FixtureConfig = {
         mode: 'consume',
@@ -49,7 +52,7 @@ describe('poison message that crashes its consumer', () => {
         group,
         ledger: ledger.path,
         manager: { maxRetries: MAX_RETRIES, retryBackoff: 50 },
-        consume: { consumer: 'stable-worker', batchSize: 5, maxPendingMessages: 1, claimInterval: 0, blockMs: 500 },
+        consume: { consumer: 'stable-worker', batchSize: 10, maxPendingMessages: 100, claimInterval: 0, blockMs: 500 },
         concurrency: 1,
         crashOn: 'poison',
       }
@@ -73,7 +76,9 @@ describe('poison message that crashes its consumer', () => {
       expect(poisonStarts.map((l) => l.d)).toEqual([1, 2, 3]) // maxRetries + 1 deliveries reached the handler
       expect(restarts).toBe(MAX_RETRIES + 1)
       const letters = await events.deadLetters.list(topic)
-      expect(letters).toHaveLength(1) // only the poison
+      expect(letters).toHaveLength(1) // only the poison: no innocent event pending with it was dead-lettered
+      const handled = new Map(lines.filter((l) => l.k === 'done').map((l) => [l.e, l.d]))
+      for (const id of goods) expect(handled.get(id)).toBeLessThanOrEqual(MAX_RETRIES + 1) // every other event handled, within its delivery cap
       expect(letters[0]!.event?.id).toBe(poison.id)
       expect(letters[0]!.group).toBe(group)
       expect(letters[0]!.attempts).toBe(MAX_RETRIES + 1)

@@ -2,7 +2,8 @@
  * Stale-consumer recovery and leases: the XAUTOCLAIM reply parser (Redis 7
  * and 6.2 shapes), true delivery counts of claimed entries, the delivery cap
  * on the claim path, claiming under full credit, stale-consumer deletion,
- * and leases kept while a subscription drains.
+ * leases kept while a subscription drains, and the slow start of a restarted
+ * consumer's re-read of its own pending entries.
  */
 import { describe, expect, it } from 'vitest'
 import { handleEach } from '../../operators/index.js'
@@ -194,6 +195,172 @@ describe('leases', () => {
     } finally {
       await redis.quit()
       b.unsubscribe()
+    }
+  })
+})
+
+/**
+ * Records messages in delivery batches: the messages of one read are emitted
+ * synchronously, one after the other; a microtask boundary ends a batch.
+ */
+function batchRecorder(): { readonly batches: Message[][]; readonly all: Message[]; readonly record: (m: Message) => void } {
+  const batches: Message[][] = []
+  const all: Message[] = []
+  let open: Message[] | undefined
+  return {
+    batches,
+    all,
+    record(m) {
+      all.push(m)
+      if (open === undefined) {
+        const batch: Message[] = []
+        open = batch
+        batches.push(batch)
+        queueMicrotask(() => (open = undefined))
+      }
+      open.push(m)
+    },
+  }
+}
+
+/** Simulates a crash: `consumer` read `count` entries (delivery 1 each) and never settled them. */
+async function crashedWith(redis: ReturnType<typeof newRedis>, topic: string, group: string, consumer: string, count: number): Promise<string[]> {
+  const events = testEvents()
+  const ids = await events.publishBatch(topic, Array.from({ length: count }, (_, i) => newEvent('n', i)))
+  await redis.xgroup('CREATE', streamKey(topic), group, '0')
+  await redis.xreadgroup('GROUP', group, consumer, 'COUNT', count, 'STREAMS', streamKey(topic), '>')
+  return ids
+}
+
+/** Delivery counts of the group's pending entries, by id. */
+async function deliveryCounts(redis: ReturnType<typeof newRedis>, topic: string, group: string): Promise<Map<string, number>> {
+  const rows = (await redis.xpending(streamKey(topic), group, '-', '+', 10_000)) as [string, string, number, number][]
+  return new Map(rows.map(([id, , , deliveries]) => [id, deliveries]))
+}
+
+describe('slow start of recovery', () => {
+  it('a restarted consumer re-reads its pending entries 1, 2, 4, ... at a time; only the entries delivered get their counts bumped', async () => {
+    const events = testEvents()
+    const topic = randomName('slow')
+    const group = randomName('g')
+    const redis = newRedis()
+    try {
+      const ids = await crashedWith(redis, topic, group, 'restarted', 12)
+      const recorder = batchRecorder()
+      const sub = events
+        .topic(topic)
+        .consume({ group, consumer: 'restarted', maxPendingMessages: 100, batchSize: 10, claimInterval: 0, drainTimeout: 50 })
+        .subscribe(recorder.record)
+      const settleRound = async (delivered: number): Promise<void> => {
+        await waitFor(() => recorder.all.length >= delivered, 2_000, `${delivered} deliveries`)
+        await sleep(100) // well within the 1 s probation: nothing more comes in
+        expect(recorder.all).toHaveLength(delivered)
+      }
+      await settleRound(1)
+      const counts = await deliveryCounts(redis, topic, group)
+      expect(counts.get(ids[0]!)).toBe(2)
+      expect(ids.slice(1).map((id) => counts.get(id))).toEqual(ids.slice(1).map(() => 1)) // not re-read yet: not bumped
+      for (const [n, delivered] of [
+        [1, 3],
+        [2, 7],
+        [4, 12],
+      ] as const) {
+        for (const m of recorder.batches[recorder.batches.length - 1]!) void m.ack()
+        expect(recorder.batches.at(-1)).toHaveLength(n)
+        await settleRound(delivered)
+      }
+      expect(recorder.batches.map((b) => b.length)).toEqual([1, 2, 4, 5]) // the window would let 8 in; 5 were left
+      expect(recorder.all.map((m) => m.streamId)).toEqual(ids)
+      expect(recorder.all.every((m) => m.deliveryCount === 2)).toBe(true)
+      for (const m of recorder.batches.at(-1)!) void m.ack()
+      // New entries are not limited: a batch of 10 comes in at once.
+      await events.publishBatch(topic, Array.from({ length: 10 }, (_, i) => newEvent('new', i)))
+      await waitFor(() => recorder.all.length === 22, 2_000, 'the new entries')
+      expect(recorder.batches.at(-1)).toHaveLength(10)
+      sub.unsubscribe()
+    } finally {
+      await redis.quit()
+    }
+  })
+
+  it('a parked message (holdUntil(Infinity), as a window does) lets the next ones in at once', async () => {
+    const events = testEvents()
+    const topic = randomName('parked')
+    const group = randomName('g')
+    const redis = newRedis()
+    try {
+      const ids = await crashedWith(redis, topic, group, 'restarted', 6)
+      const recorder = batchRecorder()
+      const startedAt = Date.now()
+      const sub = events
+        .topic(topic)
+        .consume({ group, consumer: 'restarted', maxPendingMessages: 100, batchSize: 10, claimInterval: 0, drainTimeout: 50 })
+        .subscribe((m) => {
+          recorder.record(m)
+          m.holdUntil(Number.POSITIVE_INFINITY)
+        })
+      await waitFor(() => recorder.all.length === 6, 2_000, 'every pending entry')
+      const tookMs = Date.now() - startedAt
+      expect(tookMs).toBeLessThan(900) // not one probation (1 s) per round
+      expect(recorder.batches.map((b) => b.length)).toEqual([1, 2, 3])
+      expect(recorder.all.map((m) => m.streamId)).toEqual(ids)
+      console.log(`[slow start] 6 parked pending entries re-read in ${tookMs} ms`)
+      sub.unsubscribe()
+    } finally {
+      await redis.quit()
+    }
+  })
+
+  it('a message held unsettled (not parked) keeps the next ones out until it has survived 1 s', async () => {
+    const events = testEvents()
+    const topic = randomName('held')
+    const group = randomName('g')
+    const redis = newRedis()
+    try {
+      await crashedWith(redis, topic, group, 'restarted', 3)
+      const recorder = batchRecorder()
+      const at: number[] = []
+      const sub = events
+        .topic(topic)
+        .consume({ group, consumer: 'restarted', maxPendingMessages: 100, batchSize: 10, claimInterval: 0, drainTimeout: 50 })
+        .subscribe((m) => {
+          recorder.record(m)
+          at.push(Date.now())
+        })
+      await waitFor(() => recorder.all.length === 3, 3_000, 'every pending entry')
+      expect(recorder.batches.map((b) => b.length)).toEqual([1, 2])
+      expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(900)
+      sub.unsubscribe()
+    } finally {
+      await redis.quit()
+    }
+  })
+
+  it('measures: recovery time of N pending entries with an immediate ack', async () => {
+    for (const n of [100, 1_000]) {
+      const events = testEvents()
+      const topic = randomName('measure')
+      const group = randomName('g')
+      const redis = newRedis()
+      try {
+        await crashedWith(redis, topic, group, 'restarted', n)
+        let handled = 0
+        const startedAt = performance.now()
+        const sub = events
+          .topic(topic)
+          .consume({ group, consumer: 'restarted', maxPendingMessages: 100, batchSize: 10, claimInterval: 0, drainTimeout: 50 })
+          .subscribe((m) => {
+            handled++
+            void m.ack()
+          })
+        await waitFor(() => handled === n, 10_000, `${n} recovered`)
+        const ms = performance.now() - startedAt
+        console.log(`[slow start] ${n} pending entries recovered (acked at once) in ${ms.toFixed(0)} ms`)
+        sub.unsubscribe()
+        await waitFor(async () => (await deliveryCounts(redis, topic, group)).size === 0, 5_000, 'all acked')
+      } finally {
+        await redis.quit()
+      }
     }
   })
 })
