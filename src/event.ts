@@ -39,8 +39,27 @@ export interface NewEventOptions {
   readonly correlationId?: string
 }
 
+const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({})
+
 let lastMs = 0
 let sequence = 0
+/** Random bytes drawn 4 KiB at a time: one call into the CSPRNG per 512 ids instead of one per id. */
+const POOL_SIZE = 4_096
+let pool = Buffer.alloc(0)
+let poolOffset = POOL_SIZE
+
+function randomTail(): Buffer {
+  if (poolOffset + 8 > pool.length) {
+    pool = randomBytes(POOL_SIZE)
+    poolOffset = 0
+  }
+  const tail = pool.subarray(poolOffset, poolOffset + 8)
+  poolOffset += 8
+  return tail
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
+const hex = (byte: number): string => HEX[byte & 0xff] ?? '00'
 
 /**
  * A UUIDv7: 48 bits of milliseconds, then a 12-bit counter within the same
@@ -64,18 +83,15 @@ export function uuidv7(now: number = Date.now()): string {
     }
   }
   const ms = lastMs
-  const bytes = randomBytes(16)
-  bytes[0] = Math.floor(ms / 2 ** 40) & 0xff
-  bytes[1] = Math.floor(ms / 2 ** 32) & 0xff
-  bytes[2] = (ms >>> 24) & 0xff
-  bytes[3] = (ms >>> 16) & 0xff
-  bytes[4] = (ms >>> 8) & 0xff
-  bytes[5] = ms & 0xff
-  bytes[6] = 0x70 | ((sequence >>> 8) & 0x0f)
-  bytes[7] = sequence & 0xff
-  bytes[8] = 0x80 | ((bytes[8] ?? 0) & 0x3f)
-  const hex = bytes.toString('hex')
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
+  const r = randomTail()
+  const high = Math.floor(ms / 2 ** 32)
+  return (
+    hex(high >>> 8) + hex(high) + hex(ms >>> 24) + hex(ms >>> 16) + '-' +
+    hex(ms >>> 8) + hex(ms) + '-' +
+    hex(0x70 | ((sequence >>> 8) & 0x0f)) + hex(sequence) + '-' +
+    hex(0x80 | ((r[0] ?? 0) & 0x3f)) + hex(r[1] ?? 0) + '-' +
+    hex(r[2] ?? 0) + hex(r[3] ?? 0) + hex(r[4] ?? 0) + hex(r[5] ?? 0) + hex(r[6] ?? 0) + hex(r[7] ?? 0)
+  )
 }
 
 /**
@@ -96,7 +112,7 @@ export function newEvent<P>(name: string, payload: P, options: NewEventOptions =
     id: options.id ?? uuidv7(),
     name,
     payload,
-    headers: Object.freeze({ ...(options.headers ?? {}) }),
+    headers: options.headers === undefined ? EMPTY_HEADERS : Object.freeze({ ...options.headers }),
     timestamp: options.timestamp ?? Date.now(),
   }
   if (options.correlationId !== undefined) event.correlationId = options.correlationId
@@ -124,7 +140,6 @@ export interface WireExtras {
 /** `JSON.stringify`, typed honestly: undefined for `undefined`, functions and symbols. */
 const stringifyJson: (value: unknown) => string | undefined = JSON.stringify
 
-const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({})
 
 /**
  * Encodes an event into a flat stream field list `[field, value, ...]`, checking
@@ -142,11 +157,14 @@ export function encodeEvent(event: Event, maxPayloadBytes: number, extras: WireE
   if (!Number.isFinite(event.timestamp)) throw new SerializationError('an event timestamp must be a finite number')
   let headers = '{}'
   const h = event.headers as unknown
-  if (h !== undefined && h !== null) {
+  if (h !== undefined && h !== null && h !== EMPTY_HEADERS) {
     if (typeof h !== 'object' || Array.isArray(h)) throw new SerializationError('headers must be an object of strings')
     let any = false
-    for (const [k, v] of Object.entries(h)) {
+    const record = h as Record<string, unknown>
+    for (const k in record) {
+      if (!Object.hasOwn(record, k)) continue
       any = true
+      const v = record[k]
       if (typeof v !== 'string') throw new SerializationError(`header ${JSON.stringify(k)} must be a string, got ${typeof v}`)
     }
     if (any) headers = JSON.stringify(h)

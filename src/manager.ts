@@ -21,7 +21,7 @@ import { collectStats, type EventStats } from './stats.js'
 import { observeGroupGauges, type GroupSample } from './telemetry/gauges.js'
 import { createInstruments, type Instruments } from './telemetry/instruments.js'
 import { redactingLogger } from './telemetry/logging.js'
-import { traceContextHook, withSendSpan } from './telemetry/tracing.js'
+import { isTracingEnabled, traceContextHook, withSendSpan } from './telemetry/tracing.js'
 import { validateName, validateTopic } from './topic.js'
 
 /**
@@ -396,6 +396,8 @@ export class EventManager implements EventPublisher, EventConsumer {
    */
   publish(topic: string, event: Event): Promise<string> {
     this.#assertOpen('event manager')
+    // Without a tracer provider, skip the span wrapper (and its allocations): publishing is a hot path.
+    if (!isTracingEnabled()) return this.#publisher.publish(topic, event)
     return withSendSpan(topic, [event], () => this.#publisher.publish(topic, event))
   }
 

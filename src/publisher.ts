@@ -1,3 +1,4 @@
+import type { Attributes } from '@opentelemetry/api'
 import type { StreamBackend } from './backend/types.js'
 import type { Config } from './config/types.js'
 import { inheritedCorrelationId } from './context.js'
@@ -42,6 +43,8 @@ export class Publisher implements EventPublisher {
   readonly #instruments: Instruments
   readonly #hook: PublishHook | undefined
   readonly #onDelayed: (topic: string, dueAt: number) => void
+  readonly #retention: { readonly maxLen?: number }
+  readonly #attributeCache = new Map<string, Attributes>()
 
   constructor(options: {
     backend: StreamBackend
@@ -55,6 +58,7 @@ export class Publisher implements EventPublisher {
     this.#instruments = options.instruments
     this.#hook = options.hook
     this.#onDelayed = options.onDelayed ?? (() => undefined)
+    this.#retention = options.config.streamMaxLen === undefined ? {} : { maxLen: options.config.streamMaxLen }
   }
 
   #prepare(topic: string, event: Event): Event {
@@ -63,32 +67,50 @@ export class Publisher implements EventPublisher {
     return inherited === undefined ? event : { ...event, correlationId: inherited }
   }
 
+  #encodeOne(topic: string, e: unknown): string[] {
+    if (e === null || typeof e !== 'object') throw new SerializationError('an event must be an object (see newEvent)')
+    const event = this.#prepare(topic, e as Event)
+    return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event))
+  }
+
   #encode(topic: string, events: readonly Event[]): string[][] {
     validateTopic(topic)
     if (!Array.isArray(events)) throw new SerializationError('publishBatch takes an array of events')
-    return events.map((e: unknown) => {
-      if (e === null || typeof e !== 'object') throw new SerializationError('an event must be an object (see newEvent)')
-      const event = this.#prepare(topic, e as Event)
-      return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event))
+    return events.map((e: unknown) => this.#encodeOne(topic, e))
+  }
+
+  /** Messaging attributes per topic, built once (publishing is a hot path). */
+  #attributes(topic: string): Attributes {
+    let attributes = this.#attributeCache.get(topic)
+    if (attributes === undefined) {
+      attributes = messagingAttributes(topic)
+      if (this.#attributeCache.size < 10_000) this.#attributeCache.set(topic, attributes)
+    }
+    return attributes
+  }
+
+  publish(topic: string, event: Event): Promise<string> {
+    let fields: string[]
+    try {
+      validateTopic(topic)
+      fields = this.#encodeOne(topic, event)
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new SerializationError(String(error)))
+    }
+    const appended = this.#backend.appendOne
+      ? this.#backend.appendOne(topic, fields, this.#retention)
+      : this.#backend.append(topic, [fields], this.#retention).then((ids) => ids[0] as string)
+    return appended.then((id) => {
+      this.#instruments.sent.add(1, this.#attributes(topic))
+      return id
     })
-  }
-
-  #retention(): { maxLen?: number } {
-    return this.#config.streamMaxLen === undefined ? {} : { maxLen: this.#config.streamMaxLen }
-  }
-
-  async publish(topic: string, event: Event): Promise<string> {
-    const fields = this.#encode(topic, [event])
-    const [id] = await this.#backend.append(topic, fields, this.#retention())
-    this.#instruments.sent.add(1, messagingAttributes(topic))
-    return id as string
   }
 
   async publishBatch(topic: string, events: readonly Event[]): Promise<string[]> {
     const fields = this.#encode(topic, events)
     if (fields.length === 0) return []
-    const ids = await this.#backend.append(topic, fields, this.#retention())
-    this.#instruments.sent.add(ids.length, messagingAttributes(topic))
+    const ids = await this.#backend.append(topic, fields, this.#retention)
+    this.#instruments.sent.add(ids.length, this.#attributes(topic))
     return ids
   }
 

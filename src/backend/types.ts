@@ -131,6 +131,8 @@ export interface StreamBackend {
 
   /** Appends entries to a topic atomically (all or none) and returns their ids; optional approximate MAXLEN retention. */
   append(topic: string, entries: readonly (readonly string[])[], options?: { readonly maxLen?: number }): Promise<string[]>
+  /** Appends one entry (the hot path of publishing: no batch arrays). Optional: `append` is used when absent. */
+  appendOne?(topic: string, fields: readonly string[], options?: { readonly maxLen?: number }): Promise<string>
   /** Creates the group (and the stream) if needed; an existing group is left as it is. */
   ensureGroup(topic: string, group: string, startFrom: StartFrom): Promise<void>
   /** A reader with its own connection for blocking reads. */

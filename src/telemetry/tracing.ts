@@ -122,6 +122,9 @@ function parentContext(): Context {
   return processStorage.getStore() ?? active
 }
 
+/** What the hook returns when there is nothing to add (shared: publishing is a hot path). */
+const NO_EXTRAS: WireExtras = Object.freeze({})
+
 /** Set for the duration of one synchronous publish call: the `send` span's context, for the publish hook. */
 let sendContext: Context | undefined
 
@@ -139,9 +142,9 @@ let sendContext: Context | undefined
  */
 export function traceContextHook(_topic: string, _event: Event): WireExtras {
   const ctx = sendContext
-  if (ctx === undefined) return {}
+  if (ctx === undefined) return NO_EXTRAS
   const traceparent = traceparentOf(ctx)
-  return traceparent === undefined ? {} : { traceparent }
+  return traceparent === undefined ? NO_EXTRAS : { traceparent }
 }
 
 function recordFailure(span: Span, error: unknown): void {

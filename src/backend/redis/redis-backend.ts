@@ -197,6 +197,7 @@ export class RedisBackend implements StreamBackend {
   readonly #keys: RedisKeys
   readonly #readers = new Set<RedisGroupReader>()
   readonly #registered = new Set<string>()
+  readonly #streamKeys = new Map<string, string>()
   #closed = false
 
   constructor(options: RedisBackendOptions) {
@@ -227,6 +228,28 @@ export class RedisBackend implements StreamBackend {
     this.#registered.add(topic)
   }
 
+  appendOne(topic: string, fields: readonly string[], options: { readonly maxLen?: number } = {}): Promise<string> {
+    if (options.maxLen !== undefined || !this.#registered.has(topic)) {
+      return this.append(topic, [fields], options).then((ids) => ids[0] as string)
+    }
+    // The hot path of publishing: one autopipelined XADD and one promise on top of it.
+    return this.#client.xadd(this.#streamKey(topic), '*', ...(fields as string[])).then(
+      (id) => String(id),
+      (error: unknown) => this.#fail(error),
+    )
+  }
+
+  /** Stream keys of recently used topics, built once. */
+  #streamKey(topic: string): string {
+    let key = this.#streamKeys.get(topic)
+    if (key === undefined) {
+      key = this.#keys.stream(topic)
+      if (this.#streamKeys.size >= 10_000) this.#streamKeys.clear()
+      this.#streamKeys.set(topic, key)
+    }
+    return key
+  }
+
   async append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
     const key = this.#keys.stream(topic)
     const trim: (string | number)[] = options.maxLen === undefined ? [] : ['MAXLEN', '~', options.maxLen]
@@ -235,7 +258,10 @@ export class RedisBackend implements StreamBackend {
       // Awaited below; if the append fails first, its rejection must not go unhandled.
       registering?.catch(() => undefined)
       let ids: string[]
-      if (entries.length === 1) {
+      if (entries.length === 1 && trim.length === 0) {
+        // The hot path: one autopipelined XADD, no MULTI.
+        ids = [String(await this.#client.xadd(key, '*', ...(entries[0] as string[])))]
+      } else if (entries.length === 1) {
         const id = await this.#client.xadd(key, ...(trim as ['MAXLEN', '~', number]), '*', ...(entries[0] as string[]))
         ids = [String(id)]
       } else {
