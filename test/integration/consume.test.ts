@@ -61,6 +61,22 @@ describe('publish and consume', () => {
     }
   })
 
+  it('keeps topic streams near streamMaxLen (approximate MAXLEN) for single and batch appends', async () => {
+    const events = testEvents({ streamMaxLen: 100 })
+    const topic = randomName('t')
+    for (let i = 0; i < 10; i++) await events.publishBatch(topic, Array.from({ length: 100 }, (_, j) => newEvent('n', i * 100 + j)))
+    for (let i = 0; i < 200; i++) await events.publish(topic, newEvent('one', i))
+    const redis = newRedis()
+    try {
+      const length = await redis.xlen(streamKey(topic))
+      // MAXLEN ~ trims whole macro nodes (100 entries each by default): never far above the bound, never below it.
+      expect(length).toBeGreaterThanOrEqual(100)
+      expect(length).toBeLessThan(400)
+    } finally {
+      await redis.quit()
+    }
+  })
+
   it('BatchPublisher publishes all added events in one atomic call', async () => {
     const events = testEvents()
     const topic = randomName('t')
