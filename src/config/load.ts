@@ -239,7 +239,8 @@ function decodeRedis(decoder: Decoder, logger: ConfigLogger | undefined): RedisC
   const urlSource = decoder.source('redisUrl')
   if (urlSource !== undefined && typeof urlSource.raw === 'string') {
     // The password inside a URL is a secret in every message, even when the URL itself is invalid.
-    const password = /^[a-z][a-z0-9+.-]*:\/\/[^:@]*:(.*)@/i.exec(urlSource.raw)?.[1]
+    // Also for malformed URLs (`redis:/u:pw@h`, `redis//u:pw@h`): anything between the user's colon and the last `@`.
+    const password = /^[a-z][a-z0-9+.-]*:?\/*[^:@/]*:(.*)@/i.exec(urlSource.raw)?.[1]
     if (password !== undefined && password.length > 0) {
       decoder.secrets.push(password)
       try {

@@ -28,9 +28,15 @@ export function maskUrl(url: string): string {
   // (an unencoded `@` or `/` in a password must not leak the rest of it); when
   // unsure, this masks too much rather than too little.
   const schemeEnd = url.indexOf('://')
-  if (schemeEnd < 0) return url
-  const authorityStart = schemeEnd + 3
   const at = url.lastIndexOf('@')
+  if (schemeEnd < 0) {
+    // A malformed URL (`redis:/u:pw@h`, `redis//u:pw@h`): whatever stands between
+    // the scheme's colon and the last `@` may be a password.
+    if (at < 0) return url
+    const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/*/.exec(url)?.[0] ?? ''
+    return `${url.slice(0, scheme.length)}${MASK}${url.slice(at)}`
+  }
+  const authorityStart = schemeEnd + 3
   if (at < authorityStart) return url
   const userinfo = url.slice(authorityStart, at)
   const colon = userinfo.indexOf(':')

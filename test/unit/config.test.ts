@@ -449,6 +449,13 @@ describe('secrets never appear in errors', () => {
     expect(everythingIn(error)).not.toContain(encoded)
   })
 
+  it('masks the password of a malformed URL too', () => {
+    for (const url of ['redis:/u:s3cretA@h:6379', 'redis//u:s3cretB@host', 'redis:u:s3cretD@host', 'redis://:s3cretF@']) {
+      const error = configError({}, { redisUrl: url })
+      expect(everythingIn(error)).not.toContain('s3cret')
+    }
+  })
+
   it('never prints random passwords, wherever they are configured', () => {
     fc.assert(
       // The marker keeps a short random secret from matching the error's own words ("valu" in "value").
