@@ -128,6 +128,10 @@ export class Subscription {
   #creditWaiter: (() => void) | undefined
   #readPending = true
   #pendingCursor = '0'
+  /** The last id a new-entry read (`>`) delivered: own pending entries after it can only come from a read that failed. */
+  #lastNewId: string | undefined
+  /** Where the current re-read of own pending entries started. */
+  #pendingStart = '0'
   /**
    * Slow start of recovery: at most this many recovered messages on probation
    * at once. It starts at 1 on every (re)start of the pending re-read (and of
@@ -263,6 +267,8 @@ export class Subscription {
             }
           } else {
             entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#blockMs, from: 'new' })
+            const last = entries[entries.length - 1]
+            if (last !== undefined) this.#lastNewId = last.id
           }
         } finally {
           this.#reserved -= count
@@ -283,7 +289,8 @@ export class Subscription {
         if (this.#aborted()) break
         failures++
         if (error instanceof GroupMissingError) groupReady = false
-        this.#restartPending()
+        // A failure during a re-read starts that re-read over; otherwise only ids after the last one seen are re-read.
+        this.#restartPending(this.#readPending ? this.#pendingStart : (this.#lastNewId ?? '0'))
         this.#state = 'reconnecting'
         // Capped low enough that consumption resumes soon after Redis comes back, high enough for no hot loop.
         const delay = Math.min(1_000, 50 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2)
@@ -293,10 +300,16 @@ export class Subscription {
     }
   }
 
-  /** (Re)starts the re-read of own pending entries, from the start and in a slow start. */
-  #restartPending(): void {
+  /**
+   * (Re)starts the re-read of own pending entries, in a slow start: from the
+   * start, or from `after` (exclusive). Re-reading bumps each entry's delivery
+   * count, so after a failed read only what that read may have delivered unseen
+   * (ids after the last one seen) is re-read, not the messages still being handled.
+   */
+  #restartPending(after = '0'): void {
     this.#readPending = true
-    this.#pendingCursor = '0'
+    this.#pendingStart = after
+    this.#pendingCursor = after
     this.#recoveryWindow = 1
   }
 
@@ -444,10 +457,13 @@ export class Subscription {
         if (!this.#deliver(entry, 'read')) this.#logger.warn({ streamId: entry.id }, 'a nacked entry was deleted or trimmed; acked it as lost')
       }
     } catch (error) {
-      // The entry is still ours in the pending list: the next read of own pending entries delivers it again.
-      this.#logger.warn({ ...this.#eventFields(message.streamId, message.event), err: error }, 'redelivery failed; will re-read pending entries')
-      this.#release(message)
-      this.#restartPending()
+      // The entry is still ours in the pending list, and still held: try again later (a claim would also find it).
+      this.#logger.warn({ ...this.#eventFields(message.streamId, message.event), err: error }, 'redelivery failed; will try again')
+      const timer = setTimeout(() => {
+        this.#timers.delete(timer)
+        void this.#redeliver(message)
+      }, 1_000)
+      this.#timers.add(timer)
     }
   }
 
