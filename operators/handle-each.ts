@@ -1,6 +1,6 @@
 import { from, lastValueFrom, Observable, type ObservableInput, type OperatorFunction, type SchedulerLike } from 'rxjs'
 import type { Attributes } from '@opentelemetry/api'
-import { releaseUnhandled, type Message } from '../src/consumer/message.js'
+import { isWithdrawn, releaseUnhandled, type Message } from '../src/consumer/message.js'
 import { runInHandlingContext } from '../src/context.js'
 import { isPermanentError } from '../src/errors.js'
 import type { Logger } from '../src/logger.js'
@@ -163,7 +163,9 @@ export function handleEach<P>(handler: Handler<P>, options: HandleEachOptions = 
             reporting++
             pump()
             void outcome
-              .catch(() => message.outcome ?? 'nacked')
+              // The settlement could not be stored (e.g. XACK failed three times): the entry is still
+              // pending and will be delivered again, which is a nack as far as anyone watching can tell.
+              .catch((): Outcome => 'nacked')
               .then((settled) => {
                 const seconds = (performance.now() - startedAt) / 1_000
                 instruments.processDuration.record(seconds, attributesOf(message).processed[settled])
@@ -187,7 +189,9 @@ export function handleEach<P>(handler: Handler<P>, options: HandleEachOptions = 
             queue.splice(0, head)
             head = 0
           }
-          start(message)
+          // Its subscription is shutting down: leave it pending rather than race the shutdown.
+          if (isWithdrawn(message)) releaseUnhandled(message)
+          else start(message)
         }
         if (sourceDone && active === 0 && reporting === 0 && head >= queue.length) subscriber.complete()
       }

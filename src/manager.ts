@@ -1,4 +1,4 @@
-import { Observable } from 'rxjs'
+import { Observable, type Subscription as RxSubscription } from 'rxjs'
 import { handleEach, type Handled, type Handler, type HandleEachOptions } from '../operators/handle-each.js'
 import { matchPattern, type EventPattern } from '../operators/match-pattern.js'
 import { MemoryBackend } from './backend/memory/index.js'
@@ -192,6 +192,7 @@ export class EventManager implements EventPublisher, EventConsumer {
   readonly #acker: AckBatcher
   readonly #publisher: Publisher
   readonly #subscriptions = new Set<Subscription>()
+  readonly #handlerSubscriptions = new Set<RxSubscription>()
   readonly #promoters = new Map<string, { promoter: DelayedPromoter; refs: number }>()
   readonly #closing = new Set<Promise<void>>()
   readonly #closeHooks: (() => Promise<void> | void)[] = []
@@ -377,8 +378,10 @@ export class EventManager implements EventPublisher, EventConsumer {
       next: (handled) => onSettled?.(handled),
       error: (error: unknown) => this.logger.error({ err: error, topic, group }, 'subscription failed'),
     })
+    this.#handlerSubscriptions.add(subscription)
     return {
       unsubscribe: async () => {
+        this.#handlerSubscriptions.delete(subscription)
         subscription.unsubscribe()
         await Promise.all([...this.#closing])
       },
@@ -558,6 +561,9 @@ export class EventManager implements EventPublisher, EventConsumer {
 
   async #close(): Promise<void> {
     this.#stopGauges()
+    // Handlers started by subscribe() are this manager's: stop them first (in-flight work still settles).
+    for (const subscription of this.#handlerSubscriptions) subscription.unsubscribe()
+    this.#handlerSubscriptions.clear()
     await Promise.all([...this.#subscriptions].map((s) => s.stop()))
     await Promise.all([...this.#closing])
     for (const { promoter } of this.#promoters.values()) promoter.stop()

@@ -57,3 +57,12 @@ export function releaseUnhandled(message: unknown): void {
   const release = (message as { [releaseMessage]?: unknown })[releaseMessage]
   if (typeof release === 'function') (release as () => void).call(message)
 }
+
+/** True on an unsettled message whose subscription is shutting down: it should not be started (see {@link isWithdrawn}). */
+export const messageWithdrawn: unique symbol = Symbol.for('rx-redis-streams.messageWithdrawn')
+
+/** Whether a message was withdrawn by its stopping subscription: handling it now would only race the shutdown. */
+export function isWithdrawn(message: unknown): boolean {
+  if (message === null || typeof message !== 'object') return false
+  return (message as { [messageWithdrawn]?: unknown })[messageWithdrawn] === true
+}

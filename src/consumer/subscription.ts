@@ -12,7 +12,7 @@ import { creditLimit, creditLimitOf } from '../shared-settlement.js'
 import { messagingAttributes, type Instruments } from '../telemetry/instruments.js'
 import { messageLogFields, type MessageLogFields } from '../telemetry/logging.js'
 import type { AckBatcher } from './acker.js'
-import { releaseMessage, releaseUnhandled, type Message, type RetryDefaults } from './message.js'
+import { isWithdrawn, messageWithdrawn, releaseMessage, releaseUnhandled, type Message, type RetryDefaults } from './message.js'
 
 /**
  * Options of `topic(name).consume(options)`. Every numeric option defaults to
@@ -496,6 +496,11 @@ export class Subscription {
     return this.#maxDeliveries
   }
 
+  /** @internal True once stop() began. */
+  get stopping(): boolean {
+    return this.#signal.aborted
+  }
+
   /** @internal The credit: at most this many unsettled messages (maxPendingMessages). */
   get maxPending(): number {
     return this.#maxPending
@@ -696,6 +701,11 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     if (untilMs === Number.POSITIVE_INFINITY) this.#subscription.endProbation(this)
   }
 
+  /** Unsettled while its subscription stops: not to be started (it stays pending and comes back). */
+  get [messageWithdrawn](): boolean {
+    return this.#outcome === undefined && this.#subscription.stopping
+  }
+
   /** Leaves the credit unsettled (see `releaseMessage`): still pending in the group, delivered again later. */
   [releaseMessage](): void {
     if (this.#outcome === undefined) this.#subscription.releaseUnsettled(this)
@@ -787,6 +797,9 @@ class DecodedView<A> implements Message<A> {
   }
   [releaseMessage](): void {
     releaseUnhandled(this.#inner)
+  }
+  get [messageWithdrawn](): boolean {
+    return isWithdrawn(this.#inner)
   }
   withPayload<B>(payload: B): Message<B> {
     return this.#inner.withPayload(payload)
