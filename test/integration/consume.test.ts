@@ -459,3 +459,29 @@ describe('shutdown', () => {
     sub2.unsubscribe()
   })
 })
+
+describe('entries too large to move in one script', () => {
+  it('an entry with 5,000 fields still goes to the DLQ (its event fields and a count of the others)', async () => {
+    const events = testEvents()
+    const topic = randomName('t')
+    const group = randomName('g')
+    await events.publish(topic, newEvent('first', 1))
+    const redis = newRedis()
+    try {
+      const junk: string[] = []
+      for (let i = 0; i < 5_000; i++) junk.push(`f${i}`, 'x')
+      await redis.xadd(streamKey(topic), '*', 'id', 'e-big', 'name', 'big', ...junk)
+      const handled: string[] = []
+      const sub = events.topic(topic).consume({ group }).pipe(handleEach((m) => void handled.push(m.event.name))).subscribe()
+      await waitFor(async () => (await events.deadLetters.count(topic)) === 1 && (await pendingCount(topic, group)) === 0)
+      const [letter] = await events.deadLetters.list(topic)
+      expect(letter?.error).toMatch(/missing_field/)
+      expect(letter?.fields['dropped_fields']).toBe('5000')
+      expect(letter?.fields['name']).toBe('big')
+      expect(handled).toEqual(['first'])
+      sub.unsubscribe()
+    } finally {
+      await redis.quit()
+    }
+  })
+})

@@ -182,6 +182,26 @@ export function compareStreamIds(a: string, b: string): number {
 /** Most ids per lease-renewal script call. */
 const LEASE_CHUNK = 1_000
 
+/** Lua can spread at most about 8,000 values into one command. */
+const MAX_DLQ_FIELD_VALUES = 7_000
+const EVENT_FIELDS = new Set(['id', 'name', 'ts', 'headers', 'payload', 'cid', 'traceparent'])
+
+/**
+ * The fields a dead letter keeps: all of them, or, for a (foreign) entry with
+ * too many to move in one script, the event's own fields and a count of the
+ * others — so that it can still leave the pending list.
+ */
+function keepForDeadLetter(fields: readonly string[]): readonly string[] {
+  if (fields.length <= MAX_DLQ_FIELD_VALUES) return fields
+  const kept: string[] = []
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const name = fields[i] as string
+    if (EVENT_FIELDS.has(name) && kept.length < 64) kept.push(name, fields[i + 1] as string)
+  }
+  kept.push('dropped_fields', String(Math.floor(fields.length / 2) - kept.length / 2))
+  return kept
+}
+
 /** The group or its stream is gone: NOGROUP, or a blocked read unblocked because its stream was deleted. */
 const isNoGroup = (error: unknown): boolean =>
   error instanceof Error && (error.message.includes('NOGROUP') || error.message.includes('UNBLOCKED') || /no such key/i.test(error.message))
@@ -340,8 +360,9 @@ export class RedisBackend implements StreamBackend {
     if (letters.length === 0) return []
     const args: (string | number)[] = [group, Date.now(), trimBeforeMs > 0 ? `${Math.floor(trimBeforeMs)}-0` : '', letters.length]
     for (const letter of letters) {
-      args.push(letter.id, letter.attempts, letter.error, letter.fields === null ? -1 : letter.fields.length)
-      if (letter.fields !== null) args.push(...letter.fields)
+      const fields = letter.fields === null ? null : keepForDeadLetter(letter.fields)
+      args.push(letter.id, letter.attempts, letter.error, fields === null ? -1 : fields.length)
+      if (fields !== null) args.push(...fields)
     }
     try {
       const reply = (await script(this.#client, 'rrsDeadLetter')(this.#keys.stream(topic), this.#keys.dlq(topic), ...args)) as unknown[]
