@@ -3,6 +3,29 @@
  * errors) and how (aligned tables, short times).
  */
 
+/** Control characters other than tab and newline (C0, DEL, C1): terminal escape sequences start with them. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g
+
+/**
+ * Text safe for a terminal: stream data is untrusted, and an ESC or OSC in an
+ * event name or payload must not act on the operator's terminal. Each control
+ * character becomes a `\uXXXX` escape (valid inside JSON strings too).
+ *
+ * @example
+ * ```ts
+ * printable('a\u001b[2Jb') // 'a\\u001b[2Jb'
+ * ```
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
+/** Wraps streams so that everything written is {@link printable}. */
+export function printableIo(io: CliIo): CliIo {
+  return { out: (text) => io.out(printable(text)), err: (text) => io.err(printable(text)), env: io.env }
+}
+
 /** The CLI's streams and environment; tests pass their own. */
 export interface CliIo {
   /** Results: tables, or JSON with `--json`. */

@@ -6,7 +6,7 @@ import { ConfigError, EventSystemError, InvalidNameError, InvalidTopicError, Pay
 import { INSTRUMENTATION_VERSION } from '../telemetry/instruments.js'
 import { parseCommandLine, usage, UsageError, type ParsedArgs } from './args.js'
 import { COMMAND_HANDLERS, connect, MissingError, UnreachableError, type Connection } from './commands.js'
-import type { CliIo } from './output.js'
+import { printableIo, type CliIo } from './output.js'
 
 /** Exit codes. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, unreachable: 3, notFound: 4 } as const
@@ -49,7 +49,8 @@ function report(error: unknown, io: CliIo, debug: boolean): number {
  * const code = await runCli(['stats', '--json'], { out: console.log, err: console.error, env: process.env })
  * ```
  */
-export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+export async function runCli(argv: readonly string[], rawIo: CliIo): Promise<number> {
+  const io = printableIo(rawIo)
   let parsed: ParsedArgs
   try {
     parsed = parseCommandLine(argv)

@@ -87,3 +87,11 @@ describe('output helpers', () => {
     expect(truncate('abcdefghijk', 5)).toBe('abcd…')
   })
 })
+
+describe('printable', () => {
+  it('escapes terminal control characters from untrusted stream data, keeps newlines and tabs, and keeps JSON valid', async () => {
+    const { printable } = await import('../../src/cli/output.js')
+    expect(printable('a\u001b]0;owned\u0007b\u009bc\nd\te')).toBe('a\\u001b]0;owned\\u0007b\\u009bc\nd\te')
+    expect((JSON.parse(printable(JSON.stringify({ x: 'q\u0085r' }))) as { x: string }).x).toBe('q\u0085r')
+  })
+})
