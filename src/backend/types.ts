@@ -141,7 +141,7 @@ export interface StreamBackend {
   ack(topic: string, group: string, ids: readonly string[]): Promise<number>
   /** Atomically appends each to the topic's DLQ (with `dlq_*` fields) and acks it; trims DLQ entries older than `minTimeMs`. Returns the DLQ ids. */
   deadLetter(topic: string, group: string, letters: readonly DeadLetterInput[], trimBeforeMs: number): Promise<string[]>
-  /** Claims ids to `consumer` again, incrementing their delivery counts (a redelivery after nack). Entries not pending or deleted are left out. */
+  /** Claims ids still owned by `consumer` again, incrementing their delivery counts (a redelivery after nack). Entries not pending, owned by another consumer, or deleted are left out. */
   redeliver(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<ReadEntry[]>
   /** Resets the idle time of the ids still owned by `consumer` (others untouched); returns the ids renewed. */
   renewLeases(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<string[]>

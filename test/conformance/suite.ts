@@ -395,6 +395,24 @@ export function defineConformanceSuite(name: string, makeManager: MakeManager): 
         await waitForDrained(events, topic, group)
         expect(stolen.map((m) => m.streamId)).toEqual([])
       })
+      it('a nack does not take back a message another consumer claimed meanwhile', async () => {
+        const events = make()
+        const topic = randomName('conf')
+        const group = randomName('g')
+        await events.publishBatch(topic, numbered(1))
+        const seenByA: Message[] = []
+        run(events.topic(topic).consume({ group, consumer: 'a', claimInterval: 0, consumerTimeout: 60_000, ...FAST }), (m) => void seenByA.push(m))
+        await waitFor(() => seenByA.length === 1, 5_000, 'consumer a to hold the message')
+        // b takes it over, as a claimer does when a's lease lapsed (a long GC pause, say)
+        const claimed = await events.backend.claimIdle(topic, group, 'b', { minIdleMs: 0, cursor: '0-0', count: 10 })
+        expect(claimed.entries.map((e) => e.id)).toEqual([seenByA[0]!.streamId])
+        await seenByA[0]!.nack(new Error('a gives up'), { delay: 0 })
+        await sleep(300)
+        expect(seenByA).toHaveLength(1) // not delivered to a again
+        const owners = await events.backend.consumers(topic, group)
+        expect(owners.find((c) => c.name === 'b')?.pending).toBe(1)
+        expect(owners.find((c) => c.name === 'a')?.pending ?? 0).toBe(0)
+      })
     })
 
     describe('ordering', () => {

@@ -351,25 +351,24 @@ describe('MemoryBackend: ack and dead letters', () => {
 })
 
 describe('MemoryBackend: redelivery, leases and claiming', () => {
-  it('redeliver claims pending ids to a consumer with one more delivery, leaving out the others', async () => {
+  it('redeliver claims ids back to their owner with one more delivery, leaving out the others', async () => {
     const { backend, reader } = setup()
     await backend.ensureGroup(T, G, 'beginning')
     await backend.append(T, [ev(1), ev(2), ev(3), ev(4)])
     await reader.read(T, G, 'c1', NEW())
     await backend.ack(T, G, ['1000-1'])
     await backend.deleteEntries(T, ['1000-2'])
-    const redelivered = await backend.redeliver(T, G, 'c2', ['1000-0', '1000-1', '1000-2', '1000-3'])
+    // Owner-checked: another consumer cannot take them this way.
+    expect(await backend.redeliver(T, G, 'c2', ['1000-0', '1000-3'])).toEqual([])
+    const redelivered = await backend.redeliver(T, G, 'c1', ['1000-0', '1000-1', '1000-2', '1000-3'])
     expect(redelivered).toEqual([
       { id: '1000-0', fields: ev(1), deliveryCount: 2 },
       { id: '1000-3', fields: ev(4), deliveryCount: 2 },
     ])
-    // the deleted entry left the PEL (Redis 7 XCLAIM); the others changed owner
-    expect(await backend.consumers(T, G)).toEqual([
-      { name: 'c1', pending: 0, idleMs: 0 },
-      { name: 'c2', pending: 2, idleMs: 0 },
-    ])
-    expect((await backend.redeliver(T, G, 'c2', ['1000-0']))[0]?.deliveryCount).toBe(3)
-    expect(await backend.redeliver(T, G, 'c2', [])).toEqual([])
+    // the deleted entry left the PEL (Redis 7 XCLAIM); the others are still c1's
+    expect(await backend.consumers(T, G)).toEqual([{ name: 'c1', pending: 2, idleMs: 0 }])
+    expect((await backend.redeliver(T, G, 'c1', ['1000-0']))[0]?.deliveryCount).toBe(3)
+    expect(await backend.redeliver(T, G, 'c1', [])).toEqual([])
   })
 
   it('renewLeases resets idle time only for ids still owned by the consumer, without counting a delivery', async () => {
@@ -377,7 +376,7 @@ describe('MemoryBackend: redelivery, leases and claiming', () => {
     await backend.ensureGroup(T, G, 'beginning')
     await backend.append(T, [ev(1), ev(2), ev(3)])
     await reader.read(T, G, 'c1', NEW())
-    await backend.redeliver(T, G, 'c2', ['1000-1'])
+    await backend.claimIdle(T, G, 'c2', { minIdleMs: 0, cursor: '1000-1', count: 1 })
     clock.advance(1_000)
     expect(await backend.renewLeases(T, G, 'c1', ['1000-0', '1000-1', '1000-2', '9999-0'])).toEqual(['1000-0', '1000-2'])
     expect(await backend.renewLeases(T, G, 'ghost', ['1000-0'])).toEqual([])

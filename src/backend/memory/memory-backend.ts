@@ -367,7 +367,8 @@ export class MemoryBackend implements StreamBackend {
           continue
         }
         const pending = state.pel.get(key)
-        if (pending === undefined) continue
+        // Owner-checked: a message another consumer claimed meanwhile is being handled there.
+        if (pending === undefined || pending.consumer.name !== consumer) continue
         claimer ??= this.#touchConsumer(state, consumer, now)
         this.#claim(pending, claimer, now, false)
         out.push(toReadEntry(entry, pending.deliveryCount))

@@ -40,6 +40,7 @@ export interface RedisBackendOptions {
 
 const SCRIPTS = {
   rrsAppend: 'append-1.lua',
+  rrsRedeliver: 'redeliver-1.lua',
   rrsDeadLetter: 'deadLetter-2.lua',
   rrsReplay: 'replay-2.lua',
   rrsPromote: 'promote-4.lua',
@@ -374,16 +375,22 @@ export class RedisBackend implements StreamBackend {
 
   async redeliver(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<ReadEntry[]> {
     if (ids.length === 0) return []
-    const key = this.#keys.stream(topic)
     try {
-      const claimed = parseEntries(await this.#client.call('XCLAIM', key, group, consumer, '0', ...ids))
-      const counts = await this.deliveryCounts(topic, group, consumer, claimed.map((e) => e.id))
-      return claimed.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 }))
+      // Owner-checked in one script: a message another consumer claimed meanwhile is not taken back.
+      const reply = (await script(this.#client, 'rrsRedeliver')(this.#keys.stream(topic), group, consumer, ...ids)) as unknown[]
+      const entries: ReadEntry[] = []
+      for (const row of reply) {
+        if (!Array.isArray(row)) continue
+        const fields = toFields(row[2])
+        if (fields !== null) entries.push({ id: String(row[0]), fields, deliveryCount: Number(row[1]) })
+      }
+      return entries
     } catch (error) {
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       this.#fail(error)
     }
   }
+
 
   async renewLeases(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<string[]> {
     if (ids.length === 0) return []
