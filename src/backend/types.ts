@@ -52,8 +52,16 @@ export interface DeadLetterInput {
   readonly fields: readonly string[] | null
   /** Why it failed (already capped in length by the engine). */
   readonly error: string
-  /** How many deliveries it had. */
+  /** How many deliveries it had (the group's delivery count). */
   readonly attempts: number
+  /** How many times a handler ran it in this process (retries included); absent when unknown. */
+  readonly handlerRuns?: number
+  /** The class name of the last error (e.g. `TypeError`, `MalformedPayloadError`). */
+  readonly errorClass?: string
+  /** The last error's stack (capped at 4 KiB by the writer). */
+  readonly stack?: string
+  /** The consumer that dead-lettered it. */
+  readonly consumer?: string
 }
 
 /** Dead-letter stream field names (DESIGN.md §3). */
@@ -61,8 +69,14 @@ export const DlqFields = {
   originalId: 'dlq_original_id',
   group: 'dlq_group',
   error: 'dlq_error',
+  /** Deliveries (the group's delivery count). Written for old readers; `dlq_deliveries` is read first. */
   attempts: 'dlq_attempts',
   failedAt: 'dlq_failed_at',
+  deliveries: 'dlq_deliveries',
+  handlerRuns: 'dlq_handler_runs',
+  errorClass: 'dlq_error_class',
+  stack: 'dlq_stack',
+  consumer: 'dlq_consumer',
 } as const
 
 /** The result of one step of claiming idle entries (XAUTOCLAIM). */
