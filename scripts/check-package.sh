@@ -9,7 +9,8 @@
 #      and consumed on a private redis-server on a free port (never 6379), and one
 #      through the in-memory test manager;
 #   4. runs `npx rx-redis-streams --help` and `stats --json` against that Redis;
-#   5. type-checks every TypeScript block of README.md against the installed package.
+#   5. type-checks every TypeScript block of README.md against the installed package,
+#      and runs the README's "Testing your own handlers" example as is with vitest.
 #
 #   npm run check:package          (KEEP_SCRATCH=1 keeps the temp dir for a look)
 set -euo pipefail
@@ -142,6 +143,21 @@ node -e 'const s = JSON.parse(require("node:fs").readFileSync(process.argv[1], "
 echo "stats --json lists the checked topic"
 
 step "README TypeScript blocks against the installed package"
-node "$repo/scripts/check-readme.mjs" --root "$app" --readme "$repo/README.md" || fail "README blocks do not type-check against the package (above)"
+# Its failures are reported at the end, after the remaining steps ran.
+readme_ok=1
+node "$repo/scripts/check-readme.mjs" --root "$app" --readme "$repo/README.md" || readme_ok=0
 
+step "the README's testing example, as is, with vitest"
+mkdir -p "$app/test"
+cp "$repo/test/src/mailer.ts" "$app/src/mailer.ts"
+node -e '
+  const readme = require("node:fs").readFileSync(process.argv[1], "utf8")
+  const section = readme.slice(readme.indexOf("## Testing your own handlers"))
+  const block = /```ts\n([\s\S]*?)\n```/.exec(section)
+  if (block === null) throw new Error("no TypeScript block under ## Testing your own handlers")
+  process.stdout.write(block[1] + "\n")
+' "$repo/README.md" >"$app/test/readme.test.ts"
+(cd "$app" && npx --no-install vitest run --reporter=dot test/readme.test.ts) || fail "the README's testing example fails against the package"
+
+[ "$readme_ok" = 1 ] || fail "README blocks do not type-check against the package (see above)"
 printf '\npackage check passed\n'

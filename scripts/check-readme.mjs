@@ -48,7 +48,12 @@ export {}
 
 /** The reader's modules that an example imports, relative to the example's file (blocks/). */
 const USER_MODULES = {
-  'src/mailer.d.ts': 'export declare function sendWelcomeMail(user: { readonly userId: number; readonly email: string }): Promise<void>\n',
+  'src/mailer.d.ts': [
+    "import type * as t from 'io-ts'",
+    'export declare const UserSignup: t.TypeC<{ userId: t.NumberC; email: t.StringC }>',
+    'export declare function sendWelcomeMail(user: t.TypeOf<typeof UserSignup>): Promise<void>',
+    '',
+  ].join('\n'),
 }
 
 /** What a strict user project compiles with. */

@@ -3,17 +3,19 @@
  * defaults, and a wait for a consumer group to have handled everything.
  * Nothing here needs Redis.
  *
- * @example
+ * ## Example
  * ```ts
  * import { newEvent } from 'rx-redis-streams'
- * import { createTestEventManager, waitForDrained } from 'rx-redis-streams/testing'
+ * import { typedHandler } from 'rx-redis-streams/operators'
+ * import { closeTestEventManagers, createTestEventManager, waitForDrained } from 'rx-redis-streams/testing'
  *
- * const events = createTestEventManager()
- * const sub = events.subscribe('user-events', 'mailer', async (msg) => sendWelcomeMail(msg.event.payload))
- * await events.publish('user-events', newEvent('user.signup', { userId: 1 }))
- * await waitForDrained(events, 'user-events', 'mailer')   // handled and acked (or dead-lettered)
- * await sub.unsubscribe()
- * await events.close()
+ * afterEach(closeTestEventManagers)
+ * it('mails new users', async () => {
+ *   const events = createTestEventManager()
+ *   events.subscribe('user-events', 'mailer', typedHandler(UserSignup, sendWelcomeMail))
+ *   await events.publish('user-events', newEvent('user.signup', { userId: 1, email: 'ada@example.com' }))
+ *   await waitForDrained(events, 'user-events', 'mailer')   // handled and acked (or dead-lettered)
+ * })
  * ```
  */
 import type { StreamBackend } from './backend/types.js'
@@ -39,23 +41,56 @@ export const TEST_DEFAULTS = Object.freeze({
   delayedQueueCheckInterval: 50,
 }) satisfies EventManagerOptions
 
+/** The managers {@link createTestEventManager} made that {@link closeTestEventManagers} has not closed yet. */
+const openTestManagers = new Set<EventManager>()
+
 /**
  * An event manager for tests: in memory (no Redis, nothing shared between two
  * managers), independent of the process's `EVENT_*` variables, with fast
  * defaults ({@link TEST_DEFAULTS}: 10 ms retry backoff, 2 s consumer timeout,
  * claims of entries idle 500 ms every 100 ms, delayed events promoted within
  * 50 ms). Every option can be overridden, the backend too (a `MemoryBackend`
- * with a fake clock, or `'redis'` with a `redisUrl`). Close it after the test.
+ * with a fake clock, or `'redis'` with a `redisUrl`).
  *
- * @example
+ * Make one per test (it is cheap) and close them all with
+ * `afterEach(closeTestEventManagers)`: a closed manager stays closed (it
+ * rejects with `ClosedError`), so a manager shared by several tests must not
+ * be closed between them.
+ *
+ * ## Example
  * ```ts
- * import { createTestEventManager } from 'rx-redis-streams/testing'
- * const events = createTestEventManager({ maxRetries: 1 })
- * afterEach(() => events.close())
+ * import { afterEach, it } from 'vitest'
+ * import { closeTestEventManagers, createTestEventManager } from 'rx-redis-streams/testing'
+ *
+ * afterEach(closeTestEventManagers)
+ * it('…', async () => {
+ *   const events = createTestEventManager({ maxRetries: 1 })
+ *   // subscribe, publish, waitForDrained(events, topic, group), expect …
+ * })
  * ```
  */
 export function createTestEventManager(options: EventManagerOptions = {}): EventManager {
-  return createEventManager({ ...TEST_DEFAULTS, ...options })
+  const manager = createEventManager({ ...TEST_DEFAULTS, ...options })
+  openTestManagers.add(manager)
+  return manager
+}
+
+/**
+ * Closes every manager made by {@link createTestEventManager} since the last
+ * call (their subscriptions stop; closing one twice is harmless). Meant for
+ * `afterEach`, so each test starts with managers of its own.
+ *
+ * ## Example
+ * ```ts
+ * import { afterEach } from 'vitest'
+ * import { closeTestEventManagers } from 'rx-redis-streams/testing'
+ * afterEach(closeTestEventManagers)
+ * ```
+ */
+export async function closeTestEventManagers(): Promise<void> {
+  const managers = [...openTestManagers]
+  openTestManagers.clear()
+  await Promise.all(managers.map((m) => m.close()))
 }
 
 /** Options of {@link waitForDrained}. */
