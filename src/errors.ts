@@ -123,3 +123,17 @@ export class GroupMissingError extends BackendError {
     super(`consumer group ${group} of topic ${topic} does not exist`, undefined, 'NO_GROUP')
   }
 }
+
+/** A second live subscription of one process asked for a consumer name (topic, group, consumer) already in use. */
+export class ConsumerNameInUseError extends EventSystemError {
+  constructor(readonly topic: string, readonly group: string, readonly consumer: string) {
+    super('CONSUMER_NAME_IN_USE', `consumer ${consumer} of group ${group} on topic ${topic} is already in use by a live subscription in this process`)
+  }
+}
+
+/** The payload of a delivered entry is not valid JSON: the entry was moved to the dead letter queue. */
+export class MalformedPayloadError extends EventSystemError {
+  constructor(readonly streamId: string, message: string, options?: { cause?: unknown }) {
+    super('MALFORMED_PAYLOAD', `payload of entry ${streamId} cannot be decoded (moved to the dead letter queue): ${message}`, options)
+  }
+}

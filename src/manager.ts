@@ -2,17 +2,24 @@ import { Observable, type Subscription as RxSubscription } from 'rxjs'
 import { handleEach, type Handled, type Handler, type HandleEachOptions } from '../operators/handle-each.js'
 import { matchPattern, type EventPattern } from '../operators/match-pattern.js'
 import { MemoryBackend } from './backend/memory/index.js'
-import { createBlockingClient, createRedisClient, sanitizeRedisError } from './backend/redis/connection.js'
+import {
+  createBlockingClient,
+  createControlClient,
+  createRedisClient,
+  duplicateClient,
+  sanitizeRedisError,
+  superviseClient,
+} from './backend/redis/connection.js'
 import { RedisBackend, type RedisClient } from './backend/redis/redis-backend.js'
 import type { StreamBackend } from './backend/types.js'
 import { loadConfig, type ConfigOptions } from './config/index.js'
 import type { Config } from './config/types.js'
 import { AckBatcher } from './consumer/acker.js'
 import type { Message } from './consumer/message.js'
-import { Subscription, type ConsumeOptions, type EngineContext, type SubscriptionStatus } from './consumer/subscription.js'
+import { defaultConsumerName, Subscription, validateConsumeOptions, type ConsumeOptions, type EngineContext, type SubscriptionStatus } from './consumer/subscription.js'
 import { DeadLetterQueue } from './dead-letter.js'
 import { DelayedPromoter } from './delayed.js'
-import { ClosedError } from './errors.js'
+import { ClosedError, ConsumerNameInUseError } from './errors.js'
 import type { Event } from './event.js'
 import { checkHealth, UnhealthyError, type HealthOptions, type HealthReport } from './health.js'
 import { silentLogger, type Logger } from './logger.js'
@@ -44,7 +51,12 @@ export interface EventManagerOptions extends ConfigOptions {
   readonly logger?: Logger
   /** `redis` (default), `memory` (in-process, no Redis), or a backend instance. */
   readonly backend?: 'redis' | 'memory' | StreamBackend
-  /** Use this ioredis client instead of creating one (it is not closed by `close()`). */
+  /**
+   * Use this ioredis client instead of creating one (it is not closed by
+   * `close()`). Every other connection (blocking readers, the health/control
+   * connection) is made with its `duplicate()`, so they share its address,
+   * TLS settings and credentials; the `EVENT_REDIS_*` location is not used.
+   */
   readonly redisClient?: RedisClient
   /** Environment to read `EVENT_*` from; default `process.env`. */
   readonly env?: NodeJS.ProcessEnv
@@ -202,12 +214,13 @@ export class EventManager implements EventPublisher, EventConsumer {
 
   constructor(options: EventManagerOptions = {}) {
     const given = options.logger ?? silentLogger()
-    this.config = loadConfig(options, options.env ?? process.env, given)
+    // Without a logger, configuration warnings go to process.emitWarning (visible), not to the silent logger.
+    this.config = loadConfig(options, options.env ?? process.env, options.logger)
     this.logger = redactingLogger(given, [this.config.redis.password, options.redisPassword])
     const healthTimeout = options.healthTimeout ?? 2_000
     if (!Number.isFinite(healthTimeout) || healthTimeout <= 0) throw new RangeError(`healthTimeout must be a positive number of ms, got ${String(healthTimeout)}`)
     this.#healthTimeoutMs = healthTimeout
-    this.backend = createBackend(options, this.config)
+    this.backend = createBackend(options, this.config, this.logger)
     this.#instruments = createInstruments()
     this.#acker = new AckBatcher(this.backend, this.logger)
     this.#publisher = new Publisher({
@@ -291,7 +304,18 @@ export class EventManager implements EventPublisher, EventConsumer {
       acker: this.#acker,
       instruments: this.#instruments,
       acquirePromoter: (topic) => this.#acquirePromoter(topic),
-      onClosed: (s) => this.#subscriptions.delete(s),
+      onClosed: (s) => this.#subscriptionEnded(s),
+    }
+  }
+
+  /** A subscription ended: forgotten, unless it errored (health() shows it until one with its name replaces it). */
+  #subscriptionEnded(ended: Subscription): void {
+    if (!ended.errored) {
+      this.#subscriptions.delete(ended)
+      return
+    }
+    for (const s of this.#subscriptions) {
+      if (s !== ended && s.errored && s.topic === ended.topic && s.group === ended.group && s.consumer === ended.consumer) this.#subscriptions.delete(s)
     }
   }
 
@@ -334,18 +358,28 @@ export class EventManager implements EventPublisher, EventConsumer {
   #consume(topic: string, options: ConsumeOptions): Observable<Message> {
     validateName('group', options.group)
     if (options.consumer !== undefined) validateName('consumer', options.consumer)
-    for (const key of ['batchSize', 'maxPendingMessages'] as const) {
-      const v = options[key]
-      if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new RangeError(`${key} must be a positive integer, got ${String(v)}`)
-    }
+    validateConsumeOptions(options)
+    // Chosen once per consume() call: a re-subscription (retry()) is the same consumer, not a new one.
+    const consumer = options.consumer ?? defaultConsumerName()
+    const named = { ...options, consumer }
     return new Observable<Message>((subscriber) => {
       if (this.#closed) {
         subscriber.error(new ClosedError('event manager'))
         return
       }
-      const subscription = new Subscription(this.#engine(), topic, options, subscriber)
+      // One live subscription per consumer name in this process; one still stopping hands over (gives back what it did not start).
+      let predecessor: Promise<void> | undefined
+      for (const s of this.#subscriptions) {
+        if (s.topic !== topic || s.group !== options.group || s.consumer !== consumer || s.errored) continue
+        if (s.live) {
+          subscriber.error(new ConsumerNameInUseError(topic, options.group, consumer))
+          return
+        }
+        predecessor = s.stop('takeover')
+      }
+      const subscription = new Subscription(this.#engine(), topic, named, subscriber)
       this.#subscriptions.add(subscription)
-      subscription.start()
+      subscription.start(predecessor)
       return () => {
         const stopping = subscription.stop()
         this.#closing.add(stopping)
@@ -564,7 +598,8 @@ export class EventManager implements EventPublisher, EventConsumer {
     // Handlers started by subscribe() are this manager's: stop them first (in-flight work still settles).
     for (const subscription of this.#handlerSubscriptions) subscription.unsubscribe()
     this.#handlerSubscriptions.clear()
-    await Promise.all([...this.#subscriptions].map((s) => s.stop()))
+    // A graceful stop: unstarted messages are given back, started ones drain, each consume() completes.
+    await Promise.all([...this.#subscriptions].map((s) => s.stop('close')))
     await Promise.all([...this.#closing])
     for (const { promoter } of this.#promoters.values()) promoter.stop()
     this.#promoters.clear()
@@ -586,16 +621,47 @@ function describeConnection(config: Config): Record<string, unknown> {
   }
 }
 
-function createBackend(options: EventManagerOptions, config: Config): StreamBackend {
+/**
+ * Reports a lost connection once per outage: through the logger when one is
+ * given, else `process.emitWarning`, so that a Redis that cannot be reached is
+ * never silent.
+ */
+function connectionWarnings(logger: Logger | undefined): { onError: (error: Error) => void; onReady: () => void } {
+  let warned = false
+  return {
+    onError: (error) => {
+      if (warned) return
+      warned = true
+      if (logger !== undefined) logger.warn({ err: error }, `Redis connection failed: ${error.message}`)
+      else process.emitWarning(`rx-redis-streams: Redis connection failed: ${error.message}`, { code: 'RRS_REDIS_UNREACHABLE' })
+    },
+    onReady: () => {
+      warned = false
+    },
+  }
+}
+
+function createBackend(options: EventManagerOptions, config: Config, logger: Logger): StreamBackend {
   const backend = options.backend
   if (backend !== undefined && typeof backend === 'object') return backend
   if (backend === 'memory' || (backend === undefined && config.redis.mode === 'memory')) return new MemoryBackend()
-  const client = options.redisClient ?? createRedisClient(config)
+  const warnings = connectionWarnings(options.logger === undefined ? undefined : logger)
+  const onError = (error: Error): void => {
+    if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|certificate|WRONGPASS|NOAUTH|unreachable|slots cache/i.test(error.message)) warnings.onError(error)
+  }
+  const timeout = config.commandTimeoutMs
+  const user = options.redisClient
+  const client =
+    user === undefined ? createRedisClient(config, { onError }) : superviseClient(user, config, { commandTimeout: timeout, onError })
+  client.on('ready', warnings.onReady)
   return new RedisBackend({
     client,
-    createBlockingClient: () => createBlockingClient(config),
+    // A user's client: its duplicates (same address, TLS, credentials), never a connection built from EVENT_REDIS_*.
+    createBlockingClient: () => (user === undefined ? createBlockingClient(config, { onError }) : duplicateClient(user, config, { autoPipelining: false })),
+    createControlClient: () =>
+      user === undefined ? createControlClient(config) : duplicateClient(user, config, { autoPipelining: false, lazyConnect: true, commandTimeout: timeout }),
     keyPrefix: config.keyPrefix,
-    ownsClient: options.redisClient === undefined,
+    ownsClient: user === undefined,
     sanitizeError: (error) => sanitizeRedisError(error, config),
   })
 }

@@ -1,5 +1,14 @@
-/** How a settleable ended: the first settlement wins. */
-export type Outcome = 'acked' | 'nacked' | 'dead-lettered'
+/**
+ * How a settlement call ended. The first recorded settlement wins.
+ * - `acked`, `nacked`, `dead-lettered`: recorded.
+ * - `withdrawn`: the message was given back (not started within `consumerTimeout`, its
+ *   subscription stopped, or superseded by a redelivery); nothing was recorded, and a
+ *   library operator never runs it.
+ * - `failed`: the store failed (e.g. the XACK or the dead-letter move failed); NOT recorded
+ *   as the outcome (a later settlement may retry), the entry stays pending.
+ * Settlement promises never reject.
+ */
+export type Outcome = 'acked' | 'nacked' | 'dead-lettered' | 'withdrawn' | 'failed'
 
 /** Options of a negative acknowledgement. */
 export interface NackOptions {

@@ -197,4 +197,23 @@ export interface StreamBackend {
   ping(): Promise<number>
   /** Releases every connection. Idempotent. */
   close(): Promise<void>
+
+  /**
+   * Gives entries still owned by `consumer` back to the group: each one's idle
+   * time becomes `idleMs` (so any consumer's next claim takes it at once) and
+   * its delivery count becomes `retryCount` (Redis: `XCLAIM … IDLE <idleMs>
+   * RETRYCOUNT <n> JUSTID`, owner-checked in one script). The engine passes
+   * the count it saw minus one, so that the next delivery (which adds one)
+   * carries the count again: a give-back costs no delivery. Entries owned by
+   * another consumer, no longer pending, or deleted are left out. Returns the
+   * ids given back. Optional: without it, entries stay pending until idle.
+   */
+  giveBack?(topic: string, group: string, consumer: string, items: readonly GiveBackItem[], idleMs: number): Promise<string[]>
+}
+
+/** One entry to give back (see {@link StreamBackend.giveBack}). */
+export interface GiveBackItem {
+  readonly id: string
+  /** The delivery count to store (≥ 0). */
+  readonly retryCount: number
 }

@@ -1,25 +1,27 @@
 import type { StreamBackend } from '../backend/types.js'
 import type { Logger } from '../logger.js'
 
+/** What an ack settles: told whether its XACK was stored. */
+export interface AckTarget {
+  stored(outcome: 'acked', ok: boolean): unknown
+}
+
 /** Ids waiting for one XACK, and the one promise all their callers share. */
 interface Batch {
   ids: string[]
-  /** Resolves to 'acked' once the XACK succeeded (shared: no allocation per message). */
-  done: Promise<'acked'>
-  resolve: (outcome: 'acked') => void
-  reject: (error: unknown) => void
+  /** The messages of the ids, told the result (null for ids acked without one). */
+  targets: (AckTarget | null)[]
+  /** Resolves to 'acked' once the XACK succeeded, 'failed' once it gave up (shared: no allocation per message); never rejects. */
+  done: Promise<'acked' | 'failed'>
+  resolve: (outcome: 'acked' | 'failed') => void
 }
 
 function newBatch(): Batch {
-  let resolve: (outcome: 'acked') => void = () => undefined
-  let reject: (error: unknown) => void = () => undefined
-  const done = new Promise<'acked'>((res, rej) => {
+  let resolve: (outcome: 'acked' | 'failed') => void = () => undefined
+  const done = new Promise<'acked' | 'failed'>((res) => {
     resolve = res
-    reject = rej
   })
-  // Callers may drop the promise; a failure is logged by the batcher.
-  done.catch(() => undefined)
-  return { ids: [], done, resolve, reject }
+  return { ids: [], targets: [], done, resolve }
 }
 
 /** Flush at once when this many acks are waiting, rather than at the end of the tick. */
@@ -43,8 +45,12 @@ export class AckBatcher {
     this.#logger = logger
   }
 
-  /** Queues an ack; resolves to 'acked' once the XACK that carries it has succeeded (one promise per batch). */
-  ack(topic: string, group: string, id: string): Promise<'acked'> {
+  /**
+   * Queues an ack; resolves to 'acked' once the XACK that carries it has
+   * succeeded, 'failed' when it gave up (one promise per batch, never
+   * rejects). `target` is told the result before the promise resolves.
+   */
+  ack(topic: string, group: string, id: string, target: AckTarget | null = null): Promise<'acked' | 'failed'> {
     const key = `${topic}\u0000${group}`
     let entry = this.#batches.get(key)
     if (entry === undefined) {
@@ -53,6 +59,7 @@ export class AckBatcher {
     }
     const { batch } = entry
     batch.ids.push(id)
+    batch.targets.push(target)
     const done = batch.done
     if (batch.ids.length >= MAX_BATCH) {
       this.#batches.delete(key)
@@ -79,6 +86,7 @@ export class AckBatcher {
       for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
         try {
           await this.#backend.ack(topic, group, batch.ids)
+          for (const target of batch.targets) target?.stored('acked', true)
           batch.resolve('acked')
           return
         } catch (error) {
@@ -87,7 +95,8 @@ export class AckBatcher {
         }
       }
       this.#logger.error({ topic, group, count: batch.ids.length, err: lastError }, 'ack failed; the entries stay pending and will be delivered again')
-      batch.reject(lastError)
+      for (const target of batch.targets) target?.stored('acked', false)
+      batch.resolve('failed')
     })()
     this.#inFlight.add(run)
     void run.finally(() => this.#inFlight.delete(run))

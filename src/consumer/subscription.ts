@@ -1,55 +1,32 @@
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import type { Subscriber } from 'rxjs'
-import type { GroupReader, ReadEntry, StartFrom, StreamBackend } from '../backend/types.js'
+import type { DeadLetterInput, GiveBackItem, GroupReader, ReadEntry, StreamBackend } from '../backend/types.js'
 import type { Config } from '../config/types.js'
 import { runInHandlingContext } from '../context.js'
-import { ConsumerTimeoutError, DecodeError, GroupMissingError } from '../errors.js'
+import { ClosedError, DecodeError, GroupMissingError, MalformedPayloadError } from '../errors.js'
 import { decodeEntry, type Event, type StoredEvent } from '../event.js'
 import type { Logger } from '../logger.js'
 import { reasonText, type NackOptions, type Outcome } from '../settle.js'
-import { creditLimit, creditLimitOf } from '../shared-settlement.js'
 import { messagingAttributes, type Instruments } from '../telemetry/instruments.js'
 import { messageLogFields, type MessageLogFields } from '../telemetry/logging.js'
 import type { AckBatcher } from './acker.js'
-import { isWithdrawn, messageWithdrawn, releaseMessage, releaseUnhandled, type Message, type RetryDefaults } from './message.js'
+import { CreditLedger } from './credit.js'
+import { DeliveredMessage, type Message, type MessageHost, type RetryDefaults } from './message.js'
+import { resolveOptions, type ConsumeOptions, type ResolvedOptions } from './options.js'
+import { setLongTimeout, type LongTimer } from './timers.js'
+
+export { validateConsumeOptions, CONSUMER_READER_CLIENT_SETTINGS, type ConsumeOptions } from './options.js'
 
 /**
- * Options of `topic(name).consume(options)`. Every numeric option defaults to
- * the Config (the `EVENT_*` variables).
+ * What a subscription is doing, for health checks:
+ * `starting` (creating its group, re-reading its own pending entries), `pulling` (a read of
+ * new entries succeeded recently), `paused` (out of credit: the pipeline holds every message
+ * it may), `reconnecting` (reads fail; retried with backoff), `stalled` (a read has not
+ * returned for far longer than `blockMs`), `errored` (ended by a permanent failure or an
+ * error in the pipeline: see `error`), `stopping`, `stopped`.
  */
-export interface ConsumeOptions {
-  /** The consumer group: every group receives every event. */
-  readonly group: string
-  /** A stable consumer name; a restarted consumer with the same name first receives its own pending messages. Default: host-pid-random. */
-  readonly consumer?: string
-  /** Most entries per read (XREADGROUP COUNT). */
-  readonly batchSize?: number
-  /**
-   * Most unsettled messages at any time (the credit): memory stays bounded
-   * whatever the backlog. Messages recovered after a crash (own pending
-   * entries re-read on restart, claimed entries) come in a slow start: one at
-   * first, then twice as many with every round that did not crash the process,
-   * so that a poison message that kills its process is re-delivered alone and
-   * does not use up the delivery counts of the messages pending with it.
-   */
-  readonly maxPendingMessages?: number
-  /** How long one read blocks waiting for new entries, in ms. Default 2000. */
-  readonly blockMs?: number
-  /** A message unsettled for this long (ms) is nacked with a ConsumerTimeoutError. */
-  readonly consumerTimeout?: number
-  /** Where a new group starts: `beginning` (retained history, default) or `latest`. */
-  readonly startFrom?: StartFrom
-  /** On unsubscribe, how long (ms) to wait for in-flight messages to settle. Default: min(consumerTimeout, 10 s). */
-  readonly drainTimeout?: number
-  /** Claim entries idle this long (ms) from other consumers. */
-  readonly claimMinIdleTime?: number
-  /** How often (ms) to look for idle entries to claim; 0 disables claiming. */
-  readonly claimInterval?: number
-}
-
-/** What a subscription is doing, for health checks. */
-export type SubscriptionState = 'starting' | 'pulling' | 'paused' | 'reconnecting' | 'stopping' | 'stopped'
+export type SubscriptionState = 'starting' | 'pulling' | 'paused' | 'reconnecting' | 'stalled' | 'errored' | 'stopping' | 'stopped'
 
 /** What every subscription of one event manager shares. */
 export interface EngineContext {
@@ -70,14 +47,18 @@ export interface SubscriptionStatus {
   readonly consumer: string
   readonly state: SubscriptionState
   readonly held: number
+  /** The current credit (maxPendingMessages, or what the operators declared plus read-ahead). */
+  readonly credit?: number
   readonly lastReadAt: number | null
   readonly claimerAlive: boolean
+  /** Why an `errored` subscription ended. */
+  readonly error?: string
 }
 
 let consumerSequence = 0
 /** A consumer name unique to this process: host-pid-random. */
 export function defaultConsumerName(): string {
-  return `${hostname().replace(/[^A-Za-z0-9._:-]/g, '_')}-${process.pid}-${(consumerSequence++).toString(36)}${randomBytes(3).toString('hex')}`
+  return `${hostname().replace(/[^A-Za-z0-9._:-]/g, '_')}-${String(process.pid)}-${(consumerSequence++).toString(36)}${randomBytes(3).toString('hex')}`
 }
 
 /**
@@ -87,8 +68,54 @@ export function defaultConsumerName(): string {
  * this long without crashing the process.
  */
 const PROBATION_MS = 1_000
+/** A read that has not returned this long after its block time is `stalled`. */
+const STALL_GRACE_MS = 5_000
+/** Credit for read-ahead when the credit follows demand: this many reads of `batchSize`. */
+const READ_AHEAD_BATCHES = 4
+/** The most bytes of an error's stack kept in a dead letter. */
+const MAX_STACK = 4_096
 
-const sleep = (ms: number, signal: { aborted: boolean; wake?: () => void }): Promise<void> =>
+/** Errors no retry fixes: the subscription errors. */
+const PERMANENT = /^(NOPERM|WRONGPASS|NOAUTH|WRONGTYPE)\b/
+
+function isPermanentFailure(error: unknown): boolean {
+  if (error instanceof ClosedError) return true
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 3; e = e.cause, depth++) {
+    if (PERMANENT.test(e.message)) return true
+  }
+  return false
+}
+
+/** Why a subscription stops; `close`, `signal` complete its Observable, `error` errors it. */
+export type StopReason = 'unsubscribe' | 'close' | 'signal' | 'error' | 'takeover'
+
+/** Stream ids compare by their two numbers. */
+function compareStreamIds(a: string, b: string): number {
+  const ia = a.indexOf('-')
+  const ib = b.indexOf('-')
+  const ma = Number(ia < 0 ? a : a.slice(0, ia))
+  const mb = Number(ib < 0 ? b : b.slice(0, ib))
+  if (ma !== mb) return ma < mb ? -1 : 1
+  const sa = ia < 0 ? 0 : Number(a.slice(ia + 1))
+  const sb = ib < 0 ? 0 : Number(b.slice(ib + 1))
+  return sa === sb ? 0 : sa < sb ? -1 : 1
+}
+
+/** The `replay_group` field of raw entry fields, read before anything else is decoded. */
+function replayGroupOf(fields: readonly string[]): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'replay_group') return fields[i + 1]
+  return undefined
+}
+
+/**
+ * How many times each entry was given back unstarted by a subscription of
+ * this process (per backend), for the `never_started` rule. Entries given back
+ * to consumers in other processes are not seen here (documented).
+ */
+const giveBacks = new WeakMap<StreamBackend, Map<string, number>>()
+const MAX_TRACKED_GIVE_BACKS = 100_000
+
+const sleep = (ms: number, signal: { wake?: () => void }): Promise<void> =>
   new Promise((resolve) => {
     const timer = setTimeout(resolve, ms)
     signal.wake = () => {
@@ -100,119 +127,162 @@ const sleep = (ms: number, signal: { aborted: boolean; wake?: () => void }): Pro
 /**
  * One consumer of a group: the credit-based pull loop and the timers (consumer
  * timeout, leases, claiming) of one subscription to a topic Observable.
+ *
+ * Each message's life is the state machine of `lifecycle.ts`; the credit is
+ * one {@link CreditLedger} whose every release wakes the pull loop (and a claim
+ * scan waiting for credit).
  */
-export class Subscription {
+export class Subscription implements MessageHost {
   readonly topic: string
   readonly group: string
   readonly consumer: string
   readonly #ctx: EngineContext
   readonly #subscriber: Subscriber<Message>
   readonly #reader: GroupReader
+  readonly #o: ResolvedOptions
+  readonly #signalOptions: Pick<ConsumeOptions, 'signal' | 'until'>
+  /** Every message holding credit, by stream id (one copy per entry). */
   readonly #held = new Map<string, DeliveredMessage>()
-  readonly #maxPending: number
-  readonly #batchSize: number
-  readonly #blockMs: number
-  readonly #consumerTimeoutMs: number
-  readonly #drainTimeoutMs: number
-  readonly #claimMinIdleMs: number
-  readonly #claimIntervalMs: number
-  readonly #startFrom: StartFrom
+  readonly #ledger: CreditLedger
+  readonly #demands = new Map<object, number>()
   readonly #maxDeliveries: number
   readonly #retry: RetryDefaults
   readonly #logger: Logger
   readonly #attributes
-  readonly #timers = new Set<NodeJS.Timeout>()
-  readonly #signal: { aborted: boolean; wake?: () => void } = { aborted: false }
+  readonly #giveBacks: Map<string, number>
+  readonly #intervals = new Set<NodeJS.Timeout>()
+  readonly #timers = new Set<LongTimer>()
+  readonly #sleeper: { wake?: () => void } = {}
+  #aborted = false
   #state: SubscriptionState = 'starting'
+  #error: unknown
   #lastReadAt: number | null = null
+  #readStartedAt = 0
+  #lastReadEmpty = false
   #creditWaiter: (() => void) | undefined
   #readPending = true
   #pendingCursor = '0'
-  /** The last id a new-entry read (`>`) delivered: own pending entries after it can only come from a read that failed. */
+  /** The last id a new-entry read (`>`) delivered. */
   #lastNewId: string | undefined
-  /** Where the current re-read of own pending entries started. */
-  #pendingStart = '0'
-  /**
-   * Slow start of recovery: at most this many recovered messages on probation
-   * at once. It starts at 1 on every (re)start of the pending re-read (and of
-   * a claim scan) and grows by one for every message whose probation ends, so
-   * it doubles with every round of recovered messages that did not crash the
-   * process (as TCP's congestion window). A poison message that kills its
-   * process is thus re-read alone, and the entries behind it keep their
-   * delivery counts.
-   */
+  /** Slow start of recovery (see PROBATION_MS): at most this many recovered messages on probation at once. */
   #recoveryWindow = 1
-  /** The recovered messages on probation, with the timer that ends it after PROBATION_MS. */
   readonly #probation = new Map<DeliveredMessage, NodeJS.Timeout>()
   #claimCursor = '0-0'
   /** A claim scan is unfinished (out of credit): the next release goes on with it, before the pull loop reads new entries. */
   #claimWanted = false
   #claiming = false
-  /** Credit promised to a read or claim in flight, so that together they never exceed the credit. */
-  #reserved = 0
   #lostUnlogged = 0
   #claimerAlive = false
-  /** Set once stop() has drained: lease renewal runs until then. */
-  #drained = false
-  #leaseTimer: NodeJS.Timeout | undefined
+  #warnedNeverStarted = false
+  /** Give-backs waiting to be sent (one call per tick), and the calls in flight. */
+  #giveBackQueue: GiveBackItem[] = []
+  readonly #giveBackCalls = new Set<Promise<void>>()
+  /** A MalformedPayloadError thrown this turn by a payload getter: an unsubscribe now is that error. */
+  #thrown: MalformedPayloadError | undefined
+  #stopReason: StopReason | undefined
   #stopping: Promise<void> | undefined
+  #finished: Promise<void> | undefined
+  #finish: (() => void) | undefined
+  /** Resolves the wait of a lingering subscription once nothing is held. */
+  #emptied: (() => void) | undefined
   #releasePromoter: (() => void) | undefined
+  #predecessor: Promise<void> | undefined
 
-  constructor(ctx: EngineContext, topic: string, options: ConsumeOptions, subscriber: Subscriber<Message>) {
+  constructor(ctx: EngineContext, topic: string, options: ConsumeOptions & { readonly consumer: string }, subscriber: Subscriber<Message>) {
     const c = ctx.config
     this.#ctx = ctx
     this.topic = topic
     this.group = options.group
-    this.consumer = options.consumer ?? defaultConsumerName()
+    this.consumer = options.consumer
     this.#subscriber = subscriber
-    this.#maxPending = options.maxPendingMessages ?? c.maxPendingMessages
-    this.#batchSize = options.batchSize ?? c.batchSize
-    this.#blockMs = options.blockMs ?? 2_000
-    this.#consumerTimeoutMs = options.consumerTimeout ?? c.consumerTimeoutMs
-    this.#drainTimeoutMs = options.drainTimeout ?? Math.min(this.#consumerTimeoutMs, 10_000)
-    this.#claimMinIdleMs = options.claimMinIdleTime ?? c.claimMinIdleTimeMs
-    this.#claimIntervalMs = options.claimInterval ?? c.claimIntervalMs
-    this.#startFrom = options.startFrom ?? 'beginning'
+    this.#o = resolveOptions(options, c)
+    this.#signalOptions = { ...(options.signal === undefined ? {} : { signal: options.signal }), ...(options.until === undefined ? {} : { until: options.until }) }
+    this.#ledger = new CreditLedger(this.#limit(), () => this.#wake())
     this.#maxDeliveries = c.maxRetries + 1
     this.#retry = { maxRetries: c.maxRetries, initialDelay: c.retryBackoffMs }
     this.#logger = ctx.logger.child({ topic, group: this.group, consumer: this.consumer })
     this.#attributes = messagingAttributes(topic, this.group)
     this.#reader = ctx.backend.createReader()
+    let tracked = giveBacks.get(ctx.backend)
+    if (tracked === undefined) {
+      tracked = new Map()
+      giveBacks.set(ctx.backend, tracked)
+    }
+    this.#giveBacks = tracked
   }
 
-  /** Starts pulling. */
-  start(): void {
+  /** Starts pulling (after `predecessor`, a stopping subscription with this consumer name, has finished). */
+  start(predecessor?: Promise<void>): void {
+    this.#predecessor = predecessor
     this.#releasePromoter = this.#ctx.acquirePromoter(this.topic)
-    this.#every(Math.max(20, Math.min(1_000, this.#consumerTimeoutMs / 10)), () => this.#expireTimedOut())
-    const leaseEvery = Math.max(50, Math.floor(this.#claimMinIdleMs / 3))
-    // Leases are renewed while stop() drains too: a message still being handled must not be claimed.
-    this.#leaseTimer = this.#every(leaseEvery, () => this.#renewLeases(leaseEvery), true)
-    if (this.#claimIntervalMs > 0) {
+    const timeout = this.#o.consumerTimeoutMs
+    // Runs while draining and lingering too: unstarted messages are given back when their time is up.
+    this.#every(Math.max(20, Math.min(1_000, Math.floor(timeout / 10))), () => this.#expireTimedOut(), true)
+    const leaseEvery = Math.max(50, Math.floor(this.#o.claimMinIdleMs / 3))
+    // Leases are renewed while draining and lingering: a message still held must not be claimed.
+    this.#every(leaseEvery, () => this.#renewLeases(leaseEvery), true)
+    if (this.#o.claimIntervalMs > 0) {
       this.#claimerAlive = true
-      this.#every(this.#claimIntervalMs, () => this.#claimTick())
+      this.#every(this.#o.claimIntervalMs, () => this.#claimTick())
     }
     // Dead letters older than dlqTtl are trimmed on every move and here, periodically (one XTRIM MINID).
     const dlqTtl = this.#ctx.config.dlqTtlMs
     this.#every(Math.min(60_000, Math.max(100, Math.floor(dlqTtl / 10))), () => this.#trimDeadLetters())
+    const { signal, until } = this.#signalOptions
+    if (signal !== undefined) {
+      if (signal.aborted) queueMicrotask(() => void this.stop('signal'))
+      else signal.addEventListener('abort', () => void this.stop('signal'), { once: true })
+    }
+    if (until !== undefined) {
+      until.then(
+        () => void this.stop('signal'),
+        () => void this.stop('signal'),
+      )
+    }
     void this.#run()
   }
 
   get status(): SubscriptionStatus {
-    return {
+    const status: { -readonly [K in keyof SubscriptionStatus]: SubscriptionStatus[K] } = {
       topic: this.topic,
       group: this.group,
       consumer: this.consumer,
-      state: this.#state,
+      state: this.#stateNow(),
       held: this.#held.size,
+      credit: this.#ledger.limit,
       lastReadAt: this.#lastReadAt,
       claimerAlive: this.#claimerAlive,
     }
+    if (this.#state === 'errored') status.error = reasonText(this.#error)
+    return status
   }
 
-  #every(ms: number, task: () => Promise<void> | void, whileDraining = false): NodeJS.Timeout {
+  #stateNow(): SubscriptionState {
+    const s = this.#state
+    // A read that hangs (no reply, no error) far past its block time.
+    if ((s === 'pulling' || s === 'starting') && this.#readStartedAt > 0 && Date.now() - this.#readStartedAt > this.#o.blockMs + STALL_GRACE_MS) return 'stalled'
+    return s
+  }
+
+  /** True once this subscription stopped pulling (it may still be draining or holding emitted messages). */
+  get stopping(): boolean {
+    return this.#aborted
+  }
+
+  /** True while it pulls: a second subscription with its consumer name is refused. */
+  get live(): boolean {
+    return !this.#aborted
+  }
+
+  /** True once it ended by an error (kept for `health()`). */
+  get errored(): boolean {
+    return this.#state === 'errored'
+  }
+
+  #every(ms: number, task: () => Promise<void> | void, whileStopping = false): void {
     let running = false
     const timer = setInterval(() => {
-      if (running || (whileDraining ? this.#drained : this.#aborted())) return
+      if (running || (!whileStopping && this.#aborted)) return
       running = true
       Promise.resolve()
         .then(task)
@@ -220,41 +290,83 @@ export class Subscription {
         .finally(() => (running = false))
     }, ms)
     timer.unref()
-    this.#timers.add(timer)
-    return timer
+    if (!whileStopping) (timer as NodeJS.Timeout & { pulls?: boolean }).pulls = true
+    this.#intervals.add(timer)
   }
 
-  /** A method, not a property read, so that checks after an await are not narrowed away. */
-  #aborted(): boolean {
-    return this.#signal.aborted
+  /** A method, not a field read, so that checks after an await are not narrowed away. */
+  #isAborted(): boolean {
+    return this.#aborted
   }
 
-  #credit(): number {
-    return this.#maxPending - this.#held.size - this.#reserved
+  // ---- credit ----
+
+  /** The credit limit: the user's, or the declared demand plus read-ahead. */
+  #limit(): number {
+    if (this.#o.maxPending !== undefined) return this.#o.maxPending
+    let sum = 0
+    for (const n of this.#demands.values()) sum += n
+    return sum + READ_AHEAD_BATCHES * this.#o.batchSize
   }
+
+  get creditLimit(): number {
+    return this.#ledger.limit
+  }
+
+  declareDemand(holder: object, n: number): void {
+    if (!Number.isFinite(n) || n < 0) return
+    if (this.#demands.get(holder) === n) return
+    this.#demands.set(holder, Math.floor(n))
+    this.#ledger.setLimit(this.#limit())
+  }
+
+  /** Credit or recovery room came free: the one wake-up path. */
+  #wake(): void {
+    // A claim scan waiting for credit goes first (it reserves synchronously), then the pull loop.
+    if (this.#claimWanted && !this.#claiming && !this.#aborted) {
+      this.#claim().catch((error: unknown) => this.#logger.warn({ err: error }, 'claiming idle entries failed'))
+    }
+    const waiter = this.#creditWaiter
+    if (waiter !== undefined) {
+      this.#creditWaiter = undefined
+      waiter()
+    }
+  }
+
+  /** The message leaves the credit (settled, given back, failed). Idempotent. */
+  #drop(message: DeliveredMessage): void {
+    this.#dropProbation(message)
+    if (this.#held.get(message.streamId) !== message) return
+    this.#held.delete(message.streamId)
+    this.#ledger.release()
+    if (this.#aborted && this.#held.size === 0) this.#emptied?.()
+  }
+
+  // ---- the pull loop ----
 
   async #run(): Promise<void> {
+    if (this.#predecessor !== undefined) await this.#predecessor.catch(() => undefined)
     let failures = 0
     let groupReady = false
-    while (!this.#aborted()) {
+    while (!this.#isAborted()) {
       try {
         if (!groupReady) {
-          await this.#ctx.backend.ensureGroup(this.topic, this.group, this.#startFrom)
+          await this.#ctx.backend.ensureGroup(this.topic, this.group, this.#o.startFrom)
           groupReady = true
         }
-        const credit = this.#credit()
+        const credit = this.#ledger.free
         const pending = this.#readPending
         // Re-reading own pending entries bumps the delivery count of each entry read: read no more than the recovery window lets in.
         const room = pending ? this.#recoveryRoom() : credit
         if (credit <= 0 || room <= 0) {
-          this.#state = 'paused'
+          if (this.#state !== 'starting') this.#state = 'paused'
           await new Promise<void>((resolve) => (this.#creditWaiter = resolve))
           continue
         }
-        this.#state = 'pulling'
-        const count = Math.min(this.#batchSize, credit, room)
+        const count = Math.min(this.#o.batchSize, credit, room)
         let entries: ReadEntry[]
-        this.#reserved += count
+        this.#ledger.reserve(count)
+        this.#readStartedAt = Date.now()
         try {
           if (pending) {
             entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: 0, from: 'pending', after: this.#pendingCursor })
@@ -266,50 +378,75 @@ export class Subscription {
               this.#pendingCursor = last.id
             }
           } else {
-            entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#blockMs, from: 'new' })
+            entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#o.blockMs, from: 'new' })
             const last = entries[entries.length - 1]
             if (last !== undefined) this.#lastNewId = last.id
+            this.#lastReadEmpty = entries.length === 0
           }
+        } catch (error) {
+          this.#ledger.unreserve(count)
+          throw error
         } finally {
-          this.#reserved -= count
-        }
-        if (this.#aborted()) {
-          // Read after stop began: these stay pending for this consumer name and are read again on restart, or claimed.
-          break
+          this.#readStartedAt = 0
         }
         this.#lastReadAt = Date.now()
         failures = 0
-        for (const entry of entries) if (!this.#deliver(entry, pending ? 'pending' : 'read')) this.#lostUnlogged++
+        if (!pending && !this.#isAborted()) this.#state = 'pulling'
+        let held = 0
+        let i = 0
+        for (; i < entries.length && !this.#isAborted(); i++) {
+          const delivered = this.#deliver(entries[i] as ReadEntry, pending ? 'pending' : 'read', true)
+          if (delivered === 'held') held++
+          else if (delivered === 'lost') this.#lostUnlogged++
+        }
+        this.#ledger.unreserve(count - held)
+        // Stopped mid-batch (the downstream unsubscribed): the rest is given back at once, no delivery counted.
+        if (i < entries.length) this.#giveBackEntries(entries.slice(i).filter((e) => e.fields !== null && !this.#held.has(e.id)))
         // Logged once per read, or once for a whole re-read of own pending entries.
         if (this.#lostUnlogged > 0 && !this.#readPending) {
           this.#logger.warn({ count: this.#lostUnlogged }, 'pending entries were deleted or trimmed; acked them as lost')
           this.#lostUnlogged = 0
         }
       } catch (error) {
-        if (this.#aborted()) break
+        if (this.#isAborted()) break
+        if (isPermanentFailure(error)) {
+          this.#fail(error)
+          break
+        }
         failures++
         if (error instanceof GroupMissingError) groupReady = false
-        // A failure during a re-read starts that re-read over; otherwise only ids after the last one seen are re-read.
-        this.#restartPending(this.#readPending ? this.#pendingStart : (this.#lastNewId ?? '0'))
+        // Only what the failed read may have delivered unseen is re-read: ids after every id seen or held.
+        this.#restartPending(this.#readPending ? this.#pendingCursor : (this.#lastNewId ?? '0'))
         this.#state = 'reconnecting'
         // Capped low enough that consumption resumes soon after Redis comes back, high enough for no hot loop.
         const delay = Math.min(1_000, 50 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2)
         this.#logger.warn({ err: error, failures, retryInMs: Math.round(delay) }, 'read failed; retrying')
-        await sleep(delay, this.#signal)
+        await sleep(delay, this.#sleeper)
       }
     }
   }
 
+  /** Ends the subscription by a permanent failure: `health()` shows it, the Observable errors. */
+  #fail(error: unknown): void {
+    if (this.#state === 'errored') return
+    this.#error = error
+    this.#state = 'errored'
+    this.#logger.error({ err: error }, 'subscription failed')
+    void this.stop('error')
+    if (!this.#subscriber.closed) this.#subscriber.error(error)
+  }
+
   /**
-   * (Re)starts the re-read of own pending entries, in a slow start: from the
-   * start, or from `after` (exclusive). Re-reading bumps each entry's delivery
-   * count, so after a failed read only what that read may have delivered unseen
-   * (ids after the last one seen) is re-read, not the messages still being handled.
+   * (Re)starts the re-read of own pending entries, in a slow start, after
+   * `after` and after every id held: XREADGROUP with an id bumps the delivery
+   * count of every entry it returns, so the re-read must start above the
+   * messages still being handled (claimed, redelivered or read earlier).
    */
-  #restartPending(after = '0'): void {
+  #restartPending(after: string): void {
+    let from = after
+    for (const id of this.#held.keys()) if (compareStreamIds(id, from) > 0) from = id
     this.#readPending = true
-    this.#pendingStart = after
-    this.#pendingCursor = after
+    this.#pendingCursor = from
     this.#recoveryWindow = 1
   }
 
@@ -319,61 +456,59 @@ export class Subscription {
   }
 
   /**
-   * Turns one entry into a message, or settles it at once when it cannot be
-   * handled. Returns false for an entry whose body is gone (acked as lost; the
-   * caller logs them, once per batch).
+   * Turns one entry into a held, emitted message, or settles it at once when it
+   * cannot be handled. `fromReservation`: its credit was reserved by the caller.
+   * `replacing`: the copy it supersedes (a redelivery), whose credit it takes over.
    */
-  #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim'): boolean {
-    if (this.#held.has(entry.id)) return true
+  #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
+    const current = this.#held.get(entry.id)
+    if (current !== undefined && current !== replacing) return 'skipped'
     if (entry.fields === null) {
       this.#ctx.instruments.lost.add(1, this.#attributes)
       void this.#ctx.acker.ack(this.topic, this.group, entry.id)
-      return false
+      return 'lost'
+    }
+    // A targeted replay for another group is acked unseen, whatever its content.
+    const replayGroup = replayGroupOf(entry.fields)
+    if (replayGroup !== undefined && replayGroup !== this.group) {
+      void this.#ctx.acker.ack(this.topic, this.group, entry.id)
+      return 'skipped'
     }
     let event: StoredEvent
     try {
-      const decoded = decodeEntry(entry.fields, this.#ctx.config.maxPayloadBytes)
-      if (decoded.replayGroup !== undefined && decoded.replayGroup !== this.group) {
-        void this.#ctx.acker.ack(this.topic, this.group, entry.id)
-        return true
-      }
-      event = decoded.event
+      event = decodeEntry(entry.fields, this.#ctx.config.maxPayloadBytes).event
     } catch (error) {
       const reason = error instanceof DecodeError ? error.message : `decode failed: ${reasonText(error)}`
       // A failed move is logged; the entry stays pending and is moved on its next delivery.
-      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount).catch(() => undefined)
-      return true
+      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount, { error }).catch(() => undefined)
+      return 'skipped'
     }
     if (entry.deliveryCount > this.#maxDeliveries) {
       // Delivered maxDeliveries times already (consumers crashed while handling it): not handled again.
-      const reason = `delivery limit exceeded: delivered ${entry.deliveryCount} times, the limit is ${this.#maxDeliveries}`
-      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount - 1, event).catch(() => undefined)
-      return true
+      const reason = `delivery limit exceeded: delivered ${String(entry.deliveryCount)} times, the limit is ${String(this.#maxDeliveries)}`
+      this.#moveToDeadLetter(entry.id, entry.fields, reason, entry.deliveryCount - 1, { event }).catch(() => undefined)
+      return 'skipped'
     }
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
-    const message = new DeliveredMessage(this, entry, event)
+    const message = new DeliveredMessage(this, entry, event, Date.now())
     this.#held.set(entry.id, message)
+    if (replacing === undefined) this.#ledger.hold(fromReservation)
     // Before it is emitted: a window that parks it at once ends its probation at once.
     if (via === 'pending' || (via === 'claim' && entry.deliveryCount >= 2)) this.#startProbation(message)
     this.#ctx.instruments.consumed.add(1, this.#attributes)
     runInHandlingContext({ event, topic: this.topic, group: this.group }, () => this.#subscriber.next(message))
-    return true
+    return 'held'
   }
 
   #startProbation(message: DeliveredMessage): void {
-    const timer = setTimeout(() => this.endProbation(message), PROBATION_MS)
+    const timer = setTimeout(() => this.#endProbation(message), PROBATION_MS)
     timer.unref()
     this.#probation.set(message, timer)
   }
 
-  /**
-   * @internal A recovered message did not crash the process: it was settled,
-   * parked by a window or join, given back, or held for PROBATION_MS. The
-   * recovery window grows by one and lets the next recovered message in.
-   */
-  endProbation(message: DeliveredMessage): void {
-    if (!this.#dropProbation(message)) return
-    this.#wake()
+  /** A recovered message did not crash the process: the recovery window grows by one and lets the next one in. */
+  #endProbation(message: DeliveredMessage): void {
+    if (this.#dropProbation(message)) this.#wake()
   }
 
   #dropProbation(message: DeliveredMessage): boolean {
@@ -381,7 +516,7 @@ export class Subscription {
     if (timer === undefined) return false
     clearTimeout(timer)
     this.#probation.delete(message)
-    this.#recoveryWindow = Math.min(this.#recoveryWindow + 1, Math.max(1, this.#maxPending))
+    this.#recoveryWindow = Math.min(this.#recoveryWindow + 1, Math.max(1, this.#ledger.limit))
     return true
   }
 
@@ -390,105 +525,204 @@ export class Subscription {
     return event === undefined ? { streamId } : messageLogFields({ topic: this.topic, group: this.group, consumer: this.consumer, streamId, event })
   }
 
-  async #moveToDeadLetter(id: string, fields: readonly string[] | null, reason: string, attempts: number, event?: Event): Promise<void> {
+  async #moveToDeadLetter(
+    id: string,
+    fields: readonly string[] | null,
+    reason: string,
+    attempts: number,
+    extra: { event?: Event; error?: unknown; handlerRuns?: number },
+  ): Promise<void> {
+    const error = extra.error
+    const letter: { -readonly [K in keyof DeadLetterInput]: DeadLetterInput[K] } = {
+      id,
+      fields,
+      error: reasonText(reason),
+      attempts,
+      consumer: this.consumer,
+    }
+    if (extra.handlerRuns !== undefined) letter.handlerRuns = extra.handlerRuns
+    if (error instanceof Error) {
+      letter.errorClass = error.name
+      if (error.stack !== undefined) letter.stack = error.stack.length > MAX_STACK ? error.stack.slice(0, MAX_STACK) : error.stack
+    }
     try {
-      const [dlqId] = await this.#ctx.backend.deadLetter(
-        this.topic,
-        this.group,
-        [{ id, fields, error: reasonText(reason), attempts }],
-        Date.now() - this.#ctx.config.dlqTtlMs,
-      )
+      const [dlqId] = await this.#ctx.backend.deadLetter(this.topic, this.group, [letter], Date.now() - this.#ctx.config.dlqTtlMs)
       if (dlqId !== undefined && dlqId !== '') this.#ctx.instruments.deadLettered.add(1, this.#attributes)
-      this.#logger.warn({ ...this.#eventFields(id, event), dlqId, reason, attempts }, 'moved to the dead letter queue')
-    } catch (error) {
+      this.#logger.warn({ ...this.#eventFields(id, extra.event), dlqId, reason, attempts }, 'moved to the dead letter queue')
+    } catch (err) {
       // Still pending: it is delivered again (and dead-lettered then) or claimed.
-      this.#logger.error({ ...this.#eventFields(id, event), err: error }, 'dead-letter move failed; the entry stays pending')
-      throw error
+      this.#logger.error({ ...this.#eventFields(id, extra.event), err }, 'dead-letter move failed; the entry stays pending')
+      throw err
     }
   }
 
   // ---- settlement, called by DeliveredMessage ----
 
   /** @internal */
-  settleAck(message: DeliveredMessage): Promise<'acked'> {
-    this.#release(message)
+  settleAck(message: DeliveredMessage): Promise<Outcome> {
+    this.#drop(message)
+    if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
     this.#ctx.instruments.acked.add(1, this.#attributes)
-    return this.#ctx.acker.ack(this.topic, this.group, message.streamId)
+    return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message)
   }
 
   /** @internal */
-  async settleDeadLetter(message: DeliveredMessage, reason: unknown): Promise<void> {
-    this.endProbation(message)
+  async settleDeadLetter(message: DeliveredMessage, reason: unknown): Promise<Outcome> {
+    this.#dropProbation(message)
+    let ok = false
     try {
-      await this.#moveToDeadLetter(message.streamId, message.fields, reasonText(reason), message.deliveryCount, message.event)
-    } finally {
-      this.#release(message)
+      const error = reason instanceof Error ? reason : message.lastError
+      await this.#moveToDeadLetter(message.streamId, message.fields, reasonText(reason), message.deliveryCount, {
+        event: message.event,
+        error,
+        handlerRuns: message.runs,
+      })
+      ok = true
+      if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
+    } catch {
+      // Logged by the move; the entry stays pending ('failed').
     }
+    this.#drop(message)
+    return message.stored('dead-lettered', ok)
   }
 
   /** @internal Keeps the credit while waiting, then claims the entry back with a higher delivery count. */
   settleNack(message: DeliveredMessage, error: unknown, options: NackOptions | undefined): void {
     this.#ctx.instruments.nacked.add(1, this.#attributes)
-    this.endProbation(message)
-    if (this.#aborted()) {
-      // Stopping: the entry stays pending, for a restart with this name or a claimer.
-      this.#release(message)
+    this.#dropProbation(message)
+    if (this.#aborted) {
+      // Stopping: given back at once (this delivery counted), for a restart with this name or another consumer.
+      this.#giveBackMessage(message, message.deliveryCount)
       return
     }
     const delay = options?.delay ?? Math.min(this.#retry.initialDelay * 2 ** (message.deliveryCount - 1), 60_000)
     this.#logger.info({ ...this.#eventFields(message.streamId, message.event), err: error, retryInMs: delay }, 'nacked; will be delivered again')
-    const timer = setTimeout(() => {
+    this.#after(Number.isFinite(delay) ? Math.max(0, delay) : 0, () => void this.#redeliver(message))
+  }
+
+  /** A timer that may wait past 2^31 − 1 ms; cleared on stop. */
+  #after(ms: number, callback: () => void): void {
+    const timer = setLongTimeout(() => {
       this.#timers.delete(timer)
-      void this.#redeliver(message)
-    }, delay)
+      callback()
+    }, ms)
     this.#timers.add(timer)
   }
 
   async #redeliver(message: DeliveredMessage): Promise<void> {
-    if (this.#aborted()) {
-      this.#release(message)
+    if (this.#held.get(message.streamId) !== message) return
+    if (this.#aborted) {
+      this.#giveBackMessage(message, message.deliveryCount)
+      return
+    }
+    // A timed-out run still going: its new copy is not started here until it returned (or another timeout passed).
+    if (message.attemptOpen && Date.now() < message.deadline + this.#o.consumerTimeoutMs) {
+      this.#after(Math.min(100, this.#o.consumerTimeoutMs), () => void this.#redeliver(message))
       return
     }
     try {
       const [entry] = await this.#ctx.backend.redeliver(this.topic, this.group, this.consumer, [message.streamId])
-      this.#release(message)
-      if (entry !== undefined && !this.#aborted()) {
-        this.#ctx.instruments.retried.add(1, this.#attributes)
-        if (!this.#deliver(entry, 'read')) this.#logger.warn({ streamId: entry.id }, 'a nacked entry was deleted or trimmed; acked it as lost')
+      if (this.#held.get(message.streamId) !== message) return
+      if (this.#isAborted()) {
+        if (entry !== undefined) this.#giveBackMessage(message, entry.deliveryCount)
+        else this.#drop(message)
+        return
+      }
+      if (entry === undefined) {
+        // Claimed by another consumer meanwhile, or deleted: no longer ours.
+        message.transition('redelivered')
+        this.#drop(message)
+        return
+      }
+      this.#ctx.instruments.retried.add(1, this.#attributes)
+      // The new copy takes over the old one's credit: no moment with a free slot that a claim could take.
+      message.transition('redelivered')
+      const result = this.#deliver(entry, 'read', false, message)
+      if (result !== 'held') {
+        if (this.#held.get(message.streamId) === message) this.#drop(message)
+        if (result === 'lost') this.#logger.warn({ streamId: entry.id }, 'a nacked entry was deleted or trimmed; acked it as lost')
       }
     } catch (error) {
       // The entry is still ours in the pending list, and still held: try again later (a claim would also find it).
       this.#logger.warn({ ...this.#eventFields(message.streamId, message.event), err: error }, 'redelivery failed; will try again')
-      const timer = setTimeout(() => {
-        this.#timers.delete(timer)
-        void this.#redeliver(message)
-      }, 1_000)
-      this.#timers.add(timer)
+      this.#after(1_000, () => void this.#redeliver(message))
     }
   }
 
-  /** @internal A message given back unsettled: it stays pending in the group; shutdown need not wait for it. */
-  releaseUnsettled(message: DeliveredMessage): void {
-    this.#release(message)
+  /** @internal A message given back unsettled (`releaseUnhandled`): claimable at once, no delivery counted. */
+  giveBack(message: DeliveredMessage): void {
+    if (this.#held.get(message.streamId) !== message) return
+    const waiting = message.phase === 'waiting'
+    this.#giveBackMessage(message, waiting ? message.deliveryCount : message.deliveryCount - 1)
   }
 
-  #release(message: DeliveredMessage): void {
-    this.#dropProbation(message)
-    if (this.#held.get(message.streamId) === message) this.#held.delete(message.streamId)
-    this.#wake()
+  #giveBackMessage(message: DeliveredMessage, retryCount: number): void {
+    if (!message.withdraw()) return
+    this.#queueGiveBack({ id: message.streamId, retryCount: Math.max(0, retryCount) })
+    this.#drop(message)
   }
 
-  /** Credit or recovery room came free. */
-  #wake(): void {
-    // A claim scan waiting for credit goes first (it reserves synchronously), then the pull loop.
-    if (this.#claimWanted && !this.#claiming && !this.#aborted()) {
-      this.#claim().catch((error: unknown) => this.#logger.warn({ err: error }, 'claiming idle entries failed'))
-    }
-    const waiter = this.#creditWaiter
-    if (waiter !== undefined) {
-      this.#creditWaiter = undefined
-      waiter()
-    }
+  #giveBackEntries(entries: readonly ReadEntry[]): void {
+    for (const e of entries) this.#queueGiveBack({ id: e.id, retryCount: Math.max(0, e.deliveryCount - 1) })
+  }
+
+  /** Give-backs go out in one call per tick. */
+  #queueGiveBack(item: GiveBackItem): void {
+    this.#giveBackQueue.push(item)
+    if (this.#giveBackQueue.length === 1) queueMicrotask(() => this.#flushGiveBacks())
+  }
+
+  #flushGiveBacks(): void {
+    const items = this.#giveBackQueue
+    if (items.length === 0) return
+    this.#giveBackQueue = []
+    const backend = this.#ctx.backend
+    if (backend.giveBack === undefined) return
+    const call = backend
+      .giveBack(this.topic, this.group, this.consumer, items, this.#o.claimMinIdleMs)
+      .then(
+        () => undefined,
+        (error: unknown) => this.#logger.warn({ err: error, count: items.length }, 'give-back failed; the entries stay pending until idle'),
+      )
+      .finally(() => this.#giveBackCalls.delete(call))
+    this.#giveBackCalls.add(call)
+  }
+
+  #giveBackKey(id: string): string {
+    return `${this.topic}\u0000${this.group}\u0000${id}`
+  }
+
+  /** @internal */
+  begun(message: DeliveredMessage): void {
+    // Started: it is no longer "given back unstarted".
+    if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
+  }
+
+  /** @internal Parked by a window or join, or in a backoff: no longer on probation. */
+  parked(message: DeliveredMessage): void {
+    this.#endProbation(message)
+  }
+
+  /** @internal A timed-out run returned: its redelivery (polled in #redeliver) may go on. */
+  attemptReturned(): void {
+    // Nothing to do: #redeliver checks attemptOpen.
+  }
+
+  /** @internal The payload getter found an undecodable payload: dead-letter it, and report the error. */
+  malformed(message: DeliveredMessage, error: DecodeError): MalformedPayloadError {
+    const failure = new MalformedPayloadError(message.streamId, error.message, { cause: error })
+    void message.deadLetter(failure)
+    // Thrown into the pipeline: an unsubscribe during this turn is this error ending the subscription.
+    this.#thrown = failure
+    queueMicrotask(() => {
+      if (this.#thrown === failure) this.#thrown = undefined
+    })
+    return failure
+  }
+
+  /** @internal Nothing left to deliver right now (for windows' idle timeout). */
+  idle(): boolean {
+    return this.#lastReadEmpty && !this.#readPending && this.#ledger.free > 0
   }
 
   /** @internal */
@@ -496,14 +730,9 @@ export class Subscription {
     return this.#maxDeliveries
   }
 
-  /** @internal True once stop() began. */
-  get stopping(): boolean {
-    return this.#signal.aborted
-  }
-
-  /** @internal The credit: at most this many unsettled messages (maxPendingMessages). */
+  /** @internal The credit limit (windows and joins close early before holding more). */
   get maxPending(): number {
-    return this.#maxPending
+    return this.#ledger.limit
   }
 
   /** @internal */
@@ -513,18 +742,49 @@ export class Subscription {
 
   /** @internal */
   get consumerTimeoutMs(): number {
-    return this.#consumerTimeoutMs
+    return this.#o.consumerTimeoutMs
   }
 
   // ---- timers ----
 
   #expireTimedOut(): void {
     const now = Date.now()
-    for (const message of this.#held.values()) {
-      if (message.outcome === undefined && message.deadline <= now) {
-        void message.nack(new ConsumerTimeoutError(message.streamId, this.#consumerTimeoutMs)).catch(() => undefined)
+    let neverStarted = 0
+    for (const message of [...this.#held.values()]) {
+      if (message.deadline > now) continue
+      const phase = message.phase
+      if (phase === 'running') message.expireAttempt()
+      else if (phase === 'queued') {
+        neverStarted++
+        this.#giveBackUnstarted(message)
       }
     }
+    if (neverStarted > 0 && !this.#warnedNeverStarted) {
+      this.#warnedNeverStarted = true
+      this.#logger.warn(
+        { count: neverStarted, consumerTimeoutMs: this.#o.consumerTimeoutMs },
+        'messages were emitted but not started within consumerTimeout; given back without counting a delivery. Likely cause: an operator that drops messages without settling them (filter, throttleTime, debounceTime, distinctUntilChanged, a cancelled switchMap) — use filterMessages — or a hand-written mergeMap/concatMap that queues them without calling msg.begin()',
+      )
+    }
+  }
+
+  /** Not started within the timeout: given back (no delivery counted), or dead-lettered after maxGiveBacks. */
+  #giveBackUnstarted(message: DeliveredMessage): void {
+    const key = this.#giveBackKey(message.streamId)
+    const times = (this.#giveBacks.get(key) ?? 0) + 1
+    if (times >= this.#o.maxGiveBacks) {
+      this.#giveBacks.delete(key)
+      if (!message.withdraw()) return
+      this.#drop(message)
+      this.#moveToDeadLetter(message.streamId, message.fields, `never_started: given back ${String(times)} times without any consumer starting it`, message.deliveryCount, {
+        event: message.event,
+        handlerRuns: 0,
+      }).catch(() => undefined)
+      return
+    }
+    if (this.#giveBacks.size >= MAX_TRACKED_GIVE_BACKS) this.#giveBacks.clear()
+    this.#giveBacks.set(key, times)
+    this.#giveBackMessage(message, message.deliveryCount - 1)
   }
 
   async #renewLeases(everyMs: number): Promise<void> {
@@ -546,11 +806,11 @@ export class Subscription {
   /**
    * Claims entries idle longer than claimMinIdleTime from any consumer of the
    * group (XAUTOCLAIM, following its cursor), within the credit. Out of credit,
-   * the scan goes on as soon as a message is settled, before the pull loop
-   * reads new entries: a busy consumer still takes over a dead one's work.
+   * the scan goes on as soon as credit comes free, before the pull loop reads
+   * new entries: a busy consumer still takes over a dead one's work.
    */
   async #claim(): Promise<void> {
-    if (this.#claiming || this.#claimIntervalMs <= 0) return
+    if (this.#claiming || this.#o.claimIntervalMs <= 0) return
     if (this.#readPending) {
       // Own pending entries are re-read first; claiming goes on afterwards.
       this.#claimWanted = true
@@ -562,8 +822,8 @@ export class Subscription {
     const lost = { count: 0 }
     try {
       let rounds = 0
-      while (!this.#aborted()) {
-        const count = Math.min(this.#batchSize, this.#credit(), this.#recoveryRoom())
+      while (!this.#isAborted()) {
+        const count = Math.min(this.#o.batchSize, this.#ledger.free, this.#recoveryRoom())
         if (count <= 0 || rounds++ >= 100) {
           this.#claimWanted = true
           return
@@ -586,22 +846,33 @@ export class Subscription {
 
   /** One XAUTOCLAIM step of `count` entries; true when the scan is complete. */
   async #claimStep(count: number, lost: { count: number }): Promise<boolean> {
-    this.#reserved += count
+    this.#ledger.reserve(count)
     let result
     try {
-      result = await this.#ctx.backend.claimIdle(this.topic, this.group, this.consumer, { minIdleMs: this.#claimMinIdleMs, cursor: this.#claimCursor, count })
-    } finally {
-      this.#reserved -= count
+      result = await this.#ctx.backend.claimIdle(this.topic, this.group, this.consumer, { minIdleMs: this.#o.claimMinIdleMs, cursor: this.#claimCursor, count })
+    } catch (error) {
+      this.#ledger.unreserve(count)
+      throw error
     }
     this.#claimCursor = result.cursor
+    let held = 0
+    const rest: ReadEntry[] = []
+    for (const entry of result.entries) {
+      if (this.#isAborted()) {
+        rest.push(entry)
+        continue
+      }
+      const delivered = this.#deliver(entry, 'claim', true)
+      if (delivered === 'held') held++
+      else if (delivered === 'lost') lost.count++
+    }
+    // One path for every unused unit: it wakes the pull loop (the stall of a claim that found nothing).
+    this.#ledger.unreserve(count - held)
+    if (rest.length > 0) this.#giveBackEntries(rest.filter((e) => e.fields !== null))
     if (result.deletedIds.length > 0) {
       this.#ctx.instruments.lost.add(result.deletedIds.length, this.#attributes)
       lost.count += result.deletedIds.length
       await this.#ctx.backend.ack(this.topic, this.group, result.deletedIds)
-    }
-    for (const entry of result.entries) {
-      if (this.#aborted()) break
-      if (!this.#deliver(entry, 'claim')) lost.count++
     }
     return result.cursor === '0-0'
   }
@@ -622,195 +893,116 @@ export class Subscription {
     }
   }
 
-  /** Stops pulling, waits for in-flight messages up to the drain timeout, flushes acks, closes the connection. */
-  stop(): Promise<void> {
-    this.#stopping ??= this.#stop()
+  // ---- stopping ----
+
+  /**
+   * Stops pulling; the unemitted rest of a read is given back at once. Then:
+   * - `unsubscribe` (the downstream went away): started messages drain (up to
+   *   `drainTimeout`); emitted messages not started keep their lease until
+   *   they are settled or their consumer timeout passes (then given back).
+   * - `close`, `signal`, `takeover`, `error`: unstarted messages are given back
+   *   at once; started ones drain; `close`/`signal` then complete the Observable.
+   * Past the drain timeout, the running messages' signals abort (they stay
+   * pending). Acks and give-backs are flushed before the promise resolves.
+   * Resolves once drained; with `close`/`takeover`, once nothing is held.
+   */
+  stop(reason: StopReason = 'unsubscribe'): Promise<void> {
+    const firstReason = this.#thrown !== undefined && reason === 'unsubscribe' ? 'error' : reason
+    if (this.#stopping === undefined) {
+      this.#stopReason = firstReason
+      if (firstReason === 'error' && this.#state !== 'errored') {
+        this.#error = this.#thrown
+        this.#state = 'errored'
+      }
+      this.#stopping = this.#stop()
+      return reason === 'close' || reason === 'takeover' ? this.#stopping.then(() => this.#finished) : this.#stopping
+    }
+    if (reason !== 'unsubscribe' && reason !== 'signal') {
+      // A stronger stop while stopping: what is not started goes back now.
+      this.#giveBackUnstartedNow()
+      return this.#stopping.then(() => this.#finished)
+    }
     return this.#stopping
   }
 
+  #giveBackUnstartedNow(): void {
+    for (const message of [...this.#held.values()]) {
+      const phase = message.phase
+      if (phase === 'queued') this.#giveBackMessage(message, message.deliveryCount - 1)
+      else if (phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
+    }
+    this.#flushGiveBacks()
+  }
+
   async #stop(): Promise<void> {
-    this.#signal.aborted = true
-    this.#state = 'stopping'
-    this.#signal.wake?.()
+    const reason = this.#stopReason ?? 'unsubscribe'
+    this.#aborted = true
+    if (this.#state !== 'errored') this.#state = 'stopping'
+    this.#finished = new Promise<void>((resolve) => (this.#finish = resolve))
+    this.#sleeper.wake?.()
     this.#creditWaiter?.()
-    for (const timer of this.#timers) if (timer !== this.#leaseTimer) clearInterval(timer)
+    for (const timer of this.#intervals) if ((timer as NodeJS.Timeout & { pulls?: boolean }).pulls === true) clearInterval(timer)
+    for (const timer of this.#timers) timer.clear()
+    this.#timers.clear()
     for (const timer of this.#probation.values()) clearTimeout(timer)
     this.#probation.clear()
     this.#releasePromoter?.()
-    await this.#reader.close()
-    const deadline = Date.now() + this.#drainTimeoutMs
-    while (Date.now() < deadline && [...this.#held.values()].some((m) => m.outcome === undefined)) {
-      await new Promise((r) => setTimeout(r, 10))
-    }
-    this.#drained = true
-    clearInterval(this.#leaseTimer)
-    this.#timers.clear()
+    // Nacked messages wait for a redelivery that will not come here: given back (their delivery counted).
+    for (const message of [...this.#held.values()]) if (message.phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
+    if (reason !== 'unsubscribe') this.#giveBackUnstartedNow()
+    await this.#reader.close().catch(() => undefined)
+    const deadline = Date.now() + this.#o.drainTimeoutMs
+    while (Date.now() < deadline && this.#hasStarted()) await new Promise((r) => setTimeout(r, 10))
+    // Past the drain timeout: the runs still going are told to stop; their entries stay pending.
+    for (const message of this.#held.values()) if (message.phase === 'running') message.abort(new ClosedError('subscription (drain timeout)'))
+    this.#flushGiveBacks()
     await this.#ctx.acker.flush()
-    this.#held.clear()
-    this.#state = 'stopped'
+    while (this.#giveBackCalls.size > 0) await Promise.allSettled([...this.#giveBackCalls])
+    if (this.#state !== 'errored') this.#state = 'stopped'
     this.#claimerAlive = false
-    this.#ctx.onClosed(this)
-  }
-}
-
-/** A delivered message; its settlement goes back to its subscription. */
-export class DeliveredMessage<P = unknown> implements Message<P> {
-  readonly event: Event<P>
-  readonly streamId: string
-  readonly deliveryCount: number
-  readonly deliveredAt = Date.now()
-  /** @internal */
-  readonly fields: readonly string[] | null
-  deadline: number
-  #outcome: Outcome | undefined
-  #result: Promise<Outcome> | undefined
-  readonly #subscription: Subscription
-
-  constructor(subscription: Subscription, entry: ReadEntry, event: Event) {
-    this.#subscription = subscription
-    this.streamId = entry.id
-    this.fields = entry.fields
-    this.deliveryCount = entry.deliveryCount
-    this.event = event as Event<P>
-    this.deadline = this.deliveredAt + subscription.consumerTimeoutMs
-  }
-
-  get topic(): string {
-    return this.#subscription.topic
-  }
-  get group(): string {
-    return this.#subscription.group
-  }
-  get consumer(): string {
-    return this.#subscription.consumer
-  }
-  get maxDeliveries(): number {
-    return this.#subscription.maxDeliveries
-  }
-  get retry(): RetryDefaults {
-    return this.#subscription.retry
-  }
-  get outcome(): Outcome | undefined {
-    return this.#outcome
-  }
-
-  /** The last call wins: the consumer timeout counts again from `untilMs` (Infinity holds it indefinitely). */
-  holdUntil(untilMs: number): void {
-    this.deadline = Math.max(this.deliveredAt, untilMs) + this.#subscription.consumerTimeoutMs
-    // Parked by a window or join, which needs its other messages too: no longer on probation.
-    if (untilMs === Number.POSITIVE_INFINITY) this.#subscription.endProbation(this)
-  }
-
-  /** Unsettled while its subscription stops: not to be started (it stays pending and comes back). */
-  get [messageWithdrawn](): boolean {
-    return this.#outcome === undefined && this.#subscription.stopping
-  }
-
-  /** Leaves the credit unsettled (see `releaseMessage`): still pending in the group, delivered again later. */
-  [releaseMessage](): void {
-    if (this.#outcome === undefined) this.#subscription.releaseUnsettled(this)
-  }
-
-  /** The subscription's credit: windows and joins close early before holding more than this. */
-  get [creditLimit](): number {
-    return this.#subscription.maxPending
-  }
-
-  withPayload<A>(payload: A): Message<A> {
-    return new DecodedView<A>(this, payload)
-  }
-
-  ack(): Promise<Outcome> {
-    if (this.#result) return this.#result
-    this.#outcome = 'acked'
-    this.#result = this.#subscription.settleAck(this)
-    return this.#result
-  }
-
-  nack(error: unknown, options?: NackOptions): Promise<Outcome> {
-    if (this.#result) return this.#result
-    if (this.deliveryCount >= this.maxDeliveries) {
-      const reason = `${reasonText(error)} (after ${this.deliveryCount} deliveries)`
-      this.#outcome = 'dead-lettered'
-      this.#result = this.#subscription.settleDeadLetter(this as DeliveredMessage, reason).then(() => 'dead-lettered' as const)
-      return this.#result
+    if (reason === 'close' || reason === 'signal') {
+      // Started messages past the drain timeout stay pending; nothing more is emitted.
+      if (!this.#subscriber.closed) this.#subscriber.complete()
     }
-    this.#outcome = 'nacked'
-    this.#subscription.settleNack(this, error, options)
-    this.#result = Promise.resolve('nacked' as const)
-    return this.#result
+    if (reason === 'error' && !this.#subscriber.closed) this.#subscriber.error(this.#error)
+    // Unsubscribed with emitted, unstarted messages: they keep their lease until settled or timed out (lingering).
+    if (reason === 'unsubscribe' && [...this.#held.values()].some((m) => m.phase === 'queued')) {
+      void this.#linger()
+      return
+    }
+    await this.#end()
   }
 
-  deadLetter(reason: unknown): Promise<Outcome> {
-    if (this.#result) return this.#result
-    this.#outcome = 'dead-lettered'
-    this.#result = this.#subscription.settleDeadLetter(this as DeliveredMessage, reason).then(() => 'dead-lettered' as const)
-    return this.#result
-  }
-}
-
-/** A message with a decoded payload; settlement is the original's. */
-class DecodedView<A> implements Message<A> {
-  readonly event: Event<A>
-  readonly #inner: Message
-
-  constructor(inner: Message, payload: A) {
-    this.#inner = inner
-    const e = inner.event
-    const event: { -readonly [K in keyof Event<A>]: Event<A>[K] } = { id: e.id, name: e.name, payload, headers: e.headers, timestamp: e.timestamp }
-    if (e.correlationId !== undefined) event.correlationId = e.correlationId
-    // The producer's trace context travels on, so that the process span can link to it.
-    const traceparent = (e as { readonly traceparent?: string }).traceparent
-    if (traceparent !== undefined) Object.assign(event, { traceparent })
-    this.event = event
+  /** Started messages still running (drain waits for these only). */
+  #hasStarted(): boolean {
+    for (const message of this.#held.values()) {
+      const phase = message.phase
+      if (phase === 'running' || phase === 'settling') return true
+    }
+    return false
   }
 
-  get streamId(): string {
-    return this.#inner.streamId
+  async #linger(): Promise<void> {
+    if (this.#held.size > 0) await new Promise<void>((resolve) => (this.#emptied = resolve))
+    this.#flushGiveBacks()
+    await this.#ctx.acker.flush()
+    while (this.#giveBackCalls.size > 0) await Promise.allSettled([...this.#giveBackCalls])
+    await this.#end()
   }
-  get topic(): string {
-    return this.#inner.topic
-  }
-  get group(): string {
-    return this.#inner.group
-  }
-  get consumer(): string {
-    return this.#inner.consumer
-  }
-  get deliveryCount(): number {
-    return this.#inner.deliveryCount
-  }
-  get maxDeliveries(): number {
-    return this.#inner.maxDeliveries
-  }
-  get retry(): RetryDefaults {
-    return this.#inner.retry
-  }
-  get outcome(): Outcome | undefined {
-    return this.#inner.outcome
-  }
-  holdUntil(untilMs: number): void {
-    this.#inner.holdUntil(untilMs)
-  }
-  get [creditLimit](): number | undefined {
-    return creditLimitOf(this.#inner)
-  }
-  [releaseMessage](): void {
-    releaseUnhandled(this.#inner)
-  }
-  get [messageWithdrawn](): boolean {
-    return isWithdrawn(this.#inner)
-  }
-  withPayload<B>(payload: B): Message<B> {
-    return this.#inner.withPayload(payload)
-  }
-  ack(): Promise<Outcome> {
-    return this.#inner.ack()
-  }
-  nack(error: unknown, options?: NackOptions): Promise<Outcome> {
-    return this.#inner.nack(error, options)
-  }
-  deadLetter(reason: unknown): Promise<Outcome> {
-    return this.#inner.deadLetter(reason)
+
+  async #end(): Promise<void> {
+    for (const timer of this.#intervals) clearInterval(timer)
+    this.#intervals.clear()
+    for (const timer of this.#timers) timer.clear()
+    this.#timers.clear()
+    this.#held.clear()
+    // A consumer that owns no pending entries leaves its group (atomic: only when it has none).
+    try {
+      await this.#ctx.backend.deleteIdleConsumer(this.topic, this.group, this.consumer)
+    } catch {
+      // The backend may be closing; a stale consumer is removed by the others later.
+    }
+    this.#finish?.()
+    this.#ctx.onClosed(this)
   }
 }

@@ -4,6 +4,7 @@ import {
   type ClaimResult,
   type ConsumerInfo,
   type DeadLetterInput,
+  type GiveBackItem,
   type GroupInfo,
   type GroupReader,
   type PromoteResult,
@@ -378,6 +379,32 @@ export class MemoryBackend implements StreamBackend {
   }
 
   /** Resets the idle time of the ids `consumer` still owns (XCLAIM JUSTID: delivery counts unchanged); returns them. Owned ids whose entry is gone leave the PEL. */
+  giveBack(topic: string, group: string, consumer: string, items: readonly GiveBackItem[], idleMs: number): Promise<string[]> {
+    return this.#run(() => {
+      if (items.length === 0) return []
+      const { stream, state } = this.#group(topic, group)
+      const owner = state.consumers.get(consumer)
+      if (owner === undefined) return []
+      const now = this.#now()
+      const given: string[] = []
+      for (const item of items) {
+        const id = parseId(item.id)
+        const key = formatId(id)
+        const pending = state.pel.get(key)
+        if (pending?.consumer !== owner) continue
+        if (stream.log.get(id) === undefined) {
+          this.#removePending(state, key)
+          continue
+        }
+        // As XCLAIM … IDLE <idleMs> RETRYCOUNT <n> JUSTID.
+        pending.deliveredAt = now - Math.max(0, Math.floor(idleMs))
+        pending.deliveryCount = Math.max(0, Math.floor(item.retryCount))
+        given.push(key)
+      }
+      return given
+    })
+  }
+
   renewLeases(topic: string, group: string, consumer: string, ids: readonly string[]): Promise<string[]> {
     return this.#run(() => {
       if (ids.length === 0) return []

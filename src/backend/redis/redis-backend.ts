@@ -5,6 +5,7 @@ import type {
   ClaimResult,
   ConsumerInfo,
   DeadLetterInput,
+  GiveBackItem,
   GroupInfo,
   GroupReader,
   PromoteResult,
@@ -46,6 +47,7 @@ const SCRIPTS = {
   rrsPromote: 'promote-4.lua',
   rrsRenewLeases: 'renewLeases-1.lua',
   rrsDeleteIdleConsumer: 'deleteIdleConsumer-1.lua',
+  rrsGiveBack: 'giveBack-1.lua',
 } as const
 type ScriptName = keyof typeof SCRIPTS
 
@@ -402,6 +404,23 @@ export class RedisBackend implements StreamBackend {
         for (const id of reply) renewed.push(String(id))
       }
       return renewed
+    } catch (error) {
+      if (isNoGroup(error)) throw new GroupMissingError(topic, group)
+      this.#fail(error)
+    }
+  }
+
+  async giveBack(topic: string, group: string, consumer: string, items: readonly GiveBackItem[], idleMs: number): Promise<string[]> {
+    if (items.length === 0) return []
+    try {
+      const given: string[] = []
+      for (let i = 0; i < items.length; i += LEASE_CHUNK) {
+        const args: (string | number)[] = [this.#keys.stream(topic), group, consumer, Math.max(0, Math.floor(idleMs))]
+        for (const item of items.slice(i, i + LEASE_CHUNK)) args.push(item.id, Math.max(0, Math.floor(item.retryCount)))
+        const reply = (await script(this.#client, 'rrsGiveBack')(...args)) as unknown[]
+        for (const id of reply) given.push(String(id))
+      }
+      return given
     } catch (error) {
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       this.#fail(error)
