@@ -2,14 +2,7 @@ import { Observable, type Subscription as RxSubscription } from 'rxjs'
 import { handleEach, type Handled, type Handler, type HandleEachOptions } from '../operators/handle-each.js'
 import { matchPattern, type EventPattern } from '../operators/match-pattern.js'
 import { MemoryBackend } from './backend/memory/index.js'
-import {
-  createBlockingClient,
-  createControlClient,
-  createRedisClient,
-  duplicateClient,
-  sanitizeRedisError,
-  superviseClient,
-} from './backend/redis/connection.js'
+import { createBlockingClient, createRedisClient, sanitizeRedisError } from './backend/redis/connection.js'
 import { RedisBackend, type RedisClient } from './backend/redis/redis-backend.js'
 import type { StreamBackend } from './backend/types.js'
 import { loadConfig, type ConfigOptions } from './config/index.js'
@@ -51,12 +44,7 @@ export interface EventManagerOptions extends ConfigOptions {
   readonly logger?: Logger
   /** `redis` (default), `memory` (in-process, no Redis), or a backend instance. */
   readonly backend?: 'redis' | 'memory' | StreamBackend
-  /**
-   * Use this ioredis client instead of creating one (it is not closed by
-   * `close()`). Every other connection (blocking readers, the health/control
-   * connection) is made with its `duplicate()`, so they share its address,
-   * TLS settings and credentials; the `EVENT_REDIS_*` location is not used.
-   */
+  /** Use this ioredis client instead of creating one (it is not closed by `close()`). */
   readonly redisClient?: RedisClient
   /** Environment to read `EVENT_*` from; default `process.env`. */
   readonly env?: NodeJS.ProcessEnv
@@ -214,13 +202,12 @@ export class EventManager implements EventPublisher, EventConsumer {
 
   constructor(options: EventManagerOptions = {}) {
     const given = options.logger ?? silentLogger()
-    // Without a logger, configuration warnings go to process.emitWarning (visible), not to the silent logger.
-    this.config = loadConfig(options, options.env ?? process.env, options.logger)
+    this.config = loadConfig(options, options.env ?? process.env, given)
     this.logger = redactingLogger(given, [this.config.redis.password, options.redisPassword])
     const healthTimeout = options.healthTimeout ?? 2_000
     if (!Number.isFinite(healthTimeout) || healthTimeout <= 0) throw new RangeError(`healthTimeout must be a positive number of ms, got ${String(healthTimeout)}`)
     this.#healthTimeoutMs = healthTimeout
-    this.backend = createBackend(options, this.config, this.logger)
+    this.backend = createBackend(options, this.config)
     this.#instruments = createInstruments()
     this.#acker = new AckBatcher(this.backend, this.logger)
     this.#publisher = new Publisher({
@@ -621,47 +608,16 @@ function describeConnection(config: Config): Record<string, unknown> {
   }
 }
 
-/**
- * Reports a lost connection once per outage: through the logger when one is
- * given, else `process.emitWarning`, so that a Redis that cannot be reached is
- * never silent.
- */
-function connectionWarnings(logger: Logger | undefined): { onError: (error: Error) => void; onReady: () => void } {
-  let warned = false
-  return {
-    onError: (error) => {
-      if (warned) return
-      warned = true
-      if (logger !== undefined) logger.warn({ err: error }, `Redis connection failed: ${error.message}`)
-      else process.emitWarning(`rx-redis-streams: Redis connection failed: ${error.message}`, { code: 'RRS_REDIS_UNREACHABLE' })
-    },
-    onReady: () => {
-      warned = false
-    },
-  }
-}
-
-function createBackend(options: EventManagerOptions, config: Config, logger: Logger): StreamBackend {
+function createBackend(options: EventManagerOptions, config: Config): StreamBackend {
   const backend = options.backend
   if (backend !== undefined && typeof backend === 'object') return backend
   if (backend === 'memory' || (backend === undefined && config.redis.mode === 'memory')) return new MemoryBackend()
-  const warnings = connectionWarnings(options.logger === undefined ? undefined : logger)
-  const onError = (error: Error): void => {
-    if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|certificate|WRONGPASS|NOAUTH|unreachable|slots cache/i.test(error.message)) warnings.onError(error)
-  }
-  const timeout = config.commandTimeoutMs
-  const user = options.redisClient
-  const client =
-    user === undefined ? createRedisClient(config, { onError }) : superviseClient(user, config, { commandTimeout: timeout, onError })
-  client.on('ready', warnings.onReady)
+  const client = options.redisClient ?? createRedisClient(config)
   return new RedisBackend({
     client,
-    // A user's client: its duplicates (same address, TLS, credentials), never a connection built from EVENT_REDIS_*.
-    createBlockingClient: () => (user === undefined ? createBlockingClient(config, { onError }) : duplicateClient(user, config, { autoPipelining: false })),
-    createControlClient: () =>
-      user === undefined ? createControlClient(config) : duplicateClient(user, config, { autoPipelining: false, lazyConnect: true, commandTimeout: timeout }),
+    createBlockingClient: () => createBlockingClient(config),
     keyPrefix: config.keyPrefix,
-    ownsClient: user === undefined,
+    ownsClient: options.redisClient === undefined,
     sanitizeError: (error) => sanitizeRedisError(error, config),
   })
 }
