@@ -1,119 +1,234 @@
 /**
- * Benchmarks rx-redis-streams against the same work done with raw ioredis, in
- * one run, on a private redis-server this script starts (never the one on
- * 6379). Prints messages/s, latency percentiles, peak RSS and ratios.
+ * Benchmarks rx-redis-streams against the same work hand-written with raw
+ * ioredis, in one run, on a private redis-server this script starts (never
+ * the one on 6379). Two raw programs are measured (see scenarios.ts): the
+ * hand-written one-field loop (`raw1`, the yardstick of the goals) and a raw
+ * loop over the library's own five-field entries (`raw5`). Every measurement
+ * is a fresh process; the sides of a row alternate run by run (interleaved)
+ * and each figure is the median of the runs.
  *
- *   npm run bench                 # full sizes
- *   BENCH_SCALE=0.1 npm run bench # a quick look
+ *   npm run bench                           # full sizes, 3 runs
+ *   BENCH_SCALE=0.1 npm run bench           # a quick look
+ *   BENCH_DIST=1 npm run bench              # the built package (npm run build first)
+ *   BENCH_RUNS=5 BENCH_ONLY=drain,rss npm run bench
+ *
+ * Sections (BENCH_ONLY): drain, publish, batch, latency, rss.
  */
-import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { startRedisServer } from '../test/support/redis-server.js'
-import {
-  consumeLibrary,
-  consumeRaw,
-  latencyLibrary,
-  latencyRaw,
-  prefill,
-  publishBatchLibrary,
-  publishBatchRaw,
-  publishOneLibrary,
-  publishOneRaw,
-  type LatencyResult,
-} from './scenarios.js'
+import type { ChildResult, ChildSpec } from './child.js'
+import { median, rotate, runChild } from './harness.js'
+import { formatOf, prefill, randomTopic, rawClient, type DrainOptions, type Side } from './scenarios.js'
 
 const scale = Number(process.env['BENCH_SCALE'] ?? '1')
+const runs = Math.max(1, Number(process.env['BENCH_RUNS'] ?? '3'))
+const only = new Set((process.env['BENCH_ONLY'] ?? 'drain,publish,batch,latency,rss').split(',').map((s) => s.trim()))
 const n = (count: number): number => Math.max(1_000, Math.round(count * scale))
+const fmt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a')
+const ms = (x: number | undefined): string => (x === undefined ? 'n/a' : x.toFixed(2))
 
-interface Row {
-  readonly name: string
-  readonly library: string
-  readonly raw: string
-  readonly ratio: string
-  readonly target: string
-}
-const rows: Row[] = []
-const fmt = (x: number): string => Math.round(x).toLocaleString('en-US')
-
-function throughputRow(name: string, library: number, raw: number, target: number): void {
-  rows.push({ name, library: `${fmt(library)} msg/s`, raw: `${fmt(raw)} msg/s`, ratio: (library / raw).toFixed(2), target: `≥ ${target}` })
-  console.log(`  ${name}: library ${fmt(library)} msg/s, raw ${fmt(raw)} msg/s, ratio ${(library / raw).toFixed(2)}`)
-}
-
-/** Runs one scenario in a child process and returns its JSON result (peak RSS needs a process of its own). */
-function child(mode: string, url: string, count: number): Promise<{ rate: number; maxRssMiB: number; baselineMiB: number }> {
-  return new Promise((resolve, reject) => {
-    const script = fileURLToPath(new URL('./rss-child.ts', import.meta.url))
-    const proc = spawn(process.execPath, ['--import', 'tsx', script, mode, url, String(count)], { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    proc.stdout.on('data', (d: Buffer) => (out += d.toString()))
-    proc.on('error', reject)
-    proc.on('exit', (code) => {
-      if (code !== 0) reject(new Error(`${mode} child exited with ${code}`))
-      else resolve(JSON.parse(out.trim().split('\n').pop() ?? '{}') as { rate: number; maxRssMiB: number; baselineMiB: number })
-    })
-  })
+/** One measured variant: a side with its spec maker. */
+interface Variant {
+  readonly label: string
+  readonly side: Side
+  /** Builds the spec; drains get a freshly filled topic. */
+  readonly spec: (url: string, topic: string) => ChildSpec
+  /** Entries to prefill before the child starts (drains). */
+  readonly prefill?: number
+  /** Messages the scenario handles (for CPU time per message). */
+  readonly messages?: number
 }
 
 const server = await startRedisServer()
-console.log(`private redis-server at ${server.url} (scale ${scale})`)
+const admin = rawClient(server.url, false)
+const results = new Map<string, ChildResult[]>()
+const messages = new Map<string, number>()
+
+/** Runs every variant `runs` times, interleaved; each measurement on an emptied server. */
+async function measure(section: string, variants: readonly Variant[]): Promise<void> {
+  for (let run = 0; run < runs; run++) {
+    for (const v of rotate(variants, run)) {
+      await admin.flushall()
+      const topic = randomTopic(v.label)
+      if (v.prefill !== undefined) await prefill(server.url, topic, v.prefill, formatOf(v.side))
+      const result = await runChild(v.spec(server.url, topic))
+      if (v.messages !== undefined) messages.set(v.label, v.messages)
+      const list = results.get(v.label) ?? []
+      list.push(result)
+      results.set(v.label, list)
+      const shown = result.rate !== undefined ? `${fmt(result.rate)} msg/s` : `p50 ${ms(result.p50)} ms, p99 ${ms(result.p99)} ms`
+      const cpu = v.messages === undefined ? '' : `, CPU ${((result.cpuMs * 1_000) / v.messages).toFixed(1)} µs/msg`
+      console.log(`  [${section} run ${run + 1}/${runs}] ${v.label}: ${shown}${cpu}, peak RSS ${result.maxRssMiB.toFixed(0)} MiB`)
+    }
+  }
+  await admin.flushall()
+}
+
+const med = (label: string, pick: (r: ChildResult) => number | undefined): number =>
+  median((results.get(label) ?? []).map(pick).filter((x): x is number => x !== undefined))
+const rate = (label: string): number => med(label, (r) => r.rate)
+const rss = (label: string): number => med(label, (r) => r.maxRssMiB)
+
+console.log(`private redis-server at ${server.url} (scale ${scale}, ${runs} interleaved runs, a fresh process per measurement)`)
+const drainCount = n(100_000)
+const rssCounts = { big: n(1_000_000), small: n(100_000) }
+const latencySeconds = Math.max(2, Math.round(5 * scale))
 try {
-  // (a) one publish at a time, 1,000 concurrent
-  {
-    const count = n(200_000)
-    const raw = await publishOneRaw(server.url, count, 1_000)
-    const lib = await publishOneLibrary(server.url, count, 1_000)
-    throughputRow('(a) publish, 1,000 concurrent', lib, raw, 0.8)
+  if (only.has('drain')) {
+    const drainSpec =
+      (side: Side, options: DrainOptions) =>
+      (url: string, topic: string): ChildSpec => ({ kind: 'drain', side, url, topic, count: drainCount, options })
+    const libRead: DrainOptions = { batchSize: 100, concurrency: 100, readPayload: true }
+    await measure('drain', [
+      { label: 'drain-raw1', side: 'raw1', prefill: drainCount, messages: drainCount, spec: drainSpec('raw1', { batchSize: 100, concurrency: 1, readPayload: true }) },
+      { label: 'drain-lib-read', side: 'library', prefill: drainCount, messages: drainCount, spec: drainSpec('library', libRead) },
+      { label: 'drain-raw5', side: 'raw5', prefill: drainCount, messages: drainCount, spec: drainSpec('raw5', { batchSize: 100, concurrency: 1, readPayload: true }) },
+      { label: 'drain-lib-lazy', side: 'library', prefill: drainCount, messages: drainCount, spec: drainSpec('library', { ...libRead, readPayload: false }) },
+      // events.subscribe() with the Config's default batch size (EVENT_BATCH_SIZE=10) and concurrency 10; the handler reads the payload.
+      { label: 'drain-lib-subscribe', side: 'library', prefill: drainCount, messages: drainCount, spec: drainSpec('library', { concurrency: 10, readPayload: true, viaSubscribe: true }) },
+    ])
   }
-  // (b) publishBatch of 100
-  {
-    const count = n(500_000)
-    const raw = await publishBatchRaw(server.url, count, 100)
-    const lib = await publishBatchLibrary(server.url, count, 100)
-    throughputRow('(b) publishBatch of 100', lib, raw, 0.8)
+  if (only.has('publish')) {
+    const count = n(100_000)
+    const spec = (side: Side) => (url: string): ChildSpec => ({ kind: 'publish', side, url, count, concurrency: 1_000 })
+    await measure('publish', (['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `publish-${side}`, side, messages: count, spec: spec(side) })))
   }
-  // (c) drain a backlog of 200,000: consume + ack, no-op handler, batchSize 100
-  for (const concurrency of [10, 100]) {
-    const count = n(200_000)
-    const rawTopic = await prefill(server.url, count)
-    const raw = await consumeRaw(server.url, rawTopic, count, 100)
-    const libTopic = await prefill(server.url, count)
-    const lib = await consumeLibrary(server.url, libTopic, count, 100, concurrency)
-    throughputRow(`(c) consume + ack, concurrency ${concurrency}`, lib, raw, 0.6)
+  if (only.has('batch')) {
+    const count = n(100_000)
+    const spec = (side: Side) => (url: string): ChildSpec => ({ kind: 'batch', side, url, count, size: 100 })
+    await measure('batch', (['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `batch-${side}`, side, messages: count, spec: spec(side) })))
   }
-  // (d) end-to-end latency at a fixed 5,000 events/s
-  {
-    const seconds = Math.max(2, Math.round(5 * scale))
-    const raw: LatencyResult = await latencyRaw(server.url, 5_000, seconds)
-    const lib: LatencyResult = await latencyLibrary(server.url, 5_000, seconds)
-    rows.push({
-      name: '(d) latency at 5,000/s p50 / p99',
-      library: `${lib.p50.toFixed(2)} / ${lib.p99.toFixed(2)} ms`,
-      raw: `${raw.p50.toFixed(2)} / ${raw.p99.toFixed(2)} ms`,
-      ratio: `${(lib.p50 / raw.p50).toFixed(2)} / ${(lib.p99 / raw.p99).toFixed(2)}`,
-      target: 'report',
-    })
-    console.log(`  (d) latency: library p50 ${lib.p50.toFixed(2)} ms p99 ${lib.p99.toFixed(2)} ms; raw p50 ${raw.p50.toFixed(2)} ms p99 ${raw.p99.toFixed(2)} ms`)
+  if (only.has('latency')) {
+    const spec = (side: Side) => (url: string): ChildSpec => ({ kind: 'latency', side, url, rate: 5_000, seconds: latencySeconds })
+    await measure('latency', (['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `latency-${side}`, side, spec: spec(side) })))
   }
-  // (e) peak RSS while draining 1,000,000 events, each side in a process of its own
-  {
-    const count = n(1_000_000)
-    await server.restart() // start (e) with an empty server: the earlier backlogs are gone
-    const rawTopic = await prefill(server.url, count)
-    const raw = await child('raw', `${server.url}|${rawTopic}`, count)
-    const libTopic = await prefill(server.url, count)
-    const lib = await child('library', `${server.url}|${libTopic}`, count)
-    rows.push({
-      name: `(e) peak RSS draining ${fmt(count)}`,
-      library: `${lib.maxRssMiB.toFixed(0)} MiB (${fmt(lib.rate)} msg/s)`,
-      raw: `${raw.maxRssMiB.toFixed(0)} MiB (${fmt(raw.rate)} msg/s)`,
-      ratio: `+${(lib.maxRssMiB - raw.maxRssMiB).toFixed(0)} MiB`,
-      target: '≤ raw + 50 MiB',
-    })
+  if (only.has('rss')) {
+    const variants: Variant[] = []
+    for (const [size, count] of Object.entries(rssCounts)) {
+      for (const side of ['raw1', 'library', 'raw5'] as const) {
+        if (side === 'raw5' && size === 'small') continue
+        const options: DrainOptions = { batchSize: 100, concurrency: side === 'library' ? 100 : 1, readPayload: true }
+        variants.push({ label: `rss-${size}-${side}`, side, prefill: count, messages: count, spec: (url, topic) => ({ kind: 'drain', side, url, topic, count, options }) })
+      }
+    }
+    await measure('rss', variants)
   }
 } finally {
+  await admin.quit()
   await server.stop()
 }
 
+// ---------------------------------------------------------------- report
+
+interface Row {
+  readonly work: string
+  readonly raw1: string
+  readonly library: string
+  readonly ratio: string
+  readonly goal: string
+  readonly met: string
+  readonly raw5: string
+  readonly ratio5: string
+}
+const rows: Row[] = []
+const check = (ok: boolean): string => (ok ? 'yes' : 'NO')
+
+function throughputRow(work: string, libLabel: string, raw1Label: string, raw5Label: string, goal: number): void {
+  if (!results.has(libLabel)) return
+  const lib = rate(libLabel)
+  const r1 = rate(raw1Label)
+  const r5 = rate(raw5Label)
+  rows.push({
+    work,
+    raw1: `${fmt(r1)}/s`,
+    library: `${fmt(lib)}/s`,
+    ratio: (lib / r1).toFixed(2),
+    goal: `≥ ${goal.toFixed(2)}`,
+    met: check(lib / r1 >= goal),
+    raw5: `${fmt(r5)}/s`,
+    ratio5: (lib / r5).toFixed(2),
+  })
+}
+
+throughputRow('drain, payload read (handleEach c=100, batchSize 100)', 'drain-lib-read', 'drain-raw1', 'drain-raw5', 1.0)
+throughputRow('drain, payload never read (lazy decoding)', 'drain-lib-lazy', 'drain-raw1', 'drain-raw5', 1.2)
+throughputRow('subscribe(), default batch 10, concurrency 10, payload read', 'drain-lib-subscribe', 'drain-raw1', 'drain-raw5', 0.8)
+throughputRow('publish, 1,000 concurrent (raw: autopipelined XADD)', 'publish-library', 'publish-raw1', 'publish-raw5', 0.95)
+throughputRow('publishBatch of 100 (raw: pipeline of 100 XADDs)', 'batch-library', 'batch-raw1', 'batch-raw5', 1.0)
+
+if (results.has('latency-library')) {
+  const p = (label: string, q: 'p50' | 'p99'): number => med(label, (r) => r[q])
+  const [l50, l99, a50, a99, b50, b99] = [p('latency-library', 'p50'), p('latency-library', 'p99'), p('latency-raw1', 'p50'), p('latency-raw1', 'p99'), p('latency-raw5', 'p50'), p('latency-raw5', 'p99')]
+  rows.push({
+    work: 'end-to-end latency at 5,000/s, p50 / p99 (ms)',
+    raw1: `${ms(a50)} / ${ms(a99)}`,
+    library: `${ms(l50)} / ${ms(l99)}`,
+    ratio: `${l50 - a50 >= 0 ? '+' : ''}${(l50 - a50).toFixed(2)} ms / ${(l99 / a99).toFixed(2)}×`,
+    goal: '≤ +0.20 ms / ≤ 1.20×',
+    met: check(l50 - a50 <= 0.2 && l99 / a99 <= 1.2),
+    raw5: `${ms(b50)} / ${ms(b99)}`,
+    ratio5: `${l50 - b50 >= 0 ? '+' : ''}${(l50 - b50).toFixed(2)} ms / ${(l99 / b99).toFixed(2)}×`,
+  })
+}
+
+if (results.has('rss-big-library')) {
+  const lib = rss('rss-big-library')
+  const r1 = rss('rss-big-raw1')
+  const r5 = rss('rss-big-raw5')
+  rows.push({
+    work: `peak RSS draining ${fmt(rssCounts.big)} (MiB)`,
+    raw1: r1.toFixed(0),
+    library: lib.toFixed(0),
+    ratio: `${lib - r1 >= 0 ? '+' : ''}${(lib - r1).toFixed(0)} MiB`,
+    goal: '≤ +25 MiB',
+    met: check(lib - r1 <= 25),
+    raw5: r5.toFixed(0),
+    ratio5: `${lib - r5 >= 0 ? '+' : ''}${(lib - r5).toFixed(0)} MiB`,
+  })
+  const libSmall = rss('rss-small-library')
+  const r1Small = rss('rss-small-raw1')
+  rows.push({
+    work: `peak RSS, ${fmt(rssCounts.big)} vs ${fmt(rssCounts.small)} backlog (MiB)`,
+    raw1: `${r1.toFixed(0)} vs ${r1Small.toFixed(0)}`,
+    library: `${lib.toFixed(0)} vs ${libSmall.toFixed(0)}`,
+    ratio: `${lib - libSmall >= 0 ? '+' : ''}${(lib - libSmall).toFixed(0)} MiB`,
+    goal: '≤ +10 MiB (flat)',
+    met: check(lib - libSmall <= 10),
+    raw5: '',
+    ratio5: '',
+  })
+  rows.push({
+    work: `drain rate in the RSS runs, ${fmt(rssCounts.big)}`,
+    raw1: `${fmt(rate('rss-big-raw1'))}/s`,
+    library: `${fmt(rate('rss-big-library'))}/s`,
+    ratio: (rate('rss-big-library') / rate('rss-big-raw1')).toFixed(2),
+    goal: '',
+    met: '',
+    raw5: `${fmt(rate('rss-big-raw5'))}/s`,
+    ratio5: (rate('rss-big-library') / rate('rss-big-raw5')).toFixed(2),
+  })
+}
+
+const cpuPerMessage = (label: string): number => (med(label, (r) => r.cpuMs) * 1_000) / (messages.get(label) ?? NaN)
+const cpuRows: [string, string, string, string][] = [
+  ['drain, payload read', 'drain-lib-read', 'drain-raw1', 'drain-raw5'],
+  ['drain, payload never read', 'drain-lib-lazy', 'drain-raw1', 'drain-raw5'],
+  ['subscribe(), defaults', 'drain-lib-subscribe', 'drain-raw1', 'drain-raw5'],
+  ['publish, 1,000 concurrent', 'publish-library', 'publish-raw1', 'publish-raw5'],
+  ['publishBatch of 100', 'batch-library', 'batch-raw1', 'batch-raw5'],
+]
+
 console.log('')
-console.table(rows)
+console.log(`Medians of ${runs} interleaved runs; drains of ${fmt(drainCount)} entries, scale ${scale}. raw1 = hand-written one-field loop, raw5 = raw loop over the library's five fields.`)
+console.log('')
+console.log('| work | hand-written one-field | library | ratio | goal | met | raw, library format | ratio |')
+console.log('|---|---|---|---|---|---|---|---|')
+for (const r of rows) console.log(`| ${r.work} | ${r.raw1} | ${r.library} | ${r.ratio} | ${r.goal} | ${r.met} | ${r.raw5} | ${r.ratio5} |`)
+
+// CPU time per message of the client process (Redis excluded): steadier than rates when other work shares the cores.
+console.log('')
+console.log('| CPU per message (client process) | hand-written one-field | library | library / raw | raw, library format |')
+console.log('|---|---|---|---|---|')
+for (const [work, lib, r1, r5] of cpuRows) {
+  if (!results.has(lib)) continue
+  console.log(`| ${work} | ${cpuPerMessage(r1).toFixed(1)} µs | ${cpuPerMessage(lib).toFixed(1)} µs | ${(cpuPerMessage(lib) / cpuPerMessage(r1)).toFixed(2)} | ${cpuPerMessage(r5).toFixed(1)} µs |`)
+}

@@ -1,33 +1,66 @@
 /**
- * The benchmark scenarios, each as the library and as raw ioredis doing the
- * same work. Every scenario uses fresh random topics and groups.
+ * The benchmark scenarios: each workload as the library does it and as two
+ * hand-written raw ioredis programs do it.
+ *
+ * - `raw1`: what a user writes when rolling their own loop: ONE field per entry
+ *   (`event`, the JSON envelope `{ id, type, time, data }`), XREADGROUP COUNT
+ *   100, `JSON.parse` of every entry, one XACK per batch.
+ * - `raw5`: the same loop reading the library's own five-field entries
+ *   (`id`, `name`, `ts`, `headers`, `payload`), parsing headers and payload.
+ * - `library`: rx-redis-streams.
+ *
+ * Each scenario runs in a fresh process (bench/child.ts) so that no side
+ * inherits the other's JIT state, heap or connections.
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { Redis } from 'ioredis'
 import { firstValueFrom, filter, map, scan } from 'rxjs'
-import { createEventManager, newEvent, type EventManager } from '../src/index.js'
-import { handleEach } from '../operators/index.js'
+import type * as Library from '../src/index.js'
+import type * as Operators from '../operators/index.js'
+
+// BENCH_DIST=1 measures the built package (`npm run build` first) instead of the sources through tsx.
+const root = process.env['BENCH_DIST'] === '1' ? '../dist/' : '../'
+const { createEventManager, newEvent } = (await import(`${root}src/index.js`)) as typeof Library
+const { handleEach } = (await import(`${root}operators/index.js`)) as typeof Operators
+type EventManager = Library.EventManager
+
+/** Which program does the work. */
+export type Side = 'library' | 'raw5' | 'raw1'
+/** How entries are laid out in the stream. */
+export type WireFormat = 'five-field' | 'one-field'
+
+/** The library reads five-field entries; so does raw5. raw1 reads its own one-field envelope. */
+export const formatOf = (side: Side): WireFormat => (side === 'raw1' ? 'one-field' : 'five-field')
 
 const PAYLOAD = { userId: 123, email: 'user@example.com', plan: 'premium', tags: ['a', 'b', 'c'] }
+/** The one field of a hand-written entry. */
+export const ENVELOPE_FIELD = 'event'
 
 export const randomTopic = (prefix: string): string => `bench-${prefix}-${randomBytes(4).toString('hex')}`
-const streamKey = (topic: string): string => `event:stream:{${topic}}`
+export const streamKey = (topic: string): string => `event:stream:{${topic}}`
 
-/** The same wire fields the library writes, built by hand as a raw ioredis user would. */
-function rawFields(i: number): string[] {
+/** The library's five wire fields, built by hand as a raw ioredis user would. */
+function fiveFields(i: number): string[] {
   return ['id', randomUUID(), 'name', 'user.action', 'ts', String(Date.now()), 'headers', '{}', 'payload', JSON.stringify({ ...PAYLOAD, i })]
 }
+
+/** The hand-written layout: one field holding the whole JSON envelope (~200 bytes). */
+function oneField(i: number): string[] {
+  return [ENVELOPE_FIELD, JSON.stringify({ id: randomUUID(), type: 'user.action', time: Date.now(), data: { ...PAYLOAD, i } })]
+}
+
+export const fieldsFor = (format: WireFormat): ((i: number) => string[]) => (format === 'one-field' ? oneField : fiveFields)
 
 function manager(url: string): EventManager {
   return createEventManager({ redisUrl: url, env: {}, delayedQueueEnabled: false })
 }
 
-function rawClient(url: string, autoPipelining = true): Redis {
+export function rawClient(url: string, autoPipelining = true): Redis {
   return new Redis(url, { enableAutoPipelining: autoPipelining, maxRetriesPerRequest: null })
 }
 
-/** Runs `total` tasks with `concurrency` workers; resolves to messages per second. */
+/** Runs `total` tasks with `concurrency` workers; resolves to tasks per second. */
 async function pool(total: number, concurrency: number, task: (i: number) => Promise<unknown>): Promise<number> {
   let next = 0
   const started = performance.now()
@@ -39,87 +72,117 @@ async function pool(total: number, concurrency: number, task: (i: number) => Pro
   return (total / (performance.now() - started)) * 1_000
 }
 
-export async function publishOneRaw(url: string, count: number, concurrency: number): Promise<number> {
-  const redis = rawClient(url)
-  const key = streamKey(randomTopic('a-raw'))
-  try {
-    return await pool(count, concurrency, (i) => redis.xadd(key, '*', ...rawFields(i)))
-  } finally {
-    await redis.quit()
-  }
-}
+// ---------------------------------------------------------------- publishing
 
-export async function publishOneLibrary(url: string, count: number, concurrency: number): Promise<number> {
-  const events = manager(url)
-  const topic = randomTopic('a-lib')
-  try {
-    return await pool(count, concurrency, (i) => events.publish(topic, newEvent('user.action', { ...PAYLOAD, i })))
-  } finally {
-    await events.close()
-  }
-}
-
-export async function publishBatchRaw(url: string, count: number, size: number): Promise<number> {
-  const redis = rawClient(url, false)
-  const key = streamKey(randomTopic('b-raw'))
-  try {
-    return await pool(count / size, 8, async (b) => {
-      const pipeline = redis.pipeline()
-      for (let i = 0; i < size; i++) pipeline.xadd(key, '*', ...rawFields(b * size + i))
-      await pipeline.exec()
-    }) * size
-  } finally {
-    await redis.quit()
-  }
-}
-
-export async function publishBatchLibrary(url: string, count: number, size: number): Promise<number> {
-  const events = manager(url)
-  const topic = randomTopic('b-lib')
-  try {
-    return await pool(count / size, 8, (b) =>
-      events.publishBatch(topic, Array.from({ length: size }, (_, i) => newEvent('user.action', { ...PAYLOAD, i: b * size + i }))),
-    ) * size
-  } finally {
-    await events.close()
-  }
-}
-
-/** Fills a fresh topic with `count` events (raw pipelined XADD) and returns its name. */
-export async function prefill(url: string, count: number): Promise<string> {
-  const redis = rawClient(url, false)
-  const topic = randomTopic('fill')
-  const key = streamKey(topic)
-  try {
-    for (let start = 0; start < count; start += 1_000) {
-      const pipeline = redis.pipeline()
-      for (let i = start; i < Math.min(count, start + 1_000); i++) pipeline.xadd(key, '*', ...rawFields(i))
-      await pipeline.exec()
+/** One XADD (or `publish()`) at a time per worker, `concurrency` workers; messages/s. */
+export async function publishOne(side: Side, url: string, count: number, concurrency: number): Promise<number> {
+  if (side === 'library') {
+    const events = manager(url)
+    const topic = randomTopic('pub-lib')
+    try {
+      await events.publish(topic, newEvent('warm.up', {})) // registers the topic: the steady state is measured
+      return await pool(count, concurrency, (i) => events.publish(topic, newEvent('user.action', { ...PAYLOAD, i })))
+    } finally {
+      await events.close()
     }
-    return topic
+  }
+  const redis = rawClient(url)
+  const key = streamKey(randomTopic(`pub-${side}`))
+  const fields = fieldsFor(formatOf(side))
+  try {
+    return await pool(count, concurrency, (i) => redis.xadd(key, '*', ...fields(i)))
   } finally {
     await redis.quit()
   }
 }
 
-/** The hand-written loop: XREADGROUP COUNT n, parse every entry, one XACK per batch. */
-export async function consumeRaw(url: string, topic: string, count: number, batchSize: number): Promise<number> {
+/** Batches of `size`: `publishBatch()` (one script) against a pipeline of XADDs; 8 batches in flight; messages/s. */
+export async function publishBatch(side: Side, url: string, count: number, size: number): Promise<number> {
+  const batches = Math.max(1, Math.round(count / size))
+  if (side === 'library') {
+    const events = manager(url)
+    const topic = randomTopic('batch-lib')
+    try {
+      await events.publish(topic, newEvent('warm.up', {}))
+      const rate = await pool(batches, 8, (b) =>
+        events.publishBatch(topic, Array.from({ length: size }, (_, i) => newEvent('user.action', { ...PAYLOAD, i: b * size + i }))),
+      )
+      return rate * size
+    } finally {
+      await events.close()
+    }
+  }
+  const redis = rawClient(url, false)
+  const key = streamKey(randomTopic(`batch-${side}`))
+  const fields = fieldsFor(formatOf(side))
+  try {
+    const rate = await pool(batches, 8, async (b) => {
+      const pipeline = redis.pipeline()
+      for (let i = 0; i < size; i++) pipeline.xadd(key, '*', ...fields(b * size + i))
+      await pipeline.exec()
+    })
+    return rate * size
+  } finally {
+    await redis.quit()
+  }
+}
+
+/** Fills `topic` with `count` entries in `format` (pipelines of 1,000 XADDs, 4 in flight). */
+export async function prefill(url: string, topic: string, count: number, format: WireFormat): Promise<void> {
+  const redis = rawClient(url, false)
+  const key = streamKey(topic)
+  const fields = fieldsFor(format)
+  try {
+    const chunks = Math.ceil(count / 1_000)
+    await pool(chunks, 4, async (c) => {
+      const pipeline = redis.pipeline()
+      for (let i = c * 1_000; i < Math.min(count, (c + 1) * 1_000); i++) pipeline.xadd(key, '*', ...fields(i))
+      await pipeline.exec()
+    })
+  } finally {
+    await redis.quit()
+  }
+}
+
+// ---------------------------------------------------------------- draining
+
+/** What a drain does with each message. */
+export interface DrainOptions {
+  /** XREADGROUP COUNT (raw) or `batchSize` (library); for `subscribe`, undefined means the Config default. */
+  readonly batchSize?: number
+  /** `handleEach` / `subscribe` concurrency (library only). */
+  readonly concurrency: number
+  /** The library handler reads `msg.event.payload` (the raw loops always parse). */
+  readonly readPayload: boolean
+  /** Drain with `events.subscribe()` instead of `consume().pipe(handleEach())`. */
+  readonly viaSubscribe?: boolean
+}
+
+type XReadReply = [string, [string, string[]][]][] | null
+
+/** The hand-written loop: XREADGROUP COUNT n, parse every entry, one XACK per batch (awaited). */
+async function drainRaw(side: 'raw1' | 'raw5', url: string, topic: string, count: number, batchSize: number): Promise<number> {
   const redis = rawClient(url, false)
   const key = streamKey(topic)
   const group = 'raw'
   try {
-    await redis.xgroup('CREATE', key, group, '0', 'MKSTREAM')
     const started = performance.now()
+    await redis.xgroup('CREATE', key, group, '0', 'MKSTREAM')
     let handled = 0
     while (handled < count) {
-      const reply = (await redis.xreadgroup('GROUP', group, 'c1', 'COUNT', batchSize, 'BLOCK', 1_000, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null
+      const reply = (await redis.xreadgroup('GROUP', group, 'c1', 'COUNT', batchSize, 'BLOCK', 1_000, 'STREAMS', key, '>')) as XReadReply
       const entries = reply?.[0]?.[1] ?? []
       const ids: string[] = []
       for (const [id, fields] of entries) {
-        const record: Record<string, string> = {}
-        for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!
-        const event = { id: record['id'], name: record['name'], headers: JSON.parse(record['headers'] ?? '{}') as unknown, payload: JSON.parse(record['payload'] ?? 'null') as unknown }
-        if (event.name === undefined) throw new Error('bad entry')
+        if (side === 'raw1') {
+          const envelope = JSON.parse(fields[1] ?? 'null') as { id?: string; type?: string; data?: unknown } | null
+          if (typeof envelope?.type !== 'string') throw new Error('bad entry')
+        } else {
+          const record: Record<string, string> = {}
+          for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i] as string] = fields[i + 1] as string
+          const event = { id: record['id'], name: record['name'], headers: JSON.parse(record['headers'] ?? '{}') as unknown, payload: JSON.parse(record['payload'] ?? 'null') as unknown }
+          if (event.name === undefined) throw new Error('bad entry')
+        }
         ids.push(id)
       }
       if (ids.length > 0) await redis.xack(key, group, ...ids)
@@ -131,16 +194,38 @@ export async function consumeRaw(url: string, topic: string, count: number, batc
   }
 }
 
-export async function consumeLibrary(url: string, topic: string, count: number, batchSize: number, concurrency: number): Promise<number> {
+/** Fails loudly if a payload did not decode (so that the read cannot be optimised away). */
+function touch(payload: unknown): void {
+  if (payload === undefined) throw new Error('no payload')
+}
+
+async function drainLibrary(url: string, topic: string, count: number, options: DrainOptions): Promise<number> {
   const events = manager(url)
+  const handler = options.readPayload ? (msg: { event: { payload: unknown } }) => touch(msg.event.payload) : () => undefined
   try {
     const started = performance.now()
+    if (options.viaSubscribe === true) {
+      let handled = 0
+      let done: () => void = () => undefined
+      const finished = new Promise<void>((resolve) => (done = resolve))
+      const sub = events.subscribe(topic, 'lib', handler, {
+        concurrency: options.concurrency,
+        ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
+        onSettled: () => {
+          if (++handled === count) done()
+        },
+      })
+      await finished
+      const rate = (count / (performance.now() - started)) * 1_000
+      await sub.unsubscribe()
+      return rate
+    }
     await firstValueFrom(
       events
         .topic(topic)
-        .consume({ group: 'lib', batchSize, blockMs: 1_000 })
+        .consume({ group: 'lib', batchSize: options.batchSize ?? 100, blockMs: 1_000 })
         .pipe(
-          handleEach(() => undefined, { concurrency }),
+          handleEach(handler, { concurrency: options.concurrency }),
           scan((n) => n + 1, 0),
           filter((n) => n === count),
         ),
@@ -150,6 +235,13 @@ export async function consumeLibrary(url: string, topic: string, count: number, 
     await events.close()
   }
 }
+
+/** Drains a pre-filled topic of `count` entries; messages/s. */
+export function drain(side: Side, url: string, topic: string, count: number, options: DrainOptions): Promise<number> {
+  return side === 'library' ? drainLibrary(url, topic, count, options) : drainRaw(side, url, topic, count, options.batchSize ?? 100)
+}
+
+// ---------------------------------------------------------------- latency
 
 export interface LatencyResult {
   readonly p50: number
@@ -180,41 +272,52 @@ async function paced(rate: number, seconds: number, publish: (sentAt: number) =>
   return sent
 }
 
-export async function latencyRaw(url: string, rate: number, seconds: number): Promise<LatencyResult> {
+/** Raw pair: an autopipelined producer, a blocking reader, an autopipelined acker (one XACK per batch, not awaited). */
+async function latencyRaw(side: 'raw1' | 'raw5', url: string, rate: number, seconds: number): Promise<LatencyResult> {
   const producer = rawClient(url)
   const reader = rawClient(url, false)
   const acker = rawClient(url)
-  const key = streamKey(randomTopic('d-raw'))
+  const key = streamKey(randomTopic(`lat-${side}`))
   await reader.xgroup('CREATE', key, 'raw', '$', 'MKSTREAM')
   const samples: number[] = []
   const acks: Promise<number>[] = []
   let expected = Infinity
   const consuming = (async () => {
     while (samples.length < expected) {
-      const reply = (await reader.xreadgroup('GROUP', 'raw', 'c1', 'COUNT', 100, 'BLOCK', 1_000, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null
+      const reply = (await reader.xreadgroup('GROUP', 'raw', 'c1', 'COUNT', 100, 'BLOCK', 1_000, 'STREAMS', key, '>')) as XReadReply
       const entries = reply?.[0]?.[1] ?? []
       const now = performance.now()
       const ids: string[] = []
       for (const [id, fields] of entries) {
-        const record: Record<string, string> = {}
-        for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!
-        const payload = JSON.parse(record['payload'] ?? '{}') as { sentAt: number }
-        samples.push(now - payload.sentAt)
+        let sentAt: number
+        if (side === 'raw1') {
+          sentAt = (JSON.parse(fields[1] ?? '{}') as { data: { sentAt: number } }).data.sentAt
+        } else {
+          const record: Record<string, string> = {}
+          for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i] as string] = fields[i + 1] as string
+          JSON.parse(record['headers'] ?? '{}')
+          sentAt = (JSON.parse(record['payload'] ?? '{}') as { sentAt: number }).sentAt
+        }
+        samples.push(now - sentAt)
         ids.push(id)
       }
       if (ids.length > 0) acks.push(acker.xack(key, 'raw', ...ids))
     }
   })()
-  expected = await paced(rate, seconds, (sentAt) => producer.xadd(key, '*', 'id', randomUUID(), 'name', 'tick', 'ts', String(Date.now()), 'headers', '{}', 'payload', JSON.stringify({ sentAt })))
+  const publish =
+    side === 'raw1'
+      ? (sentAt: number) => producer.xadd(key, '*', ENVELOPE_FIELD, JSON.stringify({ id: randomUUID(), type: 'tick', time: Date.now(), data: { sentAt } }))
+      : (sentAt: number) => producer.xadd(key, '*', 'id', randomUUID(), 'name', 'tick', 'ts', String(Date.now()), 'headers', '{}', 'payload', JSON.stringify({ sentAt }))
+  expected = await paced(rate, seconds, publish)
   await consuming
   await Promise.all(acks)
   await Promise.all([producer.quit(), reader.quit(), acker.quit()])
   return percentiles(samples)
 }
 
-export async function latencyLibrary(url: string, rate: number, seconds: number): Promise<LatencyResult> {
+async function latencyLibrary(url: string, rate: number, seconds: number): Promise<LatencyResult> {
   const events = manager(url)
-  const topic = randomTopic('d-lib')
+  const topic = randomTopic('lat-lib')
   const samples: number[] = []
   let expected = Infinity
   let resolveDone: () => void = () => undefined
@@ -224,7 +327,7 @@ export async function latencyLibrary(url: string, rate: number, seconds: number)
     .consume({ group: 'lib', batchSize: 100, startFrom: 'latest' })
     .pipe(
       map((msg) => {
-        samples.push(performance.now() - (msg.event.payload as { sentAt: number }).sentAt)
+        if (msg.event.name === 'tick') samples.push(performance.now() - (msg.event.payload as { sentAt: number }).sentAt)
         return msg
       }),
       handleEach(() => undefined, { concurrency: 100 }),
@@ -232,10 +335,16 @@ export async function latencyLibrary(url: string, rate: number, seconds: number)
     .subscribe(() => {
       if (samples.length >= expected) resolveDone()
     })
-  await new Promise((r) => setTimeout(r, 200)) // the group exists before the first publish
+  await events.publish(topic, newEvent('warm.up', {})) // registers the topic
+  await new Promise((r) => setTimeout(r, 300)) // the group exists before the first timed publish
   expected = await paced(rate, seconds, (sentAt) => events.publish(topic, newEvent('tick', { sentAt })))
   await done
   sub.unsubscribe()
   await events.close()
   return percentiles(samples)
+}
+
+/** End-to-end latency (publish call to the consumer's hands) at a fixed rate, in ms. */
+export function latency(side: Side, url: string, rate: number, seconds: number): Promise<LatencyResult> {
+  return side === 'library' ? latencyLibrary(url, rate, seconds) : latencyRaw(side, url, rate, seconds)
 }

@@ -1,0 +1,78 @@
+/**
+ * Runs one benchmark scenario in a process of its own and prints its result
+ * (with the process's peak RSS) as one JSON line:
+ *
+ *   node --import tsx bench/child.ts '<json spec>'
+ *
+ * Every side loads the same modules, so their baselines match. With
+ * `BENCH_CPU_PROFILE=<file>`, the scenario itself (not the start-up) is
+ * CPU-profiled into that file (a `.cpuprofile`, see bench/profile.ts).
+ */
+import { writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
+import { drain, latency, publishBatch, publishOne, type DrainOptions, type Side } from './scenarios.js'
+
+/** What the parent asks for. */
+export type ChildSpec =
+  | { readonly kind: 'publish'; readonly side: Side; readonly url: string; readonly count: number; readonly concurrency: number }
+  | { readonly kind: 'batch'; readonly side: Side; readonly url: string; readonly count: number; readonly size: number }
+  | { readonly kind: 'drain'; readonly side: Side; readonly url: string; readonly topic: string; readonly count: number; readonly options: DrainOptions }
+  | { readonly kind: 'latency'; readonly side: Side; readonly url: string; readonly rate: number; readonly seconds: number }
+
+/** What the child prints. */
+export interface ChildResult {
+  /** Messages per second (throughput scenarios). */
+  readonly rate?: number
+  /** Latency percentiles in ms (latency scenario). */
+  readonly p50?: number
+  readonly p99?: number
+  /** Peak resident set size of the process, MiB. */
+  readonly maxRssMiB: number
+  /** RSS before the scenario started, MiB. */
+  readonly baselineMiB: number
+  /** CPU time (user + system) the process spent on the scenario, ms: steadier than rates on a busy machine. */
+  readonly cpuMs: number
+}
+
+const mib = (bytes: number): number => bytes / 1024 / 1024
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2] ?? '{}') as ChildSpec
+  const profileFile = process.env['BENCH_CPU_PROFILE']
+  const session = profileFile === undefined ? undefined : new Session()
+  if (session !== undefined) {
+    session.connect()
+    await session.post('Profiler.enable')
+    await session.post('Profiler.setSamplingInterval', { interval: 200 })
+    await session.post('Profiler.start')
+  }
+  const baselineMiB = mib(process.memoryUsage.rss())
+  const cpuBefore = process.cpuUsage()
+  let result: Omit<ChildResult, 'maxRssMiB' | 'baselineMiB' | 'cpuMs'>
+  switch (spec.kind) {
+    case 'publish':
+      result = { rate: await publishOne(spec.side, spec.url, spec.count, spec.concurrency) }
+      break
+    case 'batch':
+      result = { rate: await publishBatch(spec.side, spec.url, spec.count, spec.size) }
+      break
+    case 'drain':
+      result = { rate: await drain(spec.side, spec.url, spec.topic, spec.count, spec.options) }
+      break
+    case 'latency':
+      result = await latency(spec.side, spec.url, spec.rate, spec.seconds)
+      break
+  }
+  const cpu = process.cpuUsage(cpuBefore)
+  const cpuMs = (cpu.user + cpu.system) / 1_000
+  if (session !== undefined && profileFile !== undefined) {
+    const { profile } = await session.post('Profiler.stop')
+    writeFileSync(profileFile, JSON.stringify(profile))
+    session.disconnect()
+  }
+  // maxRSS is in KiB.
+  const out: ChildResult = { ...result, maxRssMiB: process.resourceUsage().maxRSS / 1024, baselineMiB, cpuMs }
+  console.log(JSON.stringify(out))
+}
+
+await main()
