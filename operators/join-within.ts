@@ -1,8 +1,12 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscriber } from 'rxjs'
-import { CompositeSettleable, creditLimitOf, holdOpen, releaseHold, Share } from '../src/shared-settlement.js'
+import { CompositeSettleable, creditLimitOf, holdOpen, onFailure, releaseHold, Share } from '../src/shared-settlement.js'
 import type { Settleable } from '../src/settle.js'
+import { declareDemand } from '../src/consumer/message.js'
 import {
+  creditPoolOf,
   eventTimestamp,
+  giveBack,
+  identityOf,
   IdleTimer,
   MinHeap,
   quietly,
@@ -10,6 +14,7 @@ import {
   requireNonNegative,
   requirePositive,
   StreamClock,
+  stoppingGracefully,
 } from './internal/window-engine.js'
 import {
   LateEventError,
@@ -31,9 +36,15 @@ export interface JoinWithinOptions<L, R, J extends JoinType = 'inner'> {
   /** `'inner'` (default): pairs only; `'left'`: also unmatched left events; `'outer'`: also unmatched events of both sides. */
   readonly type?: J
   /**
-   * Allowed lateness in ms: an event more than `grace` behind stream time is
-   * late (see `late`); an unmatched event is settled or emitted once stream
-   * time passes its time + `within` + `grace`. Default 0.
+   * Allowed lateness in ms. Each side has its own stream time (the largest
+   * event time seen on it), because the two inputs are read independently and
+   * one may run ahead of the other. An event is joinable while its own side's
+   * stream time is at most `grace` ahead of it and the other side's at most
+   * `within + grace` ahead of it; otherwise it is late (see `late`). A
+   * buffered event waits for partners until the other side's stream time
+   * passes its time + `within` + `grace`; if it found none it is then settled
+   * or emitted as unmatched. Default: `within`, so the inputs may drift apart
+   * by up to twice `within` without losing a partner.
    */
   readonly grace?: number
   /** Event time of a left event, in ms. Default: `left.event.timestamp` (required when L has no `event`). */
@@ -42,7 +53,7 @@ export interface JoinWithinOptions<L, R, J extends JoinType = 'inner'> {
   readonly rightTimestamp?: (right: R) => number
   /** Unmatched events that are not emitted (all with `'inner'`, right ones with `'left'`): `'ack'` (default) or `'deadLetter'`. */
   readonly unmatched?: 'ack' | 'deadLetter'
-  /** Late events (more than `grace` behind stream time): `'deadLetter'` (default) or `'ack'`. */
+  /** Late events (see `grace`): `'deadLetter'` (default) or `'ack'`. */
   readonly late?: 'deadLetter' | 'ack'
   /**
    * Most messages each side may hold in the join buffer. On reaching it, the
@@ -66,18 +77,32 @@ type TimestampOption<K extends string, V> = V extends Timestamped
 
 type Side = 'left' | 'right'
 
+const other = (side: Side): Side => (side === 'left' ? 'right' : 'left')
+
 interface Buffered {
   readonly side: Side
   readonly value: Settleable
+  readonly id: unknown
   readonly key: string
   readonly time: number
-  /** Expires when stream time passes this: time + within + grace. */
+  /** Expires when the other side's stream time passes this: time + within + grace. */
   readonly expireAt: number
   readonly seq: number
+  /** The credit pool (subscription) the message draws on. */
+  readonly pool: string
   /** The buffer's share, released on expiry. */
   readonly share: Share
+  /** Stops watching the message for a failure. */
+  unwatch: () => void
   matched: boolean
   live: boolean
+}
+
+/** What one subscription (credit pool) holds in the join buffers. */
+interface Pool {
+  count: number
+  max: number
+  readonly heap: MinHeap<Buffered>
 }
 
 class Pair<L, R> extends CompositeSettleable implements JoinedPair<L, R> {
@@ -86,8 +111,9 @@ class Pair<L, R> extends CompositeSettleable implements JoinedPair<L, R> {
   readonly left: L
   readonly right: R
   readonly timestamp: number
+  readonly partial: boolean
 
-  constructor(key: string, left: L, right: R, timestamp: number) {
+  constructor(key: string, left: L, right: R, timestamp: number, partial = false) {
     const shares: Share[] = []
     if (left !== undefined) shares.push(new Share(left as Settleable))
     if (right !== undefined) shares.push(new Share(right as Settleable))
@@ -96,6 +122,7 @@ class Pair<L, R> extends CompositeSettleable implements JoinedPair<L, R> {
     this.left = left
     this.right = right
     this.timestamp = timestamp
+    this.partial = partial
   }
 }
 
@@ -118,22 +145,23 @@ const expiresFirst = (a: Buffered, b: Buffered): boolean => (a.expireAt !== b.ex
 class JoinEngine {
   readonly #config: JoinConfig
   readonly #subscriber: Subscriber<JoinedPair<unknown, unknown>>
-  readonly #clock: StreamClock
+  /** Stream time per side: the largest event time seen on that side. */
+  readonly #clocks: Record<Side, StreamClock>
   readonly #timer: IdleTimer
   readonly #buffers: Record<Side, Map<string, Set<Buffered>>> = { left: new Map(), right: new Map() }
-  readonly #counts: Record<Side, number> = { left: 0, right: 0 }
+  /** Buffered entries per side by identity (a stream entry is buffered once). */
+  readonly #byId: Record<Side, Map<unknown, Buffered>> = { left: new Map(), right: new Map() }
   readonly #expiring: Record<Side, MinHeap<Buffered>> = { left: new MinHeap(expiresFirst), right: new MinHeap(expiresFirst) }
   readonly #done: Record<Side, boolean> = { left: false, right: false }
-  /** `maxOpenMessages` per side, lowered to the smallest credit limit seen on that side. */
-  readonly #maxOpen: Record<Side, number>
+  /** What each subscription holds: both sides may draw on one credit (one source split in two). */
+  readonly #pools = new Map<string, Pool>()
   #seq = 0
   #stopped = false
 
   constructor(config: JoinConfig, subscriber: Subscriber<JoinedPair<unknown, unknown>>) {
     this.#config = config
     this.#subscriber = subscriber
-    this.#maxOpen = { left: config.maxOpenMessages, right: config.maxOpenMessages }
-    this.#clock = new StreamClock(config.scheduler, config.idleTimeout)
+    this.#clocks = { left: new StreamClock(config.scheduler, config.idleTimeout), right: new StreamClock(config.scheduler, config.idleTimeout) }
     this.#timer = new IdleTimer(config.scheduler, () => {
       this.#expireDue()
       this.#arm()
@@ -154,21 +182,28 @@ class JoinEngine {
       quietly(new Share(value).deadLetter(new RangeError(`invalid event time ${time} for a join`)))
       return
     }
-    this.#maxOpen[side] = Math.min(this.#maxOpen[side], creditLimitOf(value) ?? Number.POSITIVE_INFINITY)
-    const streamTime = this.#clock.now()
-    if (time + this.#config.grace < streamTime) {
+    const pool = this.#pool(side, value)
+    const late = this.#lateness(side, time)
+    if (late !== undefined) {
       const share = new Share(value)
-      quietly(this.#config.late === 'ack' ? share.ack() : share.deadLetter(new LateEventError(key, time, streamTime)))
+      quietly(this.#config.late === 'ack' ? share.ack() : share.deadLetter(new LateEventError(key, time, late)))
       return
     }
-    this.#clock.observe(time)
+    const id = identityOf(value)
+    const buffered = this.#byId[side].get(id)
+    if (buffered !== undefined) {
+      // Another view of a buffered delivery: it is already joined.
+      if (buffered.value === value || !isNewerDelivery(value, buffered.value)) return
+      // A redelivery of a buffered entry that did not fail (superseded): it replaces it, and pairs again.
+      this.#drop(buffered)
+    }
+    this.#clocks[side].observe(time, value)
     this.#expireDue()
     if (this.#stopped) return
-    const entry = this.#buffer(side, value, key, time)
-    const other: Side = side === 'left' ? 'right' : 'left'
-    for (const partner of this.#buffers[other].get(key) ?? []) {
+    const entry = this.#buffer(side, value, id, key, time, pool)
+    for (const partner of this.#buffers[other(side)].get(key) ?? []) {
       // Emitting may unsubscribe (take(1)): stop there.
-      if (this.#subscriber.closed) return
+      if (this.#subscriber.closed || !entry.live) return
       // A partner buffered during this loop (a synchronous source) pairs with this event itself.
       if (!partner.live || partner.seq > entry.seq || Math.abs(partner.time - time) > this.#config.within) continue
       partner.matched = true
@@ -176,17 +211,47 @@ class JoinEngine {
       const [left, right] = side === 'left' ? [value, partner.value] : [partner.value, value]
       this.#subscriber.next(new Pair(key, left, right, Math.max(time, partner.time)))
     }
-    this.#guardCredit(side)
+    this.#guardCredit(pool)
+    this.#expireDue()
     this.#arm()
+  }
+
+  /**
+   * Stream time of the side when `time` is too late to join, else undefined.
+   * An event is joinable while its own side's stream time is at most `grace`
+   * ahead of it (out of order within its topic), and its partner side's
+   * stream time at most `within + grace` ahead (the partner side keeps its
+   * events that long): the two topics are read independently, so one may run
+   * ahead of the other by up to `within + grace`.
+   */
+  #lateness(side: Side, time: number): number | undefined {
+    const own = this.#clocks[side].now()
+    if (time + this.#config.grace < own) return own
+    if (this.#done[other(side)]) return undefined
+    const partner = this.#clocks[other(side)].now()
+    if (time + this.#config.within + this.#config.grace < partner) return partner
+    return undefined
   }
 
   complete(side: Side): void {
     this.#done[side] = true
-    if (!this.#done.left || !this.#done.right) return
-    this.#clock.end()
+    if (this.#stopped) return
+    const held = [...this.#byId.left.values(), ...this.#byId.right.values()].map((entry) => entry.value)
+    if (stoppingGracefully(held)) {
+      // Graceful stop (close()): give back what the buffers hold, unsettled and not emitted.
+      if (this.#done.left && this.#done.right) {
+        this.#giveBack()
+        this.#subscriber.complete()
+      }
+      return
+    }
+    // No more events of this side: the other side's events can find no new partner.
+    this.#clocks[side].end()
     this.#expireDue()
+    if (!this.#done.left || !this.#done.right) return
     this.#timer.cancel()
-    if (!this.#stopped) this.#subscriber.complete()
+    // Emitting may have unsubscribed (take(n)).
+    if (!this.#subscriber.closed) this.#subscriber.complete()
   }
 
   /**
@@ -199,22 +264,57 @@ class JoinEngine {
     this.#stopped = true
     this.#timer.cancel()
     const now = this.#config.scheduler.now()
-    for (const side of ['left', 'right'] as const) {
-      for (const entries of this.#buffers[side].values()) for (const entry of entries) releaseHold(entry.value, now)
-      this.#buffers[side].clear()
+    for (const entry of this.#clear()) releaseHold(entry.value, now)
+  }
+
+  #giveBack(): void {
+    this.#stopped = true
+    this.#timer.cancel()
+    giveBack(
+      this.#clear().map((entry) => entry.value),
+      this.#config.scheduler.now(),
+    )
+  }
+
+  #clear(): Buffered[] {
+    const entries = [...this.#byId.left.values(), ...this.#byId.right.values()]
+    for (const entry of entries) {
+      entry.live = false
+      entry.unwatch()
+      quietly(entry.share.abandon())
     }
+    for (const side of ['left', 'right'] as const) {
+      this.#buffers[side].clear()
+      this.#byId[side].clear()
+    }
+    return entries
+  }
+
+  #pool(side: Side, value: Settleable): string {
+    const name = creditPoolOf(value) ?? side
+    let pool = this.#pools.get(name)
+    if (pool === undefined) {
+      pool = { count: 0, max: this.#config.maxOpenMessages, heap: new MinHeap(expiresFirst) }
+      this.#pools.set(name, pool)
+      if (Number.isFinite(this.#config.maxOpenMessages)) declareDemand(value, this, this.#config.maxOpenMessages)
+    }
+    pool.max = Math.min(pool.max, creditLimitOf(value) ?? Number.POSITIVE_INFINITY)
+    return name
   }
 
   /** Buffers an event before any pair is emitted, so no pair settled at once acks a message still waiting for partners. */
-  #buffer(side: Side, value: Settleable, key: string, time: number): Buffered {
+  #buffer(side: Side, value: Settleable, id: unknown, key: string, time: number, poolName: string): Buffered {
     const entry: Buffered = {
       side,
       value,
+      id,
       key,
       time,
       expireAt: time + this.#config.within + this.#config.grace,
       seq: this.#seq++,
+      pool: poolName,
       share: new Share(value),
+      unwatch: () => undefined,
       matched: false,
       live: true,
     }
@@ -225,14 +325,40 @@ class JoinEngine {
       this.#buffers[side].set(key, entries)
     }
     entries.add(entry)
-    this.#counts[side] += 1
+    this.#byId[side].set(id, entry)
+    const pool = this.#pools.get(poolName)
+    if (pool !== undefined) {
+      pool.count += 1
+      pool.heap.push(entry)
+    }
     this.#expiring[side].push(entry)
+    // A nacked or dead-lettered message leaves every buffer at once: its redelivery must not pair with it.
+    entry.unwatch = onFailure(value, () => {
+      if (entry.live) this.#drop(entry)
+    })
     return entry
   }
 
-  /** The buffered event of `side` that expires first (dropping expired heap entries). */
-  #first(side: Side): Buffered | undefined {
-    const heap = this.#expiring[side]
+  /** Takes an entry out of the buffers without settling it (it failed, or a redelivery superseded it). */
+  #drop(entry: Buffered): void {
+    this.#remove(entry)
+    releaseHold(entry.value, this.#config.scheduler.now())
+    quietly(entry.share.abandon())
+  }
+
+  #remove(entry: Buffered): void {
+    entry.live = false
+    entry.unwatch()
+    const entries = this.#buffers[entry.side].get(entry.key)
+    entries?.delete(entry)
+    if (entries?.size === 0) this.#buffers[entry.side].delete(entry.key)
+    if (this.#byId[entry.side].get(entry.id) === entry) this.#byId[entry.side].delete(entry.id)
+    const pool = this.#pools.get(entry.pool)
+    if (pool !== undefined) pool.count -= 1
+  }
+
+  /** The live entry that expires first in `heap` (dropping dead heap entries). */
+  #first(heap: MinHeap<Buffered>): Buffered | undefined {
     for (;;) {
       const entry = heap.peek()
       if (entry === undefined || entry.live) return entry
@@ -240,40 +366,45 @@ class JoinEngine {
     }
   }
 
-  #next(): Buffered | undefined {
-    const left = this.#first('left')
-    const right = this.#first('right')
-    if (left === undefined) return right
-    if (right === undefined) return left
-    return expiresFirst(left, right) ? left : right
+  /**
+   * Stream time of a side for expiring the other side's events: its own, but
+   * at least the other side's minus `within + grace` (an event of this side
+   * further behind is late anyway), so a side without events (or idle) does
+   * not keep the other side's events forever.
+   */
+  #streamTime(side: Side): number {
+    const own = this.#clocks[side].now()
+    const partner = this.#clocks[other(side)]
+    return partner.ended ? own : Math.max(own, partner.now() - this.#config.within - this.#config.grace)
   }
 
+  /** Expires the events no partner can reach any more: those the other side's stream time has passed by `within + grace`. */
   #expireDue(): void {
-    const streamTime = this.#clock.now()
     for (;;) {
       if (this.#stopped) return
-      const entry = this.#next()
-      if (entry === undefined || !(streamTime > entry.expireAt)) return
-      this.#expire(entry)
+      let due: Buffered | undefined
+      for (const side of ['left', 'right'] as const) {
+        const entry = this.#first(this.#expiring[side])
+        if (entry === undefined || !(this.#streamTime(other(side)) > entry.expireAt)) continue
+        if (due === undefined || expiresFirst(entry, due)) due = entry
+      }
+      if (due === undefined) return
+      this.#expire(due, this.#clocks[other(due.side)].ended)
     }
   }
 
-  #guardCredit(side: Side): void {
-    while (!this.#stopped && this.#counts[side] >= this.#maxOpen[side]) {
-      const entry = this.#first(side)
+  #guardCredit(poolName: string): void {
+    const pool = this.#pools.get(poolName)
+    if (pool === undefined) return
+    while (!this.#stopped && pool.count >= pool.max) {
+      const entry = this.#first(pool.heap)
       if (entry === undefined) return
-      this.#expire(entry)
+      this.#expire(entry, false)
     }
   }
 
-  /** Expires `entry`, which is the first of its side's heap. */
-  #expire(entry: Buffered): void {
-    entry.live = false
-    this.#expiring[entry.side].pop()
-    this.#counts[entry.side] -= 1
-    const entries = this.#buffers[entry.side].get(entry.key)
-    entries?.delete(entry)
-    if (entries?.size === 0) this.#buffers[entry.side].delete(entry.key)
+  #expire(entry: Buffered, partial: boolean): void {
+    this.#remove(entry)
     releaseHold(entry.value, this.#config.scheduler.now())
     if (entry.matched) {
       quietly(entry.share.ack())
@@ -281,8 +412,8 @@ class JoinEngine {
       // The result takes its share before the buffer lets go of its own.
       const result =
         entry.side === 'left'
-          ? new Pair(entry.key, entry.value, undefined, entry.time)
-          : new Pair(entry.key, undefined, entry.value, entry.time)
+          ? new Pair(entry.key, entry.value, undefined, entry.time, partial)
+          : new Pair(entry.key, undefined, entry.value, entry.time, partial)
       quietly(entry.share.ack())
       this.#subscriber.next(result)
     } else if (this.#config.unmatched === 'deadLetter') {
@@ -294,26 +425,58 @@ class JoinEngine {
 
   #arm(): void {
     if (this.#stopped || this.#config.idleTimeout === undefined) return
-    const entry = this.#next()
-    // Expiry needs stream time strictly past expireAt: wake 1 ms after it.
-    this.#timer.arm(entry === undefined ? undefined : this.#clock.delayUntil(entry.expireAt + 1))
+    let delay: number | undefined
+    for (const side of ['left', 'right'] as const) {
+      const entry = this.#first(this.#expiring[side])
+      if (entry === undefined) continue
+      // Expiry needs the other side's stream time strictly past expireAt (or this side's past it by within + grace): wake 1 ms after.
+      for (const d of [
+        this.#clocks[other(side)].delayUntil(entry.expireAt + 1),
+        this.#clocks[side].delayUntil(entry.expireAt + this.#config.within + this.#config.grace + 1),
+      ]) {
+        if (d !== undefined && (delay === undefined || d < delay)) delay = d
+      }
+    }
+    this.#timer.arm(delay)
   }
+}
+
+/** True when `value` is a later delivery of the same entry than `than` (a higher delivery count). */
+function isNewerDelivery(value: Settleable, than: Settleable): boolean {
+  const count = (v: Settleable): number => {
+    const c = (v as { readonly deliveryCount?: unknown }).deliveryCount
+    return typeof c === 'number' ? c : 0
+  }
+  return count(value) > count(than)
 }
 
 /**
  * Joins the source (left) with `other$` (right), typically two topics or two
  * groups: events whose keys are equal and whose event times are at most
  * `within` ms apart (inclusive) are emitted as a {@link JoinedPair}, each
- * match once, as soon as its second event arrives. An event stays buffered
- * until stream time (the largest event time seen on either side) passes its
- * time + `within` + `grace`; if it found no partner by then it is emitted with
- * an empty side (`'left'`: left events; `'outer'`: both sides) or settled by
- * `unmatched`. Because an event more than `grace` behind stream time is late
- * (settled by `late`, never joined), an event emitted as unmatched can no
+ * match once, as soon as its second event arrives. Each side keeps its own
+ * stream time (the two inputs are read independently, so one may run ahead):
+ * an event stays buffered until the other side's stream time passes its time
+ * + `within` + `grace`; if it found no partner by then it is emitted with an
+ * empty side (`'left'`: left events; `'outer'`: both sides) or settled by
+ * `unmatched`. An event behind its own side's stream time by more than
+ * `grace`, or behind the other side's by more than `within + grace`, is late
+ * (settled by `late`, never joined), so an event emitted as unmatched can no
  * longer find a partner: there are no spurious empty-side results. Settling a
  * pair settles both events; an event in several pairs is acked only once all
- * of them are acked and it has left the buffer. When both inputs complete,
- * every buffered event expires; on error or unsubscribe nothing is settled.
+ * of them are acked and it has left the buffer. A nacked or dead-lettered
+ * event leaves every buffer at once, so its redelivery pairs afresh and never
+ * with itself. Both inputs may come from one subscription (`share()` and two
+ * `filter`s): the buffers then share its credit, and the oldest event is
+ * expired early before they hold all of it. When an input completes, the
+ * other side's buffered events expire (`partial: true` when emitted); on a
+ * graceful stop (`close()`) buffered messages are given back unsettled and
+ * nothing is emitted; on error or unsubscribe nothing is settled.
+ *
+ * Per-key state lives in one process: with several consumers in a group, an
+ * event and its partner may go to different consumers and never meet. Run a
+ * join with one consumer per group (or per key range, once topics are
+ * partitioned by key).
  *
  * ## Example
  * ```ts
@@ -338,7 +501,7 @@ export function joinWithin<L extends Settleable, R extends Settleable, J extends
   other$: Observable<R>,
   options: JoinWithinOptions<L, R, J> & TimestampOption<'leftTimestamp', L> & TimestampOption<'rightTimestamp', R>,
 ): OperatorFunction<L, JoinResult<L, R, J>> {
-  const grace = options.grace ?? 0
+  const grace = options.grace ?? options.within
   const maxOpenMessages = options.maxOpenMessages ?? Number.POSITIVE_INFINITY
   const type: JoinType = options.type ?? 'inner'
   requireNonNegative('within', options.within)

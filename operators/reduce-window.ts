@@ -1,5 +1,6 @@
 import { map, type OperatorFunction } from 'rxjs'
-import type { NackOptions, Outcome } from '../src/settle.js'
+import { CompositeSettleable } from '../src/shared-settlement.js'
+import { isSettleable, type NackOptions, type Outcome, type Settleable } from '../src/settle.js'
 import type { Window, WindowResult } from './window-types.js'
 
 class ReducedWindow<R, T> implements WindowResult<R, T> {
@@ -8,6 +9,7 @@ class ReducedWindow<R, T> implements WindowResult<R, T> {
   readonly start: number
   readonly end: number
   readonly early: boolean
+  readonly partial: boolean
   readonly value: R
   readonly window: Window<T>
 
@@ -16,12 +18,18 @@ class ReducedWindow<R, T> implements WindowResult<R, T> {
     this.start = window.start
     this.end = window.end
     this.early = window.early
+    this.partial = window.partial
     this.value = value
     this.window = window
   }
 
   get outcome(): Outcome | undefined {
     return this.window.outcome
+  }
+
+  /** The messages the result settles: the window's. */
+  get constituents(): readonly Settleable[] {
+    return this.window instanceof CompositeSettleable ? this.window.constituents : (this.window.messages as readonly unknown[]).filter(isSettleable)
   }
 
   ack(): Promise<Outcome> {

@@ -91,6 +91,12 @@ export interface Window<T> extends Settleable {
    * or `maxOpenMessages`. Later messages with the same bounds form another window.
    */
   readonly early: boolean
+  /**
+   * True when emitted because the source completed (not on a graceful stop,
+   * which gives held messages back unemitted) before stream time reached
+   * `end + grace`: more messages might have belonged to it.
+   */
+  readonly partial: boolean
 }
 
 /** A late event under `late: 'emit'`; settling it settles the message. */
@@ -125,6 +131,8 @@ export interface WindowResult<R, T> extends Settleable {
   readonly start: number
   readonly end: number
   readonly early: boolean
+  /** True when the window was flushed because its source completed (see {@link Window.partial}). */
+  readonly partial: boolean
   /** The reduced value. */
   readonly value: R
   /** The window it was computed from. */
@@ -146,6 +154,12 @@ export interface JoinedPair<L, R> extends Settleable {
   readonly right: R
   /** Event time of the result: the later of the two event times (the one present, when a side is empty). */
   readonly timestamp: number
+  /**
+   * True for an unmatched result emitted because the partner side's source
+   * completed (not on a graceful stop, which gives buffered messages back
+   * unemitted): a partner might still have come.
+   */
+  readonly partial: boolean
 }
 
 /** What `joinWithin` emits for a join type. */

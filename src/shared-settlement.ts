@@ -6,8 +6,12 @@ import type { NackOptions, Outcome, Settleable } from './settle.js'
  * message is acked when its last share is acked. The first share that fails
  * (nack or deadLetter) settles the message that way at once; the remaining
  * shares then settle only themselves. Counts live in one registry keyed by the
- * message object, so they add up across operators (two window operators fed
- * by the same messages ack each message only when both are done).
+ * stream entry (topic + group + stream id, and the delivery), not by object:
+ * two views of one delivery (`decode()` per branch, `withPayload`) are one
+ * entry, so two operators fed by the same messages ack each entry only when
+ * both are done. A redelivered copy (a higher delivery count) is a new
+ * delivery with counts of its own. Values that are not stream entries are
+ * counted per object.
  */
 
 interface Holding {
@@ -17,17 +21,83 @@ interface Holding {
   failed: boolean
   /** Open windows and join buffers holding the target (see {@link holdOpen}). */
   pins: number
+  /** Called once when a share fails the target (see {@link onFailure}). */
+  readonly watchers: Set<() => void>
+  /** Where the holding is registered: removed once nothing holds the entry. */
+  readonly entry: string | undefined
 }
 
-const holdings = new WeakMap<object, Holding>()
+const byObject = new WeakMap<object, Holding>()
+const byEntry = new Map<string, Holding>()
+
+/** The identity of one stream entry of one group: `topic`, `group`, `streamId`, or undefined for other values. */
+export function entryIdOf(value: unknown): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined
+  const v = value as { readonly topic?: unknown; readonly group?: unknown; readonly streamId?: unknown }
+  if (typeof v.streamId !== 'string' || typeof v.topic !== 'string' || typeof v.group !== 'string') return undefined
+  return `${v.topic}\u0000${v.group}\u0000${v.streamId}`
+}
+
+/** The delivery of a value: its entry id plus its delivery count (views of one delivery share it). */
+function deliveryIdOf(value: object): string | undefined {
+  const entry = entryIdOf(value)
+  if (entry === undefined) return undefined
+  const count = (value as { readonly deliveryCount?: unknown }).deliveryCount
+  return `${entry}\u0000${typeof count === 'number' ? count : 0}`
+}
 
 function holdingOf(target: object): Holding {
-  let holding = holdings.get(target)
+  const delivery = deliveryIdOf(target)
+  let holding = delivery === undefined ? byObject.get(target) : byEntry.get(delivery)
   if (holding === undefined) {
-    holding = { holders: 0, failed: false, pins: 0 }
-    holdings.set(target, holding)
+    holding = { holders: 0, failed: false, pins: 0, watchers: new Set(), entry: delivery }
+    if (delivery === undefined) byObject.set(target, holding)
+    else byEntry.set(delivery, holding)
   }
   return holding
+}
+
+/** Forgets a stream entry's holding once nothing holds it (a later share starts afresh). */
+function forgetIfIdle(holding: Holding): void {
+  if (holding.entry !== undefined && holding.holders === 0 && holding.pins === 0 && byEntry.get(holding.entry) === holding) {
+    byEntry.delete(holding.entry)
+  }
+}
+
+/** Marks the holding failed and tells its watchers (once). */
+function fail(holding: Holding): void {
+  holding.failed = true
+  const watchers = [...holding.watchers]
+  holding.watchers.clear()
+  for (const watcher of watchers) watcher()
+}
+
+/**
+ * Calls `callback` once, when a share of `target`'s delivery fails it (nack or
+ * dead letter through any holder). Join buffers use it to drop a failed message
+ * at once, so it never pairs with its own redelivery. Returns the cancel.
+ *
+ * @param target a message held by an open window or join buffer
+ * @param callback what to do when the message fails
+ * @returns a function that stops watching
+ */
+export function onFailure(target: Settleable, callback: () => void): () => void {
+  const holding = holdingOf(target)
+  if (holding.failed) {
+    callback()
+    return () => undefined
+  }
+  holding.watchers.add(callback)
+  return () => {
+    holding.watchers.delete(callback)
+  }
+}
+
+/** True when a share of this delivery failed it (nack or dead letter). */
+export function hasFailed(target: Settleable): boolean {
+  const delivery = deliveryIdOf(target)
+  const holding = delivery === undefined ? byObject.get(target) : byEntry.get(delivery)
+  return holding?.failed === true || target.outcome === 'nacked' || target.outcome === 'dead-lettered'
 }
 
 function attempt(settle: () => Promise<Outcome>): Promise<Outcome> {
@@ -88,21 +158,36 @@ export class Share<T extends Settleable = Settleable> implements Settleable {
     return this.#settle('dead-lettered', () => this.target.deadLetter(reason))
   }
 
-  #settle(outcome: Outcome, fail: (() => Promise<Outcome>) | undefined): Promise<Outcome> {
+  #settle(outcome: Outcome, failWith: (() => Promise<Outcome>) | undefined): Promise<Outcome> {
     if (this.#result !== undefined) return this.#result
     this.#outcome = outcome
     const holding = this.#holding
     holding.holders -= 1
     let settling: Promise<Outcome> | undefined
-    if (fail !== undefined) {
+    if (failWith !== undefined) {
       if (!holding.failed) {
-        holding.failed = true
-        settling = attempt(fail)
+        fail(holding)
+        settling = attempt(failWith)
       }
     } else if (holding.holders === 0 && !holding.failed) {
       settling = attempt(() => this.target.ack())
     }
+    forgetIfIdle(holding)
     this.#result = settling === undefined ? Promise.resolve(outcome) : settling.then(() => outcome)
+    return this.#result
+  }
+
+  /**
+   * Lets go of this share without settling anything: for a holder whose copy
+   * was superseded by a redelivery of the same entry (the old delivery is
+   * the engine's to withdraw). Resolves to `'withdrawn'`.
+   */
+  abandon(): Promise<Outcome> {
+    if (this.#result !== undefined) return this.#result
+    this.#outcome = 'withdrawn'
+    this.#holding.holders -= 1
+    forgetIfIdle(this.#holding)
+    this.#result = Promise.resolve('withdrawn')
     return this.#result
   }
 }
@@ -205,9 +290,13 @@ export function releaseHold(target: Settleable, nowMs: number): void {
     return
   }
   const holding = holdingOf(target)
-  if (holding.pins === 0) return
+  if (holding.pins === 0) {
+    forgetIfIdle(holding)
+    return
+  }
   holding.pins -= 1
   if (holding.pins === 0 && isHoldable(target)) target.holdUntil(nowMs)
+  forgetIfIdle(holding)
 }
 
 /**
@@ -223,4 +312,24 @@ export function creditLimitOf(value: unknown): number | undefined {
   if (value === null || typeof value !== 'object') return undefined
   const limit = (value as { [creditLimit]?: unknown })[creditLimit]
   return typeof limit === 'number' && limit >= 1 ? limit : undefined
+}
+
+/**
+ * A property a subscription may put on the messages it delivers: a function
+ * that tells whether the subscription is genuinely idle right now, i.e. has
+ * nothing left to deliver: its last read came back empty, no delivery is
+ * waiting, and its credit is not exhausted. Window operators and `joinWithin`
+ * let stream time follow the clock (`idleTimeout`) only while it returns
+ * true, so a pause caused by backpressure (a full credit behind a slow sink,
+ * a slow read) never makes in-order events late. A view of a message should
+ * forward it. Values without it count as idle once no event came for
+ * `idleTimeout`.
+ */
+export const sourceIdle: unique symbol = Symbol.for('rx-redis-streams.sourceIdle')
+
+/** The {@link sourceIdle} probe of a value, when it carries one. */
+export function sourceIdleOf(value: unknown): (() => boolean) | undefined {
+  if (value === null || typeof value !== 'object') return undefined
+  const probe = (value as { [sourceIdle]?: unknown })[sourceIdle]
+  return typeof probe === 'function' ? (probe as () => boolean).bind(value) : undefined
 }

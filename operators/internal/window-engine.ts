@@ -1,5 +1,6 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscriber, type Subscription } from 'rxjs'
-import { CompositeSettleable, creditLimitOf, holdOpen, releaseHold, Share } from '../../src/shared-settlement.js'
+import { declareDemand, isWithdrawn, releaseUnhandled } from '../../src/consumer/message.js'
+import { CompositeSettleable, creditLimitOf, entryIdOf, holdOpen, releaseHold, Share, sourceIdleOf } from '../../src/shared-settlement.js'
 import type { Outcome, Settleable } from '../../src/settle.js'
 import {
   LateEventError,
@@ -110,15 +111,23 @@ export class MinHeap<E> {
  * clock: it grows by the scheduler time elapsed since it last moved. An event
  * ahead of it moves it again (and restarts the idle count); one behind it
  * changes nothing. It never goes back.
+ *
+ * It follows the clock only while the source is genuinely idle: when the last
+ * message seen carries a {@link sourceIdle} probe (a subscription's messages
+ * do), only while the probe says so (nothing left to deliver), never while
+ * the pipeline is back-pressured or a read is slow.
  */
 export class StreamClock {
   readonly #scheduler: SchedulerLike
   readonly #idleTimeout: number | undefined
   /** The largest event time seen. */
   #eventTime = Number.NEGATIVE_INFINITY
+  /** The largest stream time reached by the clock (stream time never goes back). */
+  #advanced = Number.NEGATIVE_INFINITY
   /** Scheduler time when stream time last moved by an event. */
   #movedAt = 0
   #ended = false
+  #idle: (() => boolean) | undefined
 
   constructor(scheduler: SchedulerLike, idleTimeout: number | undefined) {
     this.#scheduler = scheduler
@@ -130,11 +139,14 @@ export class StreamClock {
     if (this.#ended) return Number.POSITIVE_INFINITY
     if (this.#idleTimeout === undefined || this.#eventTime === Number.NEGATIVE_INFINITY) return this.#eventTime
     const idle = this.#scheduler.now() - this.#movedAt
-    return idle >= this.#idleTimeout ? this.#eventTime + idle : this.#eventTime
+    if (idle >= this.#idleTimeout && this.#sourceIdle()) this.#advanced = Math.max(this.#advanced, this.#eventTime + idle)
+    return Math.max(this.#eventTime, this.#advanced)
   }
 
-  /** Takes in the event time of an arriving event. */
-  observe(time: number): void {
+  /** Takes in the event time of an arriving value (and its source's idle probe, if it carries one). */
+  observe(time: number, value?: unknown): void {
+    const probe = sourceIdleOf(value)
+    if (probe !== undefined) this.#idle = probe
     if (time > this.now()) {
       this.#eventTime = time
       this.#movedAt = this.#scheduler.now()
@@ -146,11 +158,32 @@ export class StreamClock {
     this.#ended = true
   }
 
-  /** Scheduler delay (ms) until stream time reaches `target` with no further events; undefined without idle advancement. */
+  get ended(): boolean {
+    return this.#ended
+  }
+
+  #sourceIdle(): boolean {
+    const probe = this.#idle
+    if (probe === undefined) return true
+    try {
+      return probe()
+    } catch {
+      return false
+    }
+  }
+
+  /**
+   * Scheduler delay (ms) until stream time reaches `target` with no further
+   * events; undefined without idle advancement. While the source is not idle,
+   * the delay to look again (`idleTimeout`).
+   */
   delayUntil(target: number): number | undefined {
-    if (this.#idleTimeout === undefined || !Number.isFinite(this.#eventTime) || this.#ended) return undefined
-    const due = this.#movedAt + Math.max(this.#idleTimeout, target - this.#eventTime)
-    return Math.max(0, due - this.#scheduler.now())
+    const idleTimeout = this.#idleTimeout
+    if (idleTimeout === undefined || !Number.isFinite(this.#eventTime) || this.#ended) return undefined
+    const due = this.#movedAt + Math.max(idleTimeout, target - this.#eventTime)
+    const delay = Math.max(0, due - this.#scheduler.now())
+    if (delay === 0 && this.now() < target) return idleTimeout
+    return delay
   }
 }
 
@@ -206,14 +239,16 @@ class WindowValue<T extends Settleable> extends CompositeSettleable implements W
   readonly end: number
   readonly messages: readonly T[]
   readonly early: boolean
+  readonly partial: boolean
 
-  constructor(key: string, start: number, end: number, messages: readonly T[], early: boolean) {
+  constructor(key: string, start: number, end: number, messages: readonly T[], early: boolean, partial: boolean) {
     super(messages.map((message) => new Share(message)))
     this.key = key
     this.start = start
     this.end = end
     this.messages = messages
     this.early = early
+    this.partial = partial
   }
 }
 
@@ -230,6 +265,42 @@ class LateValue<T extends Settleable> extends CompositeSettleable implements Lat
     this.timestamp = timestamp
     this.streamTime = streamTime
     this.message = message
+  }
+}
+
+/**
+ * The identity of a value inside one operator: its stream entry (topic, group,
+ * stream id) when it is one, so that a redelivered copy or a second view of
+ * an entry is the same entry; else the object itself.
+ */
+export function identityOf(value: object): unknown {
+  return entryIdOf(value) ?? value
+}
+
+/** The subscription a message draws credit from (topic, group, consumer), or undefined for other values. */
+export function creditPoolOf(value: unknown): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined
+  const consumer = (value as { readonly consumer?: unknown }).consumer
+  const entry = entryIdOf(value)
+  if (entry === undefined || typeof consumer !== 'string') return undefined
+  const v = value as { readonly topic: string; readonly group: string }
+  return `${v.topic}\u0000${v.group}\u0000${consumer}`
+}
+
+/** True when the operator stops because its subscription stops gracefully (close()): a held message is withdrawn. */
+export function stoppingGracefully(held: Iterable<unknown>): boolean {
+  for (const value of held) if (isWithdrawn(value)) return true
+  return false
+}
+
+/**
+ * Gives held messages back at once (graceful stop): their holds end, they
+ * leave the credit unsettled and stay pending for a replay.
+ */
+export function giveBack(values: Iterable<Settleable>, nowMs: number): void {
+  for (const value of values) {
+    releaseHold(value, nowMs)
+    releaseUnhandled(value)
   }
 }
 
@@ -284,10 +355,12 @@ interface HeapEntry<T> {
 }
 
 interface Held<T extends Settleable> {
-  /** Open windows holding the message. */
-  windows: number
-  /** The engine's share, released when no open window holds the message any more. */
-  readonly share: Share<T>
+  /** The copy of the entry the windows hold (the latest delivery that arrived). */
+  value: T
+  /** Open windows holding the entry. */
+  readonly windows: Set<MutableWindow<T>>
+  /** The engine's share, released when no open window holds the entry any more. */
+  share: Share
   /** Arrival order, to keep merged sessions in arrival order. */
   readonly arrival: number
 }
@@ -339,7 +412,12 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
   readonly #clock: StreamClock
   readonly #timer: IdleTimer
   readonly #closing = new MinHeap<HeapEntry<T>>(closesFirst)
-  readonly #held = new Map<T, Held<T>>()
+  /** Held entries by identity (one per stream entry, whatever copy or view arrived). */
+  readonly #held = new Map<unknown, Held<T>>()
+  /** Open windows per key, to emit a key's windows in window order. */
+  readonly #openByKey = new Map<string, Set<MutableWindow<T>>>()
+  /** Credit pools the operator declared its demand to. */
+  readonly #declared = new Set<string>()
   #arrivals = 0
   #windows = 0
   #stopped = false
@@ -353,7 +431,7 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     this.#subscriber = subscriber
     this.#clock = new StreamClock(config.scheduler, config.idleTimeout)
     this.#timer = new IdleTimer(config.scheduler, () => {
-      this.#closeDue()
+      this.#closeDue(false)
       this.#arm()
     })
   }
@@ -372,9 +450,10 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
       quietly(new Share(value).deadLetter(new RangeError(`invalid event time ${time} for a window`)))
       return
     }
+    this.#declare(value)
     this.#maxOpen = Math.min(this.#maxOpen, creditLimitOf(value) ?? Number.POSITIVE_INFINITY)
-    this.#clock.observe(time)
-    this.#closeDue()
+    this.#clock.observe(time, value)
+    this.#closeDue(false)
     if (this.#stopped) return
     const streamTime = this.#clock.now()
     const windows = this.#placement.place(key, time, streamTime, this.#config.grace, this) as readonly MutableWindow<T>[]
@@ -384,9 +463,20 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     this.#arm()
   }
 
+  /**
+   * The source completed. When it completed because its subscription stops
+   * gracefully (close(): the held messages are withdrawn), what the open
+   * windows hold is given back, unsettled and not emitted, so a restart
+   * replays it whole. Otherwise every open window is flushed, flagged `partial`.
+   */
   complete(): void {
+    if (stoppingGracefully([...this.#held.values()].map((held) => held.value))) {
+      this.#giveBack()
+      this.#subscriber.complete()
+      return
+    }
     this.#clock.end()
-    this.#closeDue()
+    this.#closeDue(true)
     this.#timer.cancel()
     if (!this.#stopped) this.#subscriber.complete()
   }
@@ -400,8 +490,34 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     this.#stopped = true
     this.#timer.cancel()
     const now = this.#config.scheduler.now()
-    for (const message of this.#held.keys()) releaseHold(message, now)
+    for (const held of this.#held.values()) {
+      releaseHold(held.value, now)
+      quietly(held.share.abandon())
+    }
     this.#held.clear()
+    this.#openByKey.clear()
+  }
+
+  #giveBack(): void {
+    this.#stopped = true
+    this.#timer.cancel()
+    const values = [...this.#held.values()]
+    this.#held.clear()
+    this.#openByKey.clear()
+    for (const held of values) quietly(held.share.abandon())
+    giveBack(
+      values.map((held) => held.value),
+      this.#config.scheduler.now(),
+    )
+  }
+
+  /** Tells the value's subscription how many messages this operator may hold (its credit then covers them). */
+  #declare(value: T): void {
+    if (!Number.isFinite(this.#config.maxOpenMessages)) return
+    const pool = creditPoolOf(value) ?? ''
+    if (this.#declared.has(pool)) return
+    this.#declared.add(pool)
+    declareDemand(value, this, this.#config.maxOpenMessages)
   }
 
   open(key: string, start: number, end: number): OpenWindow<T> {
@@ -415,6 +531,12 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
       version: 0,
       open: true,
     }
+    let open = this.#openByKey.get(key)
+    if (open === undefined) {
+      open = new Set()
+      this.#openByKey.set(key, open)
+    }
+    open.add(window)
     this.#enqueue(window)
     return window
   }
@@ -433,9 +555,23 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     const into = openInto as MutableWindow<T>
     const from = openFrom as MutableWindow<T>
     from.open = false
-    this.#placement.detach(from)
-    const arrival = (message: T): number => this.#held.get(message)?.arrival ?? 0
-    into.messages = [...into.messages, ...from.messages].sort((a, b) => arrival(a) - arrival(b))
+    this.#forget(from)
+    const arrival = (message: T): number => this.#held.get(identityOf(message))?.arrival ?? 0
+    for (const message of from.messages) {
+      const held = this.#held.get(identityOf(message))
+      if (held === undefined) continue
+      held.windows.delete(from)
+      held.windows.add(into)
+    }
+    const ids = new Set(into.messages.map(identityOf))
+    into.messages = [...into.messages, ...from.messages.filter((m) => !ids.has(identityOf(m)))].sort((a, b) => arrival(a) - arrival(b))
+  }
+
+  #forget(window: MutableWindow<T>): void {
+    this.#placement.detach(window)
+    const open = this.#openByKey.get(window.key)
+    open?.delete(window)
+    if (open?.size === 0) this.#openByKey.delete(window.key)
   }
 
   #enqueue(window: MutableWindow<T>): void {
@@ -452,18 +588,42 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     }
   }
 
+  /**
+   * Adds a value to its open windows. A window holds each stream entry once:
+   * a redelivered copy (or another view) of an entry already held replaces
+   * the copy in the windows holding it, and joins only the windows that do
+   * not hold the entry yet.
+   */
   #add(value: T, windows: readonly MutableWindow<T>[]): void {
-    let held = this.#held.get(value)
+    const id = identityOf(value)
+    let held = this.#held.get(id)
     if (held === undefined) {
-      held = { windows: 0, share: new Share(value), arrival: this.#arrivals++ }
-      this.#held.set(value, held)
+      held = { value, windows: new Set(), share: new Share(value), arrival: this.#arrivals++ }
+      this.#held.set(id, held)
       holdOpen(value)
+    } else if (held.value !== value) {
+      const old = held.value
+      const oldShare = held.share
+      held.value = value
+      held.share = new Share(value)
+      holdOpen(value)
+      for (const window of held.windows) {
+        const at = window.messages.indexOf(old)
+        if (at >= 0) window.messages[at] = value
+      }
+      releaseHold(old, this.#config.scheduler.now())
+      quietly(oldShare.abandon())
     }
-    held.windows += windows.length
-    for (const window of windows) window.messages.push(value)
+    const added: MutableWindow<T>[] = []
     for (const window of windows) {
+      if (held.windows.has(window)) continue
+      held.windows.add(window)
+      window.messages.push(value)
+      added.push(window)
+    }
+    for (const window of added) {
       if (this.#stopped) return
-      if (window.open && window.messages.length >= this.#config.maxMessages) this.#emit(window, true)
+      if (window.open && window.messages.length >= this.#config.maxMessages) this.#emitEarly(window)
     }
   }
 
@@ -481,13 +641,13 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     }
   }
 
-  #closeDue(): void {
+  #closeDue(partial: boolean): void {
     const streamTime = this.#clock.now()
     for (;;) {
       if (this.#stopped) return
       const window = this.#first()
       if (window === undefined || window.closeAt > streamTime) return
-      this.#emit(window, false)
+      this.#emit(window, false, partial)
     }
   }
 
@@ -496,24 +656,37 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     while (!this.#stopped && this.#held.size >= this.#maxOpen) {
       const window = this.#first()
       if (window === undefined) return
-      this.#emit(window, true)
+      this.#emitEarly(window)
     }
   }
 
-  #emit(window: MutableWindow<T>, early: boolean): void {
+  /** Emits a window early, after the open windows of its key that start before it (results of a key come out in window order). */
+  #emitEarly(window: MutableWindow<T>): void {
+    const before = [...(this.#openByKey.get(window.key) ?? [])]
+      .filter((other) => other !== window && other.start < window.start)
+      .sort((a, b) => a.start - b.start || a.seq - b.seq)
+    for (const other of before) {
+      if (this.#stopped) return
+      if (other.open) this.#emit(other, true, false)
+    }
+    if (!this.#stopped && window.open) this.#emit(window, true, false)
+  }
+
+  #emit(window: MutableWindow<T>, early: boolean, partial: boolean): void {
     window.open = false
-    this.#placement.detach(window)
+    this.#forget(window)
     // The window's shares are taken before the engine lets go of its own, so
     // no message is acked while a result still holds it.
-    const result = new WindowValue(window.key, window.start, window.end, Object.freeze(window.messages), early)
+    const result = new WindowValue(window.key, window.start, window.end, Object.freeze([...window.messages]), early, partial)
     const now = this.#config.scheduler.now()
     for (const message of window.messages) {
-      const held = this.#held.get(message)
+      const id = identityOf(message)
+      const held = this.#held.get(id)
       if (held === undefined) continue
-      held.windows -= 1
-      if (held.windows === 0) {
-        this.#held.delete(message)
-        releaseHold(message, now)
+      held.windows.delete(window)
+      if (held.windows.size === 0) {
+        this.#held.delete(id)
+        releaseHold(held.value, now)
         quietly(held.share.ack())
       }
     }

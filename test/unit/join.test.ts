@@ -69,10 +69,10 @@ describe('joinWithin', () => {
   })
 
   describe('left', () => {
-    it('emits an unmatched left event with an empty right side once stream time passes time + within + grace', () => {
-      // a@0 expires when stream time passes 5: not at x@5, at y@6
+    it("emits an unmatched left event with an empty right side once the right side's stream time passes time + within + grace", () => {
+      // a@0 expires when the right side's stream time passes 5: not at x@5, at y@6
       const v = { a: msg('a', 0, 'k'), x: msg('x', 5, 'k2'), y: msg('y', 6, 'k2') }
-      expectJoin('a------|', '-x-y---|', v, { within: 5, type: 'left' }, '---u---|', { u: 'a+_' })
+      expectJoin('a------|', '-x-y---|', v, { within: 5, grace: 0, type: 'left' }, '---u---|', { u: 'a+_' })
       expect([v.x.acks, v.y.acks]).toEqual([1, 1]) // unmatched right events of a left join are acked
     })
 
@@ -95,7 +95,10 @@ describe('joinWithin', () => {
   describe('outer', () => {
     it('emits pairs and the unmatched events of both sides', () => {
       const v = { a: msg('a', 0, 'k'), b: msg('b', 20, 'k'), x: msg('x', 2, 'k'), y: msg('y', 10, 'k2') }
-      expectJoin('a---b--|', '-x-y---|', v, { within: 5, type: 'outer' }, '-p--u--(v|)', { p: 'a+x', u: '_+y', v: 'b+_' })
+      const emitted: Pair[] = []
+      expectJoin('a---b--|', '-x-y---|', v, { within: 5, grace: 0, type: 'outer' }, '-p--u--(v|)', { p: 'a+x', u: '_+y', v: 'b+_' }, emitted)
+      // b+_ came out because the right input completed: flagged partial; _+y expired on time
+      expect(emitted.map((pair) => pair.partial)).toEqual([false, false, true])
     })
   })
 
@@ -111,11 +114,12 @@ describe('joinWithin', () => {
     expectJoin('a-b|', '---(x|)', inGrace, { within: 10, grace: 8 }, '---(pq|)', { p: 'a+x', q: 'b+x' })
   })
 
-  it('expires buffered events by the clock when idle', () => {
+  it('expires buffered events by the clock when idle, even with no event on the other side', () => {
     const v = { a: msg('a', 0, 'k') }
-    // expiry needs stream time past 0 + 5: 6, reached at frame 6
-    expectJoin('a 20ms |', '21ms |', v, { within: 5, type: 'left', idleTimeout: 5 }, '6ms u 14ms |', { u: 'a+_' })
-    expect(v.a.holds).toEqual([Number.POSITIVE_INFINITY, 6])
+    // The right side has no stream time: it counts as the left's minus within + grace (a right event further behind
+    // would be late). a@0 expires once that passes 0 + 5, i.e. left stream time 11, reached by the clock at frame 11.
+    expectJoin('a 20ms |', '21ms |', v, { within: 5, grace: 0, type: 'left', idleTimeout: 5 }, '11ms u 9ms |', { u: 'a+_' })
+    expect(v.a.holds).toEqual([Number.POSITIVE_INFINITY, 11])
   })
 
   it('expires the oldest event of a side early when the side holds maxOpenMessages', () => {

@@ -1,9 +1,11 @@
 import { TestScheduler } from 'rxjs/testing'
 import { expect } from 'vitest'
-import type { Message, RetryDefaults } from '../../src/consumer/message.js'
+import { messageWithdrawn, releaseMessage, type Message, type RetryDefaults } from '../../src/consumer/message.js'
 import type { Event } from '../../src/event.js'
 import type { NackOptions, Outcome } from '../../src/settle.js'
 import type { JoinedPair, Late, Window, WindowResult } from '../../operators/window-types.js'
+
+let entries = 0
 
 /** A test double of our own `Message` interface: counts every settlement call and hold. */
 export class FakeMessage implements Message<string> {
@@ -12,7 +14,7 @@ export class FakeMessage implements Message<string> {
   readonly topic = 'test-topic'
   readonly group = 'test-group'
   readonly consumer = 'test-consumer'
-  readonly deliveryCount = 1
+  deliveryCount = 1
   readonly maxDeliveries = 4
   readonly retry: RetryDefaults = { maxRetries: 3, initialDelay: 1_000 }
   acks = 0
@@ -21,6 +23,10 @@ export class FakeMessage implements Message<string> {
   readonly reasons: unknown[] = []
   readonly nackOptions: (NackOptions | undefined)[] = []
   readonly holds: number[] = []
+  /** Times it was given back unsettled (`releaseUnhandled`). */
+  released = 0
+  /** Set to make it withdrawn (its subscription stops gracefully). */
+  withdrawn = false
   #outcome: Outcome | undefined
 
   constructor(
@@ -28,8 +34,48 @@ export class FakeMessage implements Message<string> {
     timestamp: number,
     key = '',
   ) {
-    this.streamId = `${timestamp}-0`
+    this.streamId = `${Number.isFinite(timestamp) ? timestamp : 0}-${entries++}`
     this.event = { id, name: 'test.event', payload: id, headers: { key }, timestamp }
+  }
+
+  /** A redelivery of the same stream entry: same stream id, the next delivery count, unsettled. */
+  redelivered(): FakeMessage {
+    const copy = new FakeMessage(this.id, this.event.timestamp, this.key)
+    Object.assign(copy, { streamId: this.streamId, deliveryCount: this.deliveryCount + 1 })
+    return copy
+  }
+
+  /** Another view of this delivery (as `decode()` makes): another object, same entry, same settlement. */
+  view(): Message<string> {
+    const inner = this as FakeMessage
+    return {
+      event: inner.event,
+      streamId: inner.streamId,
+      topic: inner.topic,
+      group: inner.group,
+      consumer: inner.consumer,
+      deliveryCount: inner.deliveryCount,
+      maxDeliveries: inner.maxDeliveries,
+      retry: inner.retry,
+      get outcome() {
+        return inner.outcome
+      },
+      ack: () => inner.ack(),
+      nack: (error: unknown, options?: NackOptions) => inner.nack(error, options),
+      deadLetter: (reason: unknown) => inner.deadLetter(reason),
+      holdUntil: (until: number) => inner.holdUntil(until),
+      begin: () => inner.begin(),
+      signal: inner.signal,
+      withPayload: <A>(payload: A) => inner.withPayload(payload),
+    }
+  }
+
+  get [messageWithdrawn](): boolean {
+    return this.withdrawn && this.#outcome === undefined
+  }
+
+  [releaseMessage](): void {
+    this.released++
   }
 
   get key(): string {
@@ -78,6 +124,16 @@ export class FakeMessage implements Message<string> {
 
   holdUntil(untilMs: number): void {
     this.holds.push(untilMs)
+  }
+
+  /** Handler attempts begun. */
+  begun = 0
+  readonly signal: AbortSignal = new AbortController().signal
+
+  begin(): boolean {
+    if (this.#outcome !== undefined || this[messageWithdrawn]) return false
+    this.begun++
+    return true
   }
 
   withPayload<A>(_payload: A): Message<A> {
