@@ -1,4 +1,5 @@
 import type { StreamBackend } from './backend/types.js'
+import { MAX_TIMER_MS } from './consumer/timers.js'
 import type { Logger } from './logger.js'
 import { messagingAttributes, type Instruments } from './telemetry/instruments.js'
 
@@ -55,8 +56,10 @@ export class DelayedPromoter {
   #schedule(delayMs: number): void {
     if (this.#stopped) return
     clearTimeout(this.#timer)
-    this.#wakeAt = Date.now() + delayMs
-    this.#timer = setTimeout(() => void this.#tick(), delayMs)
+    // Node fires timers longer than 2^31 − 1 ms after 1 ms: wake at the cap and look again (a pass re-arms).
+    const delay = Math.min(Math.max(0, delayMs), MAX_TIMER_MS)
+    this.#wakeAt = Date.now() + delay
+    this.#timer = setTimeout(() => void this.#tick(), delay)
     this.#timer.unref()
   }
 
