@@ -10,18 +10,67 @@ export interface DeadLetter {
   readonly topic: string
   /** The original event; null when its fields could not be decoded (malformed input). */
   readonly event: Event | null
-  /** The original stream fields, as stored. */
+  /** The stored fields: the original entry's and the `dlq_*` ones (an entry stored as one `dlq_fields` field comes back expanded). */
   readonly fields: Readonly<Record<string, string>>
   /** Its id in the topic stream when it failed. */
   readonly originalId: string
   /** The consumer group that failed it. */
   readonly group: string
-  /** Why it failed (capped). */
+  /** Why it failed: `<ErrorClass>: <message>` (capped); a decode failure names its reason. */
   readonly error: string
-  /** Deliveries it had. */
+  /** Deliveries it had (the group's delivery count when it was moved). Same as `attempts`. */
+  readonly deliveries: number
+  /** Deliveries it had: the name older letters used (`dlq_attempts`); equals `deliveries`. */
   readonly attempts: number
+  /** How many times a handler ran it in the process that moved it (retries included; BullMQ's `attemptsMade`); null when not recorded. */
+  readonly handlerRuns: number | null
+  /** The class name of the last error (`TypeError`, `DecodeError`, …); null when not recorded. */
+  readonly errorClass: string | null
+  /** The last error's stack, at most 4 KiB (BullMQ's `stacktrace`); null when not recorded. */
+  readonly stack: string | null
+  /** The consumer that moved it; null when not recorded. */
+  readonly consumer: string | null
   /** When it was moved, ms since the epoch. */
   readonly failedAt: number
+}
+
+/**
+ * The error text of a dead letter, in its one format: `<ErrorClass>: <message>`
+ * (the class alone when there is no message), capped at `maxChars`.
+ *
+ * @example
+ * ```ts
+ * import { formatDeadLetterError } from 'rx-redis-streams'
+ * formatDeadLetterError(new TypeError('bad total')) // 'TypeError: bad total'
+ * ```
+ */
+export function formatDeadLetterError(error: unknown, maxChars = 2_000): string {
+  let text: string
+  if (error instanceof Error) text = error.message === '' ? error.name : `${error.name}: ${error.message}`
+  else text = `${typeof error === 'string' ? 'Error' : 'NonError'}: ${String(error)}`
+  return text.length > maxChars ? `${text.slice(0, maxChars - 1)}…` : text
+}
+
+/** The class name of a failure as a dead letter records it. */
+export function errorClassOf(error: unknown): string {
+  return error instanceof Error ? error.name : 'NonError'
+}
+
+/** The original fields of a letter stored as one JSON field, or null when it cannot be read. */
+function expandEncoded(text: string): string[] | null {
+  try {
+    const parsed: unknown = JSON.parse(text)
+    if (!Array.isArray(parsed) || !parsed.every((v) => typeof v === 'string')) return null
+    return parsed
+  } catch {
+    return null
+  }
+}
+
+const optionalNumber = (text: string | undefined): number | null => {
+  if (text === undefined || text === '') return null
+  const n = Number(text)
+  return Number.isFinite(n) ? n : null
 }
 
 /** Options of {@link DeadLetterQueue.replayAll}. */
@@ -34,31 +83,44 @@ export interface ReplayAllOptions {
   readonly onProgress?: (replayed: number) => void
 }
 
-function parse(topic: string, entry: StoredEntry, maxPayloadBytes: number): DeadLetter {
+function parse(topic: string, entry: StoredEntry, maxPayloadBytes: number, maxPayloadDepth: number): DeadLetter {
   const fields: Record<string, string> = Object.create(null) as Record<string, string>
-  const original: string[] = []
+  let original: string[] = []
+  const dlq: Record<string, string> = Object.create(null) as Record<string, string>
   for (let i = 0; i + 1 < entry.fields.length; i += 2) {
     const k = entry.fields[i] as string
     const v = entry.fields[i + 1] as string
-    fields[k] = v
-    if (!k.startsWith('dlq_')) original.push(k, v)
+    if (k.startsWith('dlq_')) dlq[k] ??= v
+    else original.push(k, v)
   }
+  const encoded = dlq[DlqFields.encodedFields]
+  if (encoded !== undefined) original = original.concat(expandEncoded(encoded) ?? [])
+  for (let i = 0; i + 1 < original.length; i += 2) fields[original[i] as string] ??= original[i + 1] as string
+  for (const [k, v] of Object.entries(dlq)) if (k !== DlqFields.encodedFields) fields[k] = v
   let event: Event | null
   try {
-    event = decodeEntry(original, maxPayloadBytes).event
+    const decoded = decodeEntry(original, maxPayloadBytes, maxPayloadDepth).event
+    if (decoded.payload === undefined) throw new Error('unreachable: JSON has no undefined') // parsed now: a payload that cannot be parsed makes the event null
+    event = decoded
   } catch {
     event = null
   }
+  const deliveries = optionalNumber(dlq[DlqFields.deliveries]) ?? optionalNumber(dlq[DlqFields.attempts]) ?? 0
   return {
     dlqId: entry.id,
     topic,
     event,
     fields,
-    originalId: fields[DlqFields.originalId] ?? '',
-    group: fields[DlqFields.group] ?? '',
-    error: fields[DlqFields.error] ?? '',
-    attempts: Number(fields[DlqFields.attempts] ?? 0),
-    failedAt: Number(fields[DlqFields.failedAt] ?? 0),
+    originalId: dlq[DlqFields.originalId] ?? '',
+    group: dlq[DlqFields.group] ?? '',
+    error: dlq[DlqFields.error] ?? '',
+    deliveries,
+    attempts: deliveries,
+    handlerRuns: optionalNumber(dlq[DlqFields.handlerRuns]),
+    errorClass: dlq[DlqFields.errorClass] ?? null,
+    stack: dlq[DlqFields.stack] ?? null,
+    consumer: dlq[DlqFields.consumer] ?? null,
+    failedAt: Number(dlq[DlqFields.failedAt] ?? 0),
   }
 }
 
@@ -84,11 +146,15 @@ export class DeadLetterQueue {
     this.#config = config
   }
 
+  get #depth(): number {
+    return this.#config.maxPayloadDepth
+  }
+
   /** Dead letters, oldest first; `after` is a DLQ id to page from (exclusive). */
   async list(topic: string, options: { readonly count?: number; readonly after?: string } = {}): Promise<DeadLetter[]> {
     validateTopic(topic)
     const entries = await this.#backend.dlqList(topic, { count: options.count ?? 100, ...(options.after === undefined ? {} : { after: options.after }) })
-    return entries.map((e) => parse(topic, e, this.#config.maxPayloadBytes))
+    return entries.map((e) => parse(topic, e, this.#config.maxPayloadBytes, this.#depth))
   }
 
   /** The original spec's `GetMessages(topic, count)`. */
@@ -100,7 +166,7 @@ export class DeadLetterQueue {
   async get(topic: string, dlqId: string): Promise<DeadLetter | null> {
     validateTopic(topic)
     const entry = await this.#backend.dlqGet(topic, dlqId)
-    return entry === null ? null : parse(topic, entry, this.#config.maxPayloadBytes)
+    return entry === null ? null : parse(topic, entry, this.#config.maxPayloadBytes, this.#depth)
   }
 
   /** How many dead letters the topic holds. */

@@ -57,6 +57,8 @@ export type DecodeReason =
   | 'invalid_headers'
   | 'payload_too_large'
   | 'invalid_payload'
+  | 'payload_too_deep'
+  | 'duplicate_field'
 
 /**
  * A stream entry (untrusted input) that is not a valid event, or a payload that
@@ -135,5 +137,41 @@ export class ConsumerNameInUseError extends EventSystemError {
 export class MalformedPayloadError extends EventSystemError {
   constructor(readonly streamId: string, message: string, options?: { cause?: unknown }) {
     super('MALFORMED_PAYLOAD', `payload of entry ${streamId} cannot be decoded (moved to the dead letter queue): ${message}`, options)
+  }
+}
+/** A payload nested deeper than `maxPayloadDepth` (`EVENT_MAX_PAYLOAD_DEPTH`, default 64). Raised before any I/O. */
+export class PayloadTooDeepError extends SerializationError {
+  constructor(readonly limit: number, readonly path: string) {
+    super(`payload at ${path} is nested deeper than the limit of ${String(limit)} levels (EVENT_MAX_PAYLOAD_DEPTH)`)
+  }
+}
+
+/**
+ * A publish whose outcome is unknown: the command may have been executed but
+ * its reply never arrived (a timeout, a connection reset or lost after the
+ * command was sent). Publishing the same event again (same event id) within
+ * the dedupe window (`EVENT_PUBLISH_DEDUPE_WINDOW`) appends it once.
+ *
+ * @example
+ * ```ts
+ * import { PublishOutcomeUnknownError } from 'rx-redis-streams'
+ * const evt = newEvent('order.placed', { id: 7 })
+ * try { await events.publish('orders', evt) } catch (e) {
+ *   if (e instanceof PublishOutcomeUnknownError) await events.publish('orders', evt) // appended once
+ * }
+ * ```
+ */
+export class PublishOutcomeUnknownError extends BackendError {
+  /** Whether a retry with the same event ids is deduplicated (the dedupe window is on). */
+  readonly retrySafe: boolean
+
+  constructor(readonly topic: string, readonly eventIds: readonly string[], options: { cause?: unknown; retrySafe: boolean }) {
+    const cause = options.cause
+    const why = cause instanceof Error ? ` (${cause.message})` : ''
+    const advice = options.retrySafe
+      ? 'publish the same event again (same id) within the dedupe window to append it at most once'
+      : 'the dedupe window is off (EVENT_PUBLISH_DEDUPE_WINDOW=0): a retry may append it twice'
+    super(`publish to ${topic}: outcome unknown, it may or may not have been appended${why}; ${advice}`, { cause }, 'PUBLISH_OUTCOME_UNKNOWN')
+    this.retrySafe = options.retrySafe
   }
 }

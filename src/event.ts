@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { DecodeError, PayloadTooLargeError, SerializationError } from './errors.js'
+import { DecodeError, PayloadTooDeepError, PayloadTooLargeError, SerializationError } from './errors.js'
 
 /**
  * An event: what is published to a topic and delivered to consumer groups.
@@ -140,16 +140,167 @@ export interface WireExtras {
 /** `JSON.stringify`, typed honestly: undefined for `undefined`, functions and symbols. */
 const stringifyJson: (value: unknown) => string | undefined = JSON.stringify
 
+/** The default of `EVENT_MAX_PAYLOAD_DEPTH`: containers (objects, arrays) nested in one payload. */
+export const DEFAULT_MAX_PAYLOAD_DEPTH = 64
+
+/** Built-ins that `JSON.stringify` turns into `{}` (or worse) without a word. */
+const NOT_JSON: readonly [abstract new (...args: never[]) => object, string][] = [
+  [Map, 'a Map'],
+  [Set, 'a Set'],
+  [WeakMap, 'a WeakMap'],
+  [WeakSet, 'a WeakSet'],
+  [RegExp, 'a RegExp'],
+  [Promise, 'a Promise'],
+  [ArrayBuffer, 'an ArrayBuffer'],
+  [Error, 'an Error'],
+]
+
+/** `$.a[0].b`-style path of a value inside the payload. */
+function pathText(path: readonly (string | number)[]): string {
+  let out = '$'
+  for (const key of path) {
+    out += typeof key === 'number' ? `[${String(key)}]` : /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
+  }
+  return out
+}
+
+/**
+ * Checks that a payload is a JSON value before it is stringified: objects,
+ * arrays, strings, finite numbers, booleans and null; `undefined` properties
+ * are dropped and values with `toJSON` (Date) use it, as `JSON.stringify`
+ * does. Anything `JSON.stringify` would silently change or drop is refused.
+ */
+function checkJsonValue(value: unknown, maxDepth: number, path: (string | number)[], ancestors: object[]): void {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return
+    case 'number':
+      if (!Number.isFinite(value)) throw new SerializationError(`payload at ${pathText(path)} is ${String(value)}, which JSON cannot represent`)
+      return
+    case 'bigint':
+      throw new SerializationError(`payload at ${pathText(path)} is a BigInt, which JSON cannot represent (send it as a string)`)
+    case 'function':
+      throw new SerializationError(`payload at ${pathText(path)} is a function, which JSON cannot represent`)
+    case 'symbol':
+      throw new SerializationError(`payload at ${pathText(path)} is a symbol, which JSON cannot represent`)
+    case 'undefined':
+      throw new SerializationError(`payload at ${pathText(path)} is undefined, which JSON cannot represent`)
+    default:
+      break
+  }
+  if (value === null) return
+  const object = value as object
+  const toJSON = (object as { toJSON?: unknown }).toJSON
+  if (typeof toJSON === 'function') {
+    if (object instanceof Date && Number.isNaN(object.getTime())) throw new SerializationError(`payload at ${pathText(path)} is an invalid Date`)
+    let replaced: unknown
+    try {
+      replaced = toJSON.call(object, path.length === 0 ? '' : String(path[path.length - 1]))
+    } catch (cause) {
+      throw new SerializationError(`payload at ${pathText(path)}: its toJSON() threw: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+    }
+    if (replaced !== object) checkJsonValue(replaced, maxDepth, path, ancestors)
+    return
+  }
+  if (ancestors.includes(object)) throw new SerializationError(`payload at ${pathText(path)} is a cycle (it contains itself)`)
+  if (ancestors.length >= maxDepth) throw new PayloadTooDeepError(maxDepth, pathText(path))
+  if (Array.isArray(object)) {
+    ancestors.push(object)
+    const list = object as unknown[]
+    for (let i = 0; i < list.length; i++) {
+      path.push(i)
+      checkJsonValue(list[i], maxDepth, path, ancestors)
+      path.pop()
+    }
+    ancestors.pop()
+    return
+  }
+  const proto: unknown = Object.getPrototypeOf(object)
+  if (proto !== Object.prototype && proto !== null) {
+    for (const [type, described] of NOT_JSON) {
+      if (object instanceof type) throw new SerializationError(`payload at ${pathText(path)} is ${described}, which JSON cannot represent`)
+    }
+    if (ArrayBuffer.isView(object)) throw new SerializationError(`payload at ${pathText(path)} is a binary view, which JSON cannot represent (send it as base64)`)
+  }
+  ancestors.push(object)
+  const record = object as Record<string, unknown>
+  for (const key of Object.keys(record)) {
+    const child = record[key]
+    if (child === undefined) continue // dropped, as JSON.stringify does
+    path.push(key)
+    checkJsonValue(child, maxDepth, path, ancestors)
+    path.pop()
+  }
+  ancestors.pop()
+}
+
+/**
+ * Throws unless `payload` is a JSON value nested at most `maxDepth` deep (see
+ * {@link encodeEvent} for what is accepted).
+ *
+ * @example
+ * ```ts
+ * import { assertJsonPayload } from 'rx-redis-streams'
+ * assertJsonPayload({ at: new Date(), tags: ['a'] }) // fine
+ * assertJsonPayload({ ids: new Set([1]) })           // SerializationError: payload at $.ids is a Set...
+ * ```
+ * @throws {SerializationError} naming the path of the first value JSON cannot represent
+ * @throws {PayloadTooDeepError} nested deeper than `maxDepth`
+ */
+export function assertJsonPayload(payload: unknown, maxDepth: number = DEFAULT_MAX_PAYLOAD_DEPTH): void {
+  checkJsonValue(payload, maxDepth, [], [])
+}
+
+/**
+ * Whether JSON text nests containers deeper than `maxDepth`. A scan of the text
+ * before parsing it: a hostile entry nested 100,000 deep is refused without
+ * building it.
+ */
+export function jsonDepthExceeds(text: string, maxDepth: number): boolean {
+  // Each level needs an opening and a closing bracket.
+  if (text.length <= 2 * maxDepth) return false
+  let depth = 0
+  const n = text.length
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x22) {
+      // a string: skip to its closing quote
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i)
+        if (d === 0x5c) i++
+        else if (d === 0x22) break
+      }
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > maxDepth) return true
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--
+    }
+  }
+  return false
+}
+
 
 /**
  * Encodes an event into a flat stream field list `[field, value, ...]`, checking
- * everything before any I/O: name, headers (strings only), serializable payload
- * and its size.
+ * everything before any I/O: name, headers (strings only), serializable payload,
+ * its depth and its size.
  *
+ * Accepted payloads are JSON values: objects, arrays, strings, finite numbers,
+ * booleans and null; `undefined` properties are dropped and a `Date` becomes its
+ * ISO string, as `JSON.stringify` does. Map, Set, BigInt, functions, symbols,
+ * NaN, ±Infinity, cycles and `undefined` in arrays are refused, naming the path.
+ *
+ * @example
+ * ```ts
+ * import { encodeEvent, newEvent } from 'rx-redis-streams'
+ * encodeEvent(newEvent('order.placed', { total: 12 }), 1024 * 1024) // ['id', '…', 'name', 'order.placed', …]
+ * ```
  * @throws {SerializationError} payload or headers that are not serializable
+ * @throws {PayloadTooDeepError} payload nested deeper than `maxPayloadDepth`
  * @throws {PayloadTooLargeError} payload over `maxPayloadBytes`
  */
-export function encodeEvent(event: Event, maxPayloadBytes: number, extras: WireExtras = {}): string[] {
+export function encodeEvent(event: Event, maxPayloadBytes: number, extras: WireExtras = {}, maxPayloadDepth: number = DEFAULT_MAX_PAYLOAD_DEPTH): string[] {
   if (typeof event.name !== 'string' || event.name.length === 0) {
     throw new SerializationError('an event needs a non-empty string name')
   }
@@ -169,6 +320,7 @@ export function encodeEvent(event: Event, maxPayloadBytes: number, extras: WireE
     }
     if (any) headers = JSON.stringify(h)
   }
+  assertJsonPayload(event.payload, maxPayloadDepth)
   let payload: string | undefined
   try {
     payload = stringifyJson(event.payload)
@@ -193,15 +345,24 @@ export function encodeEvent(event: Event, maxPayloadBytes: number, extras: WireE
   return fields
 }
 
-const UNSAFE_KEY = /"(?:__proto__|constructor|prototype)"\s*:/
-const UNSAFE_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype'])
+const UNSAFE_KEY = /"(?:__proto__|constructor)"\s*:/
 
 /** Whether JSON text may hold an unsafe key: spelled out, or hidden behind a `\u` escape (`"\u005f_proto__"`). */
 const mayHoldUnsafeKey = (text: string): boolean => UNSAFE_KEY.test(text) || text.includes('\\u')
 
+/** A `constructor` key whose value holds a `prototype` key: `obj.constructor.prototype` reaches a real prototype after a merge. */
+const isConstructorVector = (record: Record<string, unknown>, key: string): boolean => {
+  if (key !== 'constructor') return false
+  const value = record[key]
+  return value !== null && typeof value === 'object' && Object.hasOwn(value, 'prototype')
+}
+
 /**
- * Removes `__proto__`, `constructor` and `prototype` keys from parsed JSON, at
- * any depth. Iterative: a deeply nested payload must not overflow the stack.
+ * Removes the prototype-pollution vectors from parsed JSON, at any depth:
+ * `__proto__` keys, and `constructor` keys whose value has a `prototype` key
+ * (the rules of secure-json-parse). Every other key — a plain `constructor`
+ * or `prototype` among them — is data and stays. Iterative: a deeply nested
+ * payload must not overflow the stack.
  */
 function stripUnsafeKeys(value: unknown): unknown {
   const pending: object[] = []
@@ -216,7 +377,7 @@ function stripUnsafeKeys(value: unknown): unknown {
     }
     const record = node as Record<string, unknown>
     for (const key of Object.keys(record)) {
-      if (UNSAFE_KEYS.has(key)) Reflect.deleteProperty(record, key)
+      if (key === '__proto__' || isConstructorVector(record, key)) Reflect.deleteProperty(record, key)
       else visit(record[key])
     }
   }
@@ -224,17 +385,25 @@ function stripUnsafeKeys(value: unknown): unknown {
 }
 
 /**
- * Parses untrusted JSON: `__proto__`, `constructor` and `prototype` keys are
- * dropped so that no later merge of the value can pollute a prototype.
+ * Parses untrusted JSON: `__proto__` keys and `constructor` keys holding a
+ * `prototype` are dropped so that no later merge of the value can pollute a
+ * prototype; every other key (a plain `constructor` or `prototype` too) stays.
  *
  * @example
  * ```ts
  * import { safeJsonParse } from 'rx-redis-streams'
- * safeJsonParse('{"__proto__":{"polluted":1},"a":1}') // { a: 1 }
+ * safeJsonParse('{"__proto__":{"polluted":1},"a":1}')           // { a: 1 }
+ * safeJsonParse('{"constructor":"Acme","prototype":"v2"}')       // kept as it is
+ * safeJsonParse('[[[1]]]', { maxDepth: 2 })                      // DecodeError: payload_too_deep
  * ```
- * @throws {DecodeError} with reason `malformed_json`
+ * @param text the JSON text
+ * @param options `maxDepth`: containers nested at most this deep (unlimited when omitted)
+ * @throws {DecodeError} with reason `malformed_json`, or `payload_too_deep`
  */
-export function safeJsonParse(text: string): unknown {
+export function safeJsonParse(text: string, options: { readonly maxDepth?: number } = {}): unknown {
+  if (options.maxDepth !== undefined && jsonDepthExceeds(text, options.maxDepth)) {
+    throw new DecodeError('payload_too_deep', `JSON nested deeper than ${String(options.maxDepth)} levels`)
+  }
   let value: unknown
   try {
     value = JSON.parse(text)
@@ -247,7 +416,7 @@ export function safeJsonParse(text: string): unknown {
 /** The fields of one stream entry, read as untrusted input. */
 export type EntryFields = readonly string[] | Readonly<Record<string, string>>
 
-/** The known fields of one entry; the first occurrence of a field wins. */
+/** The known fields of one entry. A known field given twice makes the entry malformed. */
 interface WireParts {
   id?: string
   name?: string
@@ -259,22 +428,26 @@ interface WireParts {
   replayGroup?: string
 }
 
+const duplicate = (field: string): DecodeError =>
+  new DecodeError('duplicate_field', `field ${JSON.stringify(field)} appears more than once (which one is meant cannot be told)`)
+
+/** Sets one known field; a second occurrence throws (read as untrusted input: first-wins would hide a forgery). */
 function takeField(parts: WireParts, k: unknown, v: unknown): void {
   if (typeof k !== 'string' || typeof v !== 'string') return
   switch (k) {
-    case Fields.id: parts.id ??= v; break
-    case Fields.name: parts.name ??= v; break
-    case Fields.ts: parts.ts ??= v; break
-    case Fields.headers: parts.headers ??= v; break
-    case Fields.payload: parts.payload ??= v; break
-    case Fields.correlationId: parts.cid ??= v; break
-    case Fields.traceparent: parts.traceparent ??= v; break
-    case Fields.replayGroup: parts.replayGroup ??= v; break
+    case Fields.id: if (parts.id !== undefined) throw duplicate(k); parts.id = v; break
+    case Fields.name: if (parts.name !== undefined) throw duplicate(k); parts.name = v; break
+    case Fields.ts: if (parts.ts !== undefined) throw duplicate(k); parts.ts = v; break
+    case Fields.headers: if (parts.headers !== undefined) throw duplicate(k); parts.headers = v; break
+    case Fields.payload: if (parts.payload !== undefined) throw duplicate(k); parts.payload = v; break
+    case Fields.correlationId: if (parts.cid !== undefined) throw duplicate(k); parts.cid = v; break
+    case Fields.traceparent: if (parts.traceparent !== undefined) throw duplicate(k); parts.traceparent = v; break
+    case Fields.replayGroup: if (parts.replayGroup !== undefined) throw duplicate(k); parts.replayGroup = v; break
     default: break
   }
 }
 
-/** Picks the known fields out of a flat list or a record (a hot path: no intermediate map). */
+/** Picks the known fields out of a flat list or a record (a hot path: no intermediate map). Unknown fields are ignored, repeated or not. */
 function wireParts(entryFields: EntryFields): WireParts {
   const parts: WireParts = {}
   const fields: unknown = entryFields // untrusted: the declared type is a hope, not a guarantee
@@ -302,6 +475,7 @@ export class StoredEvent<P = unknown> implements Event<P> {
   readonly traceparent?: string
   /** The raw JSON of the payload. */
   readonly rawPayload: string
+  readonly #maxDepth: number
   #parsed = false
   #payload: unknown
 
@@ -313,7 +487,10 @@ export class StoredEvent<P = unknown> implements Event<P> {
     rawPayload: string
     correlationId: string | undefined
     traceparent: string | undefined
+    /** Containers nested at most this deep in the payload (default {@link DEFAULT_MAX_PAYLOAD_DEPTH}). */
+    maxDepth?: number
   }) {
+    this.#maxDepth = parts.maxDepth ?? DEFAULT_MAX_PAYLOAD_DEPTH
     this.id = parts.id
     this.name = parts.name
     this.headers = parts.headers
@@ -323,10 +500,10 @@ export class StoredEvent<P = unknown> implements Event<P> {
     if (parts.traceparent !== undefined) this.traceparent = parts.traceparent
   }
 
-  /** The payload, parsed (safely) on first access. @throws {DecodeError} */
+  /** The payload, parsed (safely) on first access. @throws {DecodeError} malformed JSON, or nested too deep */
   get payload(): P {
     if (!this.#parsed) {
-      this.#payload = safeJsonParse(this.rawPayload)
+      this.#payload = safeJsonParse(this.rawPayload, { maxDepth: this.#maxDepth })
       this.#parsed = true
     }
     return this.#payload as P
@@ -355,11 +532,12 @@ export interface DecodedEntry {
 /**
  * Decodes stream entry fields (untrusted) into an event. Checks presence and
  * types of every field and the payload size; the payload JSON itself is parsed
- * lazily by {@link StoredEvent.payload}.
+ * lazily by {@link StoredEvent.payload}, with the depth limit `maxPayloadDepth`.
+ * A known field that appears twice makes the entry malformed (`duplicate_field`).
  *
  * @throws {DecodeError} with a reason code; never anything else
  */
-export function decodeEntry(fields: EntryFields, maxPayloadBytes: number): DecodedEntry {
+export function decodeEntry(fields: EntryFields, maxPayloadBytes: number, maxPayloadDepth: number = DEFAULT_MAX_PAYLOAD_DEPTH): DecodedEntry {
   const { id, name, ts, headers: rawHeaders, payload: rawPayload, cid, traceparent, replayGroup } = wireParts(fields)
   if (id === undefined || id.length === 0) throw new DecodeError('missing_field', 'field "id" is missing')
   if (name === undefined || name.length === 0) throw new DecodeError('missing_field', 'field "name" is missing')
@@ -377,7 +555,7 @@ export function decodeEntry(fields: EntryFields, maxPayloadBytes: number): Decod
   }
   let headers = EMPTY_HEADERS
   if (rawHeaders !== undefined && rawHeaders !== '{}' && rawHeaders.length > 0) {
-    const parsed = safeJsonParse(rawHeaders)
+    const parsed = safeJsonParse(rawHeaders, { maxDepth: maxPayloadDepth })
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
       throw new DecodeError('invalid_headers', 'headers must be a JSON object')
     }
@@ -397,6 +575,7 @@ export function decodeEntry(fields: EntryFields, maxPayloadBytes: number): Decod
       rawPayload,
       correlationId: cid,
       traceparent,
+      maxDepth: maxPayloadDepth,
     }),
     replayGroup,
   }

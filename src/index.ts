@@ -1,10 +1,10 @@
 export { createEventManager, EventManager, type EventManagerOptions, type Topic, type EventConsumer, type SubscribeOptions, type HandlerSubscription } from './manager.js'
-export { newEvent, uuidv7, safeJsonParse, encodeEvent, decodeEntry, StoredEvent, type Event, type NewEventOptions } from './event.js'
+export { newEvent, uuidv7, safeJsonParse, encodeEvent, decodeEntry, assertJsonPayload, DEFAULT_MAX_PAYLOAD_DEPTH, StoredEvent, type Event, type NewEventOptions } from './event.js'
 export type { Message, RetryDefaults } from './consumer/message.js'
 export type { ConsumeOptions, SubscriptionState, SubscriptionStatus } from './consumer/subscription.js'
 export { isSettleable, reasonText, type Settleable, type Outcome, type NackOptions } from './settle.js'
 export { BatchPublisher, type EventPublisher } from './publisher.js'
-export { DeadLetterQueue, type DeadLetter, type ReplayAllOptions } from './dead-letter.js'
+export { DeadLetterQueue, formatDeadLetterError, type DeadLetter, type ReplayAllOptions } from './dead-letter.js'
 export { validateTopic, MAX_TOPIC_LENGTH } from './topic.js'
 export { loadConfig, type ConfigOptions, type Config } from './config/index.js'
 export { currentHandlingContext, type HandlingContext } from './context.js'
@@ -23,6 +23,8 @@ export {
   ClosedError,
   NotFoundError,
   isPermanentError,
+  PayloadTooDeepError,
+  PublishOutcomeUnknownError,
   type DecodeReason,
   type ConfigIssue,
 } from './errors.js'

@@ -12,7 +12,13 @@ export type PublishHook = (topic: string, event: Event) => WireExtras
 
 /**
  * Publishes events to topics. Every check (topic name, serializable payload,
- * size) happens before any I/O; a batch is written all or nothing.
+ * depth, size) happens before any I/O; a batch is written all or nothing.
+ *
+ * Retry-safe: a publish whose outcome is unknown (a timeout, or a connection
+ * lost after the command was sent) rejects with `PublishOutcomeUnknownError`;
+ * publishing the same event again (same `id`) within the dedupe window
+ * (`EVENT_PUBLISH_DEDUPE_WINDOW`, default 5 minutes) appends it once and
+ * resolves to the stream id it was first appended under.
  *
  * @example
  * ```ts
@@ -26,7 +32,7 @@ export interface EventPublisher {
   publish(topic: string, event: Event): Promise<string>
   /** Appends events in one round trip, atomically; resolves to their stream ids. */
   publishBatch(topic: string, events: readonly Event[]): Promise<string[]>
-  /** Makes the event visible to consumers after `delayMs`; resolves to the event id (for `cancelDelayed`). */
+  /** Makes the event visible to consumers after `delayMs` (a `RangeError` unless ≥ 0); resolves to the event id (for `cancelDelayed`). */
   publishWithDelay(topic: string, event: Event, delayMs: number): Promise<string>
   /** Makes the event visible to consumers at `date`; resolves to the event id. */
   publishAt(topic: string, event: Event, date: Date | number): Promise<string>
@@ -44,6 +50,8 @@ export class Publisher implements EventPublisher {
   readonly #hook: PublishHook | undefined
   readonly #onDelayed: (topic: string, dueAt: number) => void
   readonly #retention: { readonly maxLen?: number }
+  /** The retry-safe append's options, or undefined when the window is 0 (or the store cannot deduplicate). */
+  readonly #dedupe: { readonly windowMs: number; readonly maxLen?: number } | undefined
   readonly #attributeCache = new Map<string, Attributes>()
 
   constructor(options: {
@@ -59,6 +67,8 @@ export class Publisher implements EventPublisher {
     this.#hook = options.hook
     this.#onDelayed = options.onDelayed ?? (() => undefined)
     this.#retention = options.config.streamMaxLen === undefined ? {} : { maxLen: options.config.streamMaxLen }
+    const windowMs = options.config.publishDedupeWindowMs
+    this.#dedupe = windowMs > 0 && options.backend.appendOnce !== undefined ? { windowMs, ...this.#retention } : undefined
   }
 
   #prepare(topic: string, event: Event): Event {
@@ -70,7 +80,7 @@ export class Publisher implements EventPublisher {
   #encodeOne(topic: string, e: unknown): string[] {
     if (e === null || typeof e !== 'object') throw new SerializationError('an event must be an object (see newEvent)')
     const event = this.#prepare(topic, e as Event)
-    return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event))
+    return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event), this.#config.maxPayloadDepth)
   }
 
   #encode(topic: string, events: readonly Event[]): string[][] {
@@ -97,9 +107,11 @@ export class Publisher implements EventPublisher {
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new SerializationError(String(error)))
     }
-    const appended = this.#backend.appendOne
-      ? this.#backend.appendOne(topic, fields, this.#retention)
-      : this.#backend.append(topic, [fields], this.#retention).then((ids) => ids[0] as string)
+    const appended = this.#dedupe !== undefined && this.#backend.appendOnce !== undefined
+      ? this.#backend.appendOnce(topic, [{ eventId: event.id, fields }], this.#dedupe).then((ids) => ids[0] as string)
+      : this.#backend.appendOne
+        ? this.#backend.appendOne(topic, fields, this.#retention)
+        : this.#backend.append(topic, [fields], this.#retention).then((ids) => ids[0] as string)
     return appended.then((id) => {
       this.#instruments.sent.add(1, this.#attributes(topic))
       return id
@@ -109,21 +121,23 @@ export class Publisher implements EventPublisher {
   async publishBatch(topic: string, events: readonly Event[]): Promise<string[]> {
     const fields = this.#encode(topic, events)
     if (fields.length === 0) return []
-    const ids = await this.#backend.append(topic, fields, this.#retention)
+    const ids = this.#dedupe !== undefined && this.#backend.appendOnce !== undefined
+      ? await this.#backend.appendOnce(topic, fields.map((f, i) => ({ eventId: (events[i] as Event).id, fields: f })), this.#dedupe)
+      : await this.#backend.append(topic, fields, this.#retention)
     this.#instruments.sent.add(ids.length, this.#attributes(topic))
     return ids
   }
 
   publishWithDelay(topic: string, event: Event, delayMs: number): Promise<string> {
-    if (!Number.isFinite(delayMs) || delayMs < 0) {
-      return Promise.reject(new SerializationError(`delay must be a non-negative number of ms, got ${String(delayMs)}`))
+    if (typeof delayMs !== 'number' || !Number.isFinite(delayMs) || delayMs < 0) {
+      return Promise.reject(new RangeError(`delay must be a finite number of ms ≥ 0, got ${String(delayMs)}`))
     }
     return this.publishAt(topic, event, Date.now() + delayMs)
   }
 
   async publishAt(topic: string, event: Event, date: Date | number): Promise<string> {
     const dueAt = typeof date === 'number' ? date : date.getTime()
-    if (!Number.isFinite(dueAt)) throw new SerializationError('publishAt needs a valid date')
+    if (!Number.isFinite(dueAt)) throw new RangeError('publishAt needs a valid date or a finite time in ms')
     const [fields] = this.#encode(topic, [event])
     await this.#backend.schedule(topic, [{ eventId: event.id, dueAt: Math.floor(dueAt), fields: fields as string[] }])
     this.#onDelayed(topic, dueAt)

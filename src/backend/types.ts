@@ -44,11 +44,21 @@ export interface GroupReader {
   close(): Promise<void>
 }
 
+/** An entry to append with the event id it carries (the key of the retry-safe append). */
+export interface IdentifiedEntry {
+  readonly eventId: string
+  readonly fields: readonly string[]
+}
+
 /** One message to move to the dead letter queue. */
 export interface DeadLetterInput {
   /** Its id in the topic stream. */
   readonly id: string
-  /** Its original fields (null if its body is gone; the move still acks it). */
+  /**
+   * Its original fields as the engine read them (null if its body is gone; the
+   * move still acks it). The adapters do not send them back: the move copies the
+   * entry from the stream by id, so a large entry crosses the network once.
+   */
   readonly fields: readonly string[] | null
   /** Why it failed (already capped in length by the engine). */
   readonly error: string
@@ -64,6 +74,23 @@ export interface DeadLetterInput {
   readonly consumer?: string
 }
 
+/** The most UTF-8 bytes of an error stack a dead letter keeps. */
+export const MAX_DLQ_STACK_BYTES = 4_096
+
+/** `text` cut to at most `maxBytes` UTF-8 bytes, never inside a character. */
+export function capUtf8(text: string, maxBytes: number): string {
+  if (text.length * 3 <= maxBytes || Buffer.byteLength(text, 'utf8') <= maxBytes) return text
+  let end = Math.min(text.length, maxBytes)
+  // A UTF-16 unit is at most 3 UTF-8 bytes: dropping ceil(excess / 3) units never drops too many.
+  for (let excess = Buffer.byteLength(text.slice(0, end), 'utf8') - maxBytes; excess > 0; excess = Buffer.byteLength(text.slice(0, end), 'utf8') - maxBytes) {
+    end -= Math.ceil(excess / 3)
+  }
+  // Do not split a surrogate pair.
+  const last = text.charCodeAt(end - 1)
+  if (end > 0 && last >= 0xd800 && last <= 0xdbff) end--
+  return text.slice(0, end)
+}
+
 /** Dead-letter stream field names (DESIGN.md §3). */
 export const DlqFields = {
   originalId: 'dlq_original_id',
@@ -77,6 +104,8 @@ export const DlqFields = {
   errorClass: 'dlq_error_class',
   stack: 'dlq_stack',
   consumer: 'dlq_consumer',
+  /** The original fields as one JSON array, for an entry too wide to copy field by field. */
+  encodedFields: 'dlq_fields',
 } as const
 
 /** The result of one step of claiming idle entries (XAUTOCLAIM). */
@@ -145,6 +174,13 @@ export interface StreamBackend {
 
   /** Appends entries to a topic atomically (all or none) and returns their ids; optional approximate MAXLEN retention. */
   append(topic: string, entries: readonly (readonly string[])[], options?: { readonly maxLen?: number }): Promise<string[]>
+  /**
+   * The retry-safe append: each entry is appended at most once per event id
+   * within `windowMs` (one atomic step); a repeated event id resolves to the
+   * stream id it was first appended under. Optional: adapters without it
+   * cannot deduplicate, and the publisher falls back to `append`.
+   */
+  appendOnce?(topic: string, entries: readonly IdentifiedEntry[], options: { readonly windowMs: number; readonly maxLen?: number }): Promise<string[]>
   /** Appends one entry (the hot path of publishing: no batch arrays). Optional: `append` is used when absent. */
   appendOne?(topic: string, fields: readonly string[], options?: { readonly maxLen?: number }): Promise<string>
   /** Creates the group (and the stream) if needed; an existing group is left as it is. */

@@ -69,6 +69,10 @@ export interface ConfigOptions {
   readonly keyPrefix?: string | undefined
   /** `EVENT_MAX_PAYLOAD_BYTES`, default 1 MiB. */
   readonly maxPayloadBytes?: number | undefined
+  /** `EVENT_MAX_PAYLOAD_DEPTH`, default 64: deepest nesting of a payload, on publish and on read. */
+  readonly maxPayloadDepth?: number | undefined
+  /** `EVENT_PUBLISH_DEDUPE_WINDOW`, default `5m`: a publish retried with the same event id within it is appended once (`0` = off). */
+  readonly publishDedupeWindow?: number | string | undefined
   /** `EVENT_STREAM_MAX_LEN`: approximate MAXLEN of topic streams; unbounded when unset. */
   readonly streamMaxLen?: number | undefined
 }
@@ -124,6 +128,8 @@ const SETTINGS = [
   ['delayedQueueCheckIntervalMs', 'delayedQueueCheckInterval', 'EVENT_DELAYED_QUEUE_CHECK_INTERVAL', PositiveDurationInput, 1_000],
   ['keyPrefix', 'keyPrefix', 'EVENT_KEY_PREFIX', KeyPrefix, 'event:'],
   ['maxPayloadBytes', 'maxPayloadBytes', 'EVENT_MAX_PAYLOAD_BYTES', PositiveInteger, 1024 * 1024],
+  ['maxPayloadDepth', 'maxPayloadDepth', 'EVENT_MAX_PAYLOAD_DEPTH', PositiveInteger, 64],
+  ['publishDedupeWindowMs', 'publishDedupeWindow', 'EVENT_PUBLISH_DEDUPE_WINDOW', DurationInput, 5 * 60_000],
 ] as const satisfies readonly (readonly [keyof Config, OptionName, string, t.Decoder<unknown, unknown>, unknown])[]
 
 /**
@@ -156,6 +162,8 @@ export const ENV_VARIABLES: Readonly<Record<OptionName, string>> = Object.freeze
   delayedQueueCheckInterval: 'EVENT_DELAYED_QUEUE_CHECK_INTERVAL',
   keyPrefix: 'EVENT_KEY_PREFIX',
   maxPayloadBytes: 'EVENT_MAX_PAYLOAD_BYTES',
+  maxPayloadDepth: 'EVENT_MAX_PAYLOAD_DEPTH',
+  publishDedupeWindow: 'EVENT_PUBLISH_DEDUPE_WINDOW',
   streamMaxLen: 'EVENT_STREAM_MAX_LEN',
 })
 

@@ -37,6 +37,10 @@ export interface Config {
   readonly delayedQueueCheckIntervalMs: number
   readonly keyPrefix: string
   readonly maxPayloadBytes: number
+  /** Containers (objects, arrays) nested at most this deep in a payload, on publish and on read. */
+  readonly maxPayloadDepth: number
+  /** Window in ms within which a publish retried with the same event id is appended once; 0 = off. */
+  readonly publishDedupeWindowMs: number
   /** Approximate MAXLEN retention of topic streams; undefined = unbounded. */
   readonly streamMaxLen?: number
 }

@@ -467,7 +467,7 @@ describe('shutdown', () => {
 })
 
 describe('entries too large to move in one script', () => {
-  it('an entry with 5,000 fields still goes to the DLQ (its event fields and a count of the others)', async () => {
+  it('an entry with 5,000 fields still goes to the DLQ (stored as one encoded field, read back whole)', async () => {
     const events = testEvents()
     const topic = randomName('t')
     const group = randomName('g')
@@ -482,7 +482,7 @@ describe('entries too large to move in one script', () => {
       await waitFor(async () => (await events.deadLetters.count(topic)) === 1 && (await pendingCount(topic, group)) === 0)
       const [letter] = await events.deadLetters.list(topic)
       expect(letter?.error).toMatch(/missing_field/)
-      expect(letter?.fields['dropped_fields']).toBe('5000')
+      expect(Object.keys(letter?.fields ?? {}).filter((k) => /^f\d+$/.test(k))).toHaveLength(5_000)
       expect(letter?.fields['name']).toBe('big')
       expect(handled).toEqual(['first'])
       sub.unsubscribe()

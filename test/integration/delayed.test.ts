@@ -82,9 +82,9 @@ describe('delayed events', () => {
   it('refuses a negative or non-finite delay and an invalid date', async () => {
     const events = testEvents()
     const topic = randomName('bad')
-    await expect(events.publishWithDelay(topic, newEvent('x', 1), -1)).rejects.toMatchObject({ code: 'SERIALIZATION_FAILED' })
-    await expect(events.publishWithDelay(topic, newEvent('x', 1), Number.NaN)).rejects.toMatchObject({ code: 'SERIALIZATION_FAILED' })
-    await expect(events.publishAt(topic, newEvent('x', 1), new Date(Number.NaN))).rejects.toMatchObject({ code: 'SERIALIZATION_FAILED' })
+    await expect(events.publishWithDelay(topic, newEvent('x', 1), -1)).rejects.toBeInstanceOf(RangeError)
+    await expect(events.publishWithDelay(topic, newEvent('x', 1), Number.NaN)).rejects.toBeInstanceOf(RangeError)
+    await expect(events.publishAt(topic, newEvent('x', 1), new Date(Number.NaN))).rejects.toBeInstanceOf(RangeError)
   })
 
   it('events scheduled by another process are promoted by this one’s promoter, never early', async () => {

@@ -112,6 +112,7 @@ describe('loadConfig reads every variable', () => {
       redisMasterName: true, consumerTimeout: true, maxRetries: true, retryBackoff: true, dlqTtl: true,
       staleConsumerTimeout: true, batchSize: true, maxPendingMessages: true, claimMinIdleTime: true, claimInterval: true,
       delayedQueueEnabled: true, delayedQueueCheckInterval: true, keyPrefix: true, maxPayloadBytes: true, streamMaxLen: true,
+      maxPayloadDepth: true, publishDedupeWindow: true,
     }
     expect(Object.keys(ENV_VARIABLES).sort()).toEqual(Object.keys(options).sort())
     for (const variable of Object.values(ENV_VARIABLES)) expect(variable).toMatch(/^EVENT_[A-Z_]+$/)

@@ -326,10 +326,11 @@ describe('MemoryBackend: ack and dead letters', () => {
     expect(ids).toEqual(['2000-0', '', '2000-1'])
     expect(await backend.dlqGet(T, '2000-0')).toEqual({
       id: '2000-0',
-      fields: [...ev(1), 'dlq_original_id', '1000-0', 'dlq_group', G, 'dlq_error', 'boom', 'dlq_attempts', '4', 'dlq_failed_at', '2000'],
+      fields: [...ev(1), 'dlq_original_id', '1000-0', 'dlq_group', G, 'dlq_error', 'boom', 'dlq_attempts', '4', 'dlq_deliveries', '4', 'dlq_failed_at', '2000'],
     })
+    // The entry is copied from the stream by id (as the Redis script does), whatever fields the letter carries.
     expect((await backend.dlqGet(T, '2000-1'))?.fields).toEqual([
-      'dlq_original_id', '1000-2', 'dlq_group', G, 'dlq_error', 'gone', 'dlq_attempts', '2', 'dlq_failed_at', '2000',
+      ...ev(3), 'dlq_original_id', '1000-2', 'dlq_group', G, 'dlq_error', 'gone', 'dlq_attempts', '2', 'dlq_deliveries', '2', 'dlq_failed_at', '2000',
     ])
     expect((await backend.groups(T))[0]?.pending).toBe(0)
     expect(await backend.deadLetter(T, G, letters, 0)).toEqual(['', '', ''])
@@ -558,7 +559,7 @@ describe('MemoryBackend: dead letter queue', () => {
     const [entry] = await reader.read(T, G, 'c', NEW())
     const [dlqId] = await backend.deadLetter(T, G, [{ id: id as string, fields: entry?.fields ?? null, error: 'again', attempts: 1 }], 0)
     expect((await backend.dlqGet(T, dlqId as string))?.fields).toEqual([
-      ...ev(0), 'dlq_original_id', '10000-0', 'dlq_group', G, 'dlq_error', 'again', 'dlq_attempts', '1', 'dlq_failed_at', '10000',
+      ...ev(0), 'dlq_original_id', '10000-0', 'dlq_group', G, 'dlq_error', 'again', 'dlq_attempts', '1', 'dlq_deliveries', '1', 'dlq_failed_at', '10000',
     ])
   })
 

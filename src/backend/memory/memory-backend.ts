@@ -1,12 +1,15 @@
 import { BackendError, ClosedError, GroupMissingError } from '../../errors.js'
 import {
+  capUtf8,
   DlqFields,
+  MAX_DLQ_STACK_BYTES,
   type ClaimResult,
   type ConsumerInfo,
   type DeadLetterInput,
   type GiveBackItem,
   type GroupInfo,
   type GroupReader,
+  type IdentifiedEntry,
   type PromoteResult,
   type ReadEntry,
   type ReadRequest,
@@ -115,6 +118,8 @@ export class MemoryBackend implements StreamBackend {
   readonly #dlqs = new Map<string, EntryLog>()
   readonly #delayed = new Map<string, DelayedQueue>()
   readonly #topics = new Set<string>()
+  /** The retry-safe append's memory: `topic\0eventId` -> stream id and expiry (ms). */
+  readonly #published = new Map<string, { readonly id: string; readonly expiresAt: number }>()
   readonly #waiters = new Map<string, Set<() => void>>()
   readonly #readers = new Set<MemoryGroupReader>()
   readonly #host: ReaderHost
@@ -285,6 +290,34 @@ export class MemoryBackend implements StreamBackend {
     })
   }
 
+  /** Appends each entry unless its event id was appended within `windowMs` (then its first stream id comes back); atomic. */
+  appendOnce(topic: string, entries: readonly IdentifiedEntry[], options: { readonly windowMs: number; readonly maxLen?: number }): Promise<string[]> {
+    return this.#run(() => {
+      checkMaxLen(options.maxLen)
+      for (const entry of entries) checkFields(entry.fields)
+      this.#topics.add(topic)
+      const now = this.#now()
+      // Insertion order is expiry order (for one window), so expired ids sit at the front.
+      for (const [key, seen] of this.#published) {
+        if (seen.expiresAt > now) break
+        this.#published.delete(key)
+      }
+      const ids: string[] = []
+      for (const entry of entries) {
+        const key = `${topic}\0${entry.eventId}`
+        const seen = this.#published.get(key)
+        if (seen !== undefined) {
+          ids.push(seen.id)
+          continue
+        }
+        const [id] = this.#appendToStream(topic, [entry.fields], options.maxLen) as [string]
+        this.#published.set(key, { id, expiresAt: now + Math.max(1, Math.ceil(options.windowMs)) })
+        ids.push(id)
+      }
+      return ids
+    })
+  }
+
   /** Creates the group at the start (`0`) or end (`$`) of the stream, creating the stream too; an existing group is left alone. */
   ensureGroup(topic: string, group: string, startFrom: StartFrom): Promise<void> {
     return this.#run(() => {
@@ -315,7 +348,7 @@ export class MemoryBackend implements StreamBackend {
     })
   }
 
-  /** Moves each still-pending letter to the topic's DLQ with its `dlq_*` fields and acks it ('' for the others); then trims the DLQ below `trimBeforeMs`. */
+  /** Moves each still-pending letter to the topic's DLQ (its fields copied from the stream by id) with its `dlq_*` fields and acks it ('' for the others); then trims the DLQ below `trimBeforeMs`. */
   deadLetter(topic: string, group: string, letters: readonly DeadLetterInput[], trimBeforeMs: number): Promise<string[]> {
     return this.#run(() => {
       if (letters.length === 0) return []
@@ -327,7 +360,7 @@ export class MemoryBackend implements StreamBackend {
       const out = letters.map((letter, i) => {
         if (state === undefined || !this.#removePending(state, keys[i] as string)) return ''
         const fields: string[] = []
-        const original = letter.fields ?? []
+        const original = this.#streams.get(topic)?.log.get(parseId(letter.id))?.fields ?? []
         for (let f = 0; f < original.length; f += 2) {
           const name = original[f] as string
           if (!isDlqField(name)) fields.push(name, original[f + 1] ?? '')
@@ -337,8 +370,13 @@ export class MemoryBackend implements StreamBackend {
           DlqFields.group, group,
           DlqFields.error, letter.error,
           DlqFields.attempts, String(letter.attempts),
-          DlqFields.failedAt, failedAt,
+          DlqFields.deliveries, String(letter.attempts),
         )
+        if (letter.handlerRuns !== undefined) fields.push(DlqFields.handlerRuns, String(letter.handlerRuns))
+        if (letter.errorClass !== undefined && letter.errorClass !== '') fields.push(DlqFields.errorClass, letter.errorClass)
+        if (letter.stack !== undefined && letter.stack !== '') fields.push(DlqFields.stack, capUtf8(letter.stack, MAX_DLQ_STACK_BYTES))
+        if (letter.consumer !== undefined && letter.consumer !== '') fields.push(DlqFields.consumer, letter.consumer)
+        fields.push(DlqFields.failedAt, failedAt)
         let dlq = this.#dlqs.get(topic)
         if (dlq === undefined) {
           dlq = new EntryLog()

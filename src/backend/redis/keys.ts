@@ -14,6 +14,8 @@ export interface RedisKeys {
   delayedData(topic: string): string
   /** `event:topics`: the registry of known topics (no KEYS or SCAN anywhere). */
   topics(): string
+  /** `event:published:{topic}:<event id>`: the stream id of a recent publish (string, PX = the dedupe window). */
+  published(topic: string, eventId: string): string
 }
 
 /**
@@ -31,5 +33,6 @@ export function redisKeys(prefix: string): RedisKeys {
     delayed: (topic) => `${prefix}delayed:{${topic}}`,
     delayedData: (topic) => `${prefix}delayed-data:{${topic}}`,
     topics: () => `${prefix}topics`,
+    published: (topic, eventId) => `${prefix}published:{${topic}}:${eventId}`,
   }
 }

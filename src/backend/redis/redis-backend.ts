@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import type { Cluster, Redis } from 'ioredis'
-import { BackendError, GroupMissingError } from '../../errors.js'
+import { BackendError, GroupMissingError, PublishOutcomeUnknownError } from '../../errors.js'
 import type {
   ClaimResult,
   ConsumerInfo,
@@ -8,6 +8,7 @@ import type {
   GiveBackItem,
   GroupInfo,
   GroupReader,
+  IdentifiedEntry,
   PromoteResult,
   ReadEntry,
   ReadRequest,
@@ -18,6 +19,7 @@ import type {
   StreamBackend,
   TopicInfo,
 } from '../types.js'
+import { capUtf8, MAX_DLQ_STACK_BYTES } from '../types.js'
 import { redisKeys, type RedisKeys } from './keys.js'
 
 /** An ioredis client: standalone/Sentinel or Cluster. */
@@ -41,6 +43,7 @@ export interface RedisBackendOptions {
 
 const SCRIPTS = {
   rrsAppend: 'append-1.lua',
+  rrsAppendOnce: 'appendOnce-n.lua',
   rrsRedeliver: 'redeliver-1.lua',
   rrsDeadLetter: 'deadLetter-2.lua',
   rrsReplay: 'replay-2.lua',
@@ -51,14 +54,15 @@ const SCRIPTS = {
 } as const
 type ScriptName = keyof typeof SCRIPTS
 
-const scriptSource = new Map<ScriptName, { lua: string; numberOfKeys: number }>()
-function loadScript(name: ScriptName): { lua: string; numberOfKeys: number } {
+/** A script's source and key count; `-n.lua` scripts take a variable number of keys (the count is their first argument). */
+const scriptSource = new Map<ScriptName, { lua: string; numberOfKeys?: number }>()
+function loadScript(name: ScriptName): { lua: string; numberOfKeys?: number } {
   let script = scriptSource.get(name)
   if (script === undefined) {
     const file = SCRIPTS[name]
     const lua = readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8')
-    const numberOfKeys = Number(/-(\d+)\.lua$/.exec(file)?.[1] ?? '0')
-    script = { lua, numberOfKeys }
+    const keys = /-(\d+)\.lua$/.exec(file)?.[1]
+    script = keys === undefined ? { lua } : { lua, numberOfKeys: Number(keys) }
     scriptSource.set(name, script)
   }
   return script
@@ -185,24 +189,18 @@ export function compareStreamIds(a: string, b: string): number {
 /** Most ids per lease-renewal script call. */
 const LEASE_CHUNK = 1_000
 
-/** Lua can spread at most about 8,000 values into one command. */
-const MAX_DLQ_FIELD_VALUES = 7_000
-const EVENT_FIELDS = new Set(['id', 'name', 'ts', 'headers', 'payload', 'cid', 'traceparent'])
+/** The `id` field (the event id) of an entry's fields, or '' when it has none. */
+function eventIdOf(fields: readonly string[]): string {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'id') return fields[i + 1] as string
+  return ''
+}
 
-/**
- * The fields a dead letter keeps: all of them, or, for a (foreign) entry with
- * too many to move in one script, the event's own fields and a count of the
- * others — so that it can still leave the pending list.
- */
-function keepForDeadLetter(fields: readonly string[]): readonly string[] {
-  if (fields.length <= MAX_DLQ_FIELD_VALUES) return fields
-  const kept: string[] = []
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const name = fields[i] as string
-    if (EVENT_FIELDS.has(name) && kept.length < 64) kept.push(name, fields[i + 1] as string)
+/** A Redis error reply (the command ran, or was refused, and Redis said so), anywhere in the cause chain. */
+function isReplyError(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e.name === 'ReplyError') return true
   }
-  kept.push('dropped_fields', String(Math.floor(fields.length / 2) - kept.length / 2))
-  return kept
+  return false
 }
 
 /** The group or its stream is gone: NOGROUP, or a blocked read unblocked because its stream was deleted. */
@@ -252,6 +250,22 @@ export class RedisBackend implements StreamBackend {
     this.#registered.add(topic)
   }
 
+  /**
+   * A failed append: a Redis error reply is a plain BackendError (nothing was
+   * appended); anything else (a timeout, a connection reset or lost after the
+   * command was sent) leaves the outcome unknown.
+   */
+  #failAppend(topic: string, entries: readonly (readonly string[])[], error: unknown, retrySafe: boolean): never {
+    if (error instanceof PublishOutcomeUnknownError || isReplyError(error)) this.#fail(error)
+    let cause: unknown = error
+    try {
+      this.#fail(error)
+    } catch (sanitized) {
+      cause = sanitized
+    }
+    throw new PublishOutcomeUnknownError(topic, entries.map(eventIdOf), { cause, retrySafe })
+  }
+
   appendOne(topic: string, fields: readonly string[], options: { readonly maxLen?: number } = {}): Promise<string> {
     if (options.maxLen !== undefined || !this.#registered.has(topic)) {
       return this.append(topic, [fields], options).then((ids) => ids[0] as string)
@@ -259,8 +273,32 @@ export class RedisBackend implements StreamBackend {
     // The hot path of publishing: one autopipelined XADD and one promise on top of it.
     return this.#client.xadd(this.#streamKey(topic), '*', ...(fields as string[])).then(
       (id) => String(id),
-      (error: unknown) => this.#fail(error),
+      (error: unknown) => this.#failAppend(topic, [fields], error, false),
     )
+  }
+
+  /**
+   * The retry-safe append (one script): an entry whose event id was appended
+   * within `windowMs` is not appended again; its first stream id comes back.
+   * Each appended id leaves a key `<prefix>published:{topic}:<event id>` that
+   * expires after the window.
+   */
+  async appendOnce(topic: string, entries: readonly IdentifiedEntry[], options: { readonly windowMs: number; readonly maxLen?: number }): Promise<string[]> {
+    if (entries.length === 0) return []
+    const key = this.#streamKey(topic)
+    try {
+      const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
+      registering?.catch(() => undefined)
+      const args: (string | number)[] = [entries.length + 1, key]
+      for (const entry of entries) args.push(this.#keys.published(topic, entry.eventId))
+      args.push(options.maxLen === undefined ? '' : options.maxLen, Math.max(1, Math.ceil(options.windowMs)))
+      for (const entry of entries) args.push(entry.fields.length, ...entry.fields)
+      const reply = (await script(this.#client, 'rrsAppendOnce')(...args)) as unknown[]
+      if (registering !== undefined) await registering
+      return reply.map(String)
+    } catch (error) {
+      this.#failAppend(topic, entries.map((e) => e.fields), error, true)
+    }
   }
 
   /** Stream keys of recently used topics, built once. */
@@ -295,7 +333,7 @@ export class RedisBackend implements StreamBackend {
       if (registering !== undefined) await registering
       return ids
     } catch (error) {
-      this.#fail(error)
+      this.#failAppend(topic, entries, error, false)
     }
   }
 
@@ -362,10 +400,17 @@ export class RedisBackend implements StreamBackend {
   async deadLetter(topic: string, group: string, letters: readonly DeadLetterInput[], trimBeforeMs: number): Promise<string[]> {
     if (letters.length === 0) return []
     const args: (string | number)[] = [group, Date.now(), trimBeforeMs > 0 ? `${Math.floor(trimBeforeMs)}-0` : '', letters.length]
+    // The entry itself is copied by the script from the stream, by id: only the letter's facts travel.
     for (const letter of letters) {
-      const fields = letter.fields === null ? null : keepForDeadLetter(letter.fields)
-      args.push(letter.id, letter.attempts, letter.error, fields === null ? -1 : fields.length)
-      if (fields !== null) args.push(...fields)
+      args.push(
+        letter.id,
+        letter.attempts,
+        letter.error,
+        letter.handlerRuns === undefined ? '' : letter.handlerRuns,
+        letter.errorClass ?? '',
+        letter.stack === undefined ? '' : capUtf8(letter.stack, MAX_DLQ_STACK_BYTES),
+        letter.consumer ?? '',
+      )
     }
     try {
       const reply = (await script(this.#client, 'rrsDeadLetter')(this.#keys.stream(topic), this.#keys.dlq(topic), ...args)) as unknown[]
@@ -505,7 +550,8 @@ export class RedisBackend implements StreamBackend {
       for (const [err] of results ?? []) if (err) throw err
       await this.#register(topic)
     } catch (error) {
-      this.#fail(error)
+      // Keyed by event id: scheduling it again before it is due replaces it.
+      this.#failAppend(topic, items.map((item) => item.fields), error, true)
     }
   }
 
