@@ -139,6 +139,7 @@ export class MalformedPayloadError extends EventSystemError {
     super('MALFORMED_PAYLOAD', `payload of entry ${streamId} cannot be decoded (moved to the dead letter queue): ${message}`, options)
   }
 }
+
 /** A payload nested deeper than `maxPayloadDepth` (`EVENT_MAX_PAYLOAD_DEPTH`, default 64). Raised before any I/O. */
 export class PayloadTooDeepError extends SerializationError {
   constructor(readonly limit: number, readonly path: string) {
@@ -173,5 +174,87 @@ export class PublishOutcomeUnknownError extends BackendError {
       : 'the dedupe window is off (EVENT_PUBLISH_DEDUPE_WINDOW=0): a retry may append it twice'
     super(`publish to ${topic}: outcome unknown, it may or may not have been appended${why}; ${advice}`, { cause }, 'PUBLISH_OUTCOME_UNKNOWN')
     this.retrySafe = options.retrySafe
+  }
+}
+
+/**
+ * Redis cannot be reached: the connection was refused, the host is unknown,
+ * TLS or authentication failed, or no node answers. `kind` is `'connection'`
+ * whatever the cause; `address` names where the library tried to connect (never
+ * with a password); `cause` is the sanitized network or Redis error.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionError } from 'rx-redis-streams'
+ * try { await events.publish('orders', evt) } catch (e) {
+ *   if (e instanceof ConnectionError) console.error(e.address, e.message) // 127.0.0.1:6390 connect ECONNREFUSED ...
+ * }
+ * ```
+ */
+export class ConnectionError extends BackendError {
+  /** Always `'connection'`: what the engine switches on to report a consumer that cannot connect. */
+  readonly kind = 'connection' as const
+  constructor(readonly address: string, message: string, options?: { cause?: unknown }) {
+    super(message, options, 'CONNECTION_FAILED')
+  }
+}
+
+/**
+ * A call to Redis that did not settle within `commandTimeout` of the call
+ * (queueing and internal retries included) while the connection looked up:
+ * a frozen or partitioned server. For a write, the outcome is unknown.
+ *
+ * @example
+ * ```ts
+ * import { CommandTimeoutError } from 'rx-redis-streams'
+ * try { await events.stats() } catch (e) {
+ *   if (e instanceof CommandTimeoutError) console.error(`no reply within ${e.timeoutMs} ms`)
+ * }
+ * ```
+ */
+export class CommandTimeoutError extends BackendError {
+  /** Always `'timeout'`. */
+  readonly kind = 'timeout' as const
+  constructor(readonly command: string, readonly timeoutMs: number, options?: { cause?: unknown }) {
+    super(`Redis ${command} got no reply within ${String(timeoutMs)} ms (commandTimeout)`, options, 'COMMAND_TIMEOUT')
+  }
+}
+
+/**
+ * The node the library writes to is not a master (after a failover, a
+ * Sentinel switch not yet followed, or a replica given as the address): the
+ * write was refused before it was sent.
+ *
+ * @example
+ * ```ts
+ * import { NotMasterError } from 'rx-redis-streams'
+ * try { await events.publish('orders', evt) } catch (e) {
+ *   if (e instanceof NotMasterError) console.error(e.role) // 'slave'
+ * }
+ * ```
+ */
+export class NotMasterError extends BackendError {
+  readonly kind = 'connection' as const
+  constructor(readonly address: string, readonly role: string) {
+    super(`Redis at ${address} is not a master (ROLE ${role}): write refused`, undefined, 'NOT_MASTER')
+  }
+}
+
+/**
+ * `WAIT` did not see the requested number of replicas acknowledge a publish
+ * within its timeout. The event *was* appended on the master; it may be lost
+ * if the master fails before a replica has it.
+ *
+ * @example
+ * ```ts
+ * import { ReplicationTimeoutError } from 'rx-redis-streams'
+ * try { await events.publish('orders', evt) } catch (e) {
+ *   if (e instanceof ReplicationTimeoutError) console.warn(`${e.acknowledged}/${e.wanted} replicas`)
+ * }
+ * ```
+ */
+export class ReplicationTimeoutError extends BackendError {
+  constructor(readonly wanted: number, readonly acknowledged: number, readonly timeoutMs: number) {
+    super(`only ${String(acknowledged)} of ${String(wanted)} replicas acknowledged the write within ${String(timeoutMs)} ms (WAIT)`, undefined, 'REPLICATION_TIMEOUT')
   }
 }

@@ -25,6 +25,10 @@ export {
   isPermanentError,
   PayloadTooDeepError,
   PublishOutcomeUnknownError,
+  ConnectionError,
+  CommandTimeoutError,
+  NotMasterError,
+  ReplicationTimeoutError,
   type DecodeReason,
   type ConfigIssue,
 } from './errors.js'

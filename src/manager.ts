@@ -2,13 +2,21 @@ import { Observable, type Subscription as RxSubscription } from 'rxjs'
 import { handleEach, type Handled, type Handler, type HandleEachOptions } from '../operators/handle-each.js'
 import { matchPattern, type EventPattern } from '../operators/match-pattern.js'
 import { MemoryBackend } from './backend/memory/index.js'
-import { createBlockingClient, createRedisClient, sanitizeRedisError } from './backend/redis/connection.js'
+import {
+  createBlockingClient,
+  createControlClient,
+  createRedisClient,
+  duplicateClient,
+  sanitizeRedisError,
+  superviseClient,
+} from './backend/redis/connection.js'
 import { RedisBackend, type RedisClient } from './backend/redis/redis-backend.js'
 import type { StreamBackend } from './backend/types.js'
 import { loadConfig, type ConfigOptions } from './config/index.js'
 import type { Config } from './config/types.js'
 import { AckBatcher } from './consumer/acker.js'
 import type { Message } from './consumer/message.js'
+import { iterateMessages } from './consumer/iterate.js'
 import { defaultConsumerName, Subscription, validateConsumeOptions, type ConsumeOptions, type EngineContext, type SubscriptionStatus } from './consumer/subscription.js'
 import { DeadLetterQueue } from './dead-letter.js'
 import { DelayedPromoter } from './delayed.js'
@@ -44,7 +52,12 @@ export interface EventManagerOptions extends ConfigOptions {
   readonly logger?: Logger
   /** `redis` (default), `memory` (in-process, no Redis), or a backend instance. */
   readonly backend?: 'redis' | 'memory' | StreamBackend
-  /** Use this ioredis client instead of creating one (it is not closed by `close()`). */
+  /**
+   * Use this ioredis client instead of creating one (it is not closed by
+   * `close()`). Every other connection (blocking readers, the health/control
+   * connection) is made with its `duplicate()`, so they share its address,
+   * TLS settings and credentials; the `EVENT_REDIS_*` location is not used.
+   */
   readonly redisClient?: RedisClient
   /** Environment to read `EVENT_*` from; default `process.env`. */
   readonly env?: NodeJS.ProcessEnv
@@ -83,6 +96,21 @@ export interface Topic {
    * stops pulling, lets in-flight messages settle and flushes acks.
    */
   consume(options: ConsumeOptions): Observable<Message>
+  /**
+   * The same messages as an async iterator, for `for await`: each message is
+   * started as the loop body gets it, the credit is what the body has not
+   * settled, and leaving the loop gives the rest back at once (see
+   * `iterateMessages`).
+   *
+   * ## Example
+   * ```ts
+   * for await (const msg of events.topic('orders').messages({ group: 'billing' })) {
+   *   await bill(msg.event.payload)
+   *   await msg.ack()
+   * }
+   * ```
+   */
+  messages(options: ConsumeOptions): AsyncIterableIterator<Message>
   /** Publishes one event to this topic. */
   publish(event: Event): Promise<string>
 }
@@ -202,12 +230,13 @@ export class EventManager implements EventPublisher, EventConsumer {
 
   constructor(options: EventManagerOptions = {}) {
     const given = options.logger ?? silentLogger()
-    this.config = loadConfig(options, options.env ?? process.env, given)
+    // Without a logger, configuration warnings go to process.emitWarning (visible), not to the silent logger.
+    this.config = loadConfig(options, options.env ?? process.env, options.logger)
     this.logger = redactingLogger(given, [this.config.redis.password, options.redisPassword])
     const healthTimeout = options.healthTimeout ?? 2_000
     if (!Number.isFinite(healthTimeout) || healthTimeout <= 0) throw new RangeError(`healthTimeout must be a positive number of ms, got ${String(healthTimeout)}`)
     this.#healthTimeoutMs = healthTimeout
-    this.backend = createBackend(options, this.config)
+    this.backend = createBackend(options, this.config, this.logger)
     this.#instruments = createInstruments()
     this.#acker = new AckBatcher(this.backend, this.logger)
     this.#publisher = new Publisher({
@@ -324,6 +353,7 @@ export class EventManager implements EventPublisher, EventConsumer {
     return {
       name,
       consume: (options) => this.#consume(name, options),
+      messages: (options) => iterateMessages(this.#consume(name, options)),
       publish: (event) => this.publish(name, event),
     }
   }
@@ -608,16 +638,47 @@ function describeConnection(config: Config): Record<string, unknown> {
   }
 }
 
-function createBackend(options: EventManagerOptions, config: Config): StreamBackend {
+/**
+ * Reports a lost connection once per outage: through the logger when one is
+ * given, else `process.emitWarning`, so that a Redis that cannot be reached is
+ * never silent.
+ */
+function connectionWarnings(logger: Logger | undefined): { onError: (error: Error) => void; onReady: () => void } {
+  let warned = false
+  return {
+    onError: (error) => {
+      if (warned) return
+      warned = true
+      if (logger !== undefined) logger.warn({ err: error }, `Redis connection failed: ${error.message}`)
+      else process.emitWarning(`rx-redis-streams: Redis connection failed: ${error.message}`, { code: 'RRS_REDIS_UNREACHABLE' })
+    },
+    onReady: () => {
+      warned = false
+    },
+  }
+}
+
+function createBackend(options: EventManagerOptions, config: Config, logger: Logger): StreamBackend {
   const backend = options.backend
   if (backend !== undefined && typeof backend === 'object') return backend
   if (backend === 'memory' || (backend === undefined && config.redis.mode === 'memory')) return new MemoryBackend()
-  const client = options.redisClient ?? createRedisClient(config)
+  const warnings = connectionWarnings(options.logger === undefined ? undefined : logger)
+  const onError = (error: Error): void => {
+    if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|certificate|WRONGPASS|NOAUTH|unreachable|slots cache/i.test(error.message)) warnings.onError(error)
+  }
+  const timeout = config.commandTimeoutMs
+  const user = options.redisClient
+  const client =
+    user === undefined ? createRedisClient(config, { onError }) : superviseClient(user, config, { commandTimeout: timeout, onError })
+  client.on('ready', warnings.onReady)
   return new RedisBackend({
     client,
-    createBlockingClient: () => createBlockingClient(config),
+    // A user's client: its duplicates (same address, TLS, credentials), never a connection built from EVENT_REDIS_*.
+    createBlockingClient: () => (user === undefined ? createBlockingClient(config, { onError }) : duplicateClient(user, config, { autoPipelining: false })),
+    createControlClient: () =>
+      user === undefined ? createControlClient(config) : duplicateClient(user, config, { autoPipelining: false, lazyConnect: true, commandTimeout: timeout }),
     keyPrefix: config.keyPrefix,
-    ownsClient: options.redisClient === undefined,
+    ownsClient: user === undefined,
     sanitizeError: (error) => sanitizeRedisError(error, config),
   })
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { inspect } from 'node:util'
 import type * as t from 'io-ts'
 import { ConfigError, type ConfigIssue } from '../errors.js'
@@ -15,7 +16,7 @@ import {
 } from './codecs.js'
 import { DurationInput, PositiveDurationInput } from './duration.js'
 import { MASK, maskUrl, redactSecrets } from './secrets.js'
-import type { Config, HostPort, RedisConnectionConfig, RedisMode } from './types.js'
+import type { Config, HostPort, RedisConnectionConfig, RedisMode, RedisTlsConfig } from './types.js'
 
 /**
  * The configuration as a programmatic object: camelCase names of the
@@ -31,7 +32,7 @@ import type { Config, HostPort, RedisConnectionConfig, RedisMode } from './types
 export interface ConfigOptions {
   /** `EVENT_REDIS_URL`: `redis://`, `rediss://` (TLS) or `memory://`. Wins over hosts and addr. */
   readonly redisUrl?: string | undefined
-  /** `EVENT_REDIS_HOSTS`: `host:port` list; two or more mean Redis Cluster. */
+  /** `EVENT_REDIS_HOSTS`: `host:port` list (a host without a port means port 6379); two or more mean Redis Cluster. */
   readonly redisHosts?: string | readonly string[] | undefined
   /** `EVENT_REDIS_USERNAME`: ACL user (a user name in the URL wins). */
   readonly redisUsername?: string | undefined
@@ -43,6 +44,22 @@ export interface ConfigOptions {
   readonly redisAddr?: string | undefined
   /** `EVENT_REDIS_MASTER_NAME`: selects Sentinel; the hosts are then the sentinels. */
   readonly redisMasterName?: string | undefined
+  /** `EVENT_REDIS_TLS_CA`: trusted CA certificate(s), as PEM text or a path to a PEM file. Turns TLS on. */
+  readonly redisTlsCa?: string | undefined
+  /** `EVENT_REDIS_TLS_CERT`: client certificate (mutual TLS), PEM text or a path. Turns TLS on. */
+  readonly redisTlsCert?: string | undefined
+  /** `EVENT_REDIS_TLS_KEY`: client private key, PEM text or a path. A secret: never logged. Turns TLS on. */
+  readonly redisTlsKey?: string | undefined
+  /** `EVENT_REDIS_TLS_SERVERNAME`: the name the server certificate must carry (SNI), when not the host connected to. Turns TLS on. */
+  readonly redisTlsServername?: string | undefined
+  /** `EVENT_REDIS_TLS_REJECT_UNAUTHORIZED`, default true; `false` accepts any server certificate (testing only). Turns TLS on. */
+  readonly redisTlsRejectUnauthorized?: boolean | string | undefined
+  /**
+   * `EVENT_COMMAND_TIMEOUT`, default `10s`: every call that talks to Redis
+   * (publish, ack, stats, DLQ...) settles within it, measured from the call,
+   * queueing and internal retries included.
+   */
+  readonly commandTimeout?: number | string | undefined
   /** `EVENT_CONSUMER_TIMEOUT`, default `30s`. */
   readonly consumerTimeout?: number | string | undefined
   /** `EVENT_MAX_RETRIES`, default 3 (0 = no retry). */
@@ -123,11 +140,13 @@ const SETTINGS = [
   ['batchSize', 'batchSize', 'EVENT_BATCH_SIZE', PositiveInteger, 10],
   ['maxPendingMessages', 'maxPendingMessages', 'EVENT_MAX_PENDING_MESSAGES', PositiveInteger, 1_000],
   ['claimMinIdleTimeMs', 'claimMinIdleTime', 'EVENT_CLAIM_MIN_IDLE_TIME', PositiveDurationInput, 60_000],
-  ['claimIntervalMs', 'claimInterval', 'EVENT_CLAIM_INTERVAL', PositiveDurationInput, 30_000],
+  // 0 turns claiming off, as in consume().
+  ['claimIntervalMs', 'claimInterval', 'EVENT_CLAIM_INTERVAL', DurationInput, 30_000],
   ['delayedQueueEnabled', 'delayedQueueEnabled', 'EVENT_DELAYED_QUEUE_ENABLED', BooleanInput, true],
   ['delayedQueueCheckIntervalMs', 'delayedQueueCheckInterval', 'EVENT_DELAYED_QUEUE_CHECK_INTERVAL', PositiveDurationInput, 1_000],
   ['keyPrefix', 'keyPrefix', 'EVENT_KEY_PREFIX', KeyPrefix, 'event:'],
   ['maxPayloadBytes', 'maxPayloadBytes', 'EVENT_MAX_PAYLOAD_BYTES', PositiveInteger, 1024 * 1024],
+  ['commandTimeoutMs', 'commandTimeout', 'EVENT_COMMAND_TIMEOUT', PositiveDurationInput, 10_000],
   ['maxPayloadDepth', 'maxPayloadDepth', 'EVENT_MAX_PAYLOAD_DEPTH', PositiveInteger, 64],
   ['publishDedupeWindowMs', 'publishDedupeWindow', 'EVENT_PUBLISH_DEDUPE_WINDOW', DurationInput, 5 * 60_000],
 ] as const satisfies readonly (readonly [keyof Config, OptionName, string, t.Decoder<unknown, unknown>, unknown])[]
@@ -149,6 +168,12 @@ export const ENV_VARIABLES: Readonly<Record<OptionName, string>> = Object.freeze
   redisDb: 'EVENT_REDIS_DB',
   redisAddr: 'EVENT_REDIS_ADDR',
   redisMasterName: 'EVENT_REDIS_MASTER_NAME',
+  redisTlsCa: 'EVENT_REDIS_TLS_CA',
+  redisTlsCert: 'EVENT_REDIS_TLS_CERT',
+  redisTlsKey: 'EVENT_REDIS_TLS_KEY',
+  redisTlsServername: 'EVENT_REDIS_TLS_SERVERNAME',
+  redisTlsRejectUnauthorized: 'EVENT_REDIS_TLS_REJECT_UNAUTHORIZED',
+  commandTimeout: 'EVENT_COMMAND_TIMEOUT',
   consumerTimeout: 'EVENT_CONSUMER_TIMEOUT',
   maxRetries: 'EVENT_MAX_RETRIES',
   retryBackoff: 'EVENT_RETRY_BACKOFF',
@@ -167,8 +192,20 @@ export const ENV_VARIABLES: Readonly<Record<OptionName, string>> = Object.freeze
   streamMaxLen: 'EVENT_STREAM_MAX_LEN',
 })
 
-/** Options that are free text and may be left empty to mean "not set". */
-const EMPTY_MEANS_UNSET: ReadonlySet<OptionName> = new Set(['redisUsername', 'redisPassword', 'redisMasterName'])
+/** Options that are free text and may be left empty to mean "not set" (`EVENT_REDIS_URL=` is no URL). */
+const EMPTY_MEANS_UNSET: ReadonlySet<OptionName> = new Set([
+  'redisUrl',
+  'redisHosts',
+  'redisAddr',
+  'redisUsername',
+  'redisPassword',
+  'redisMasterName',
+  'redisTlsCa',
+  'redisTlsCert',
+  'redisTlsKey',
+  'redisTlsServername',
+  'redisTlsRejectUnauthorized',
+])
 
 function describe(raw: unknown): string {
   if (typeof raw === 'string') return raw
@@ -236,6 +273,116 @@ class Decoder {
   }
 }
 
+/**
+ * A warning about the configuration: to the logger when one is given, else
+ * through `process.emitWarning` (so that it is visible without a logger).
+ */
+function warn(logger: ConfigLogger | undefined, details: object, message: string, type: 'Warning' | 'DeprecationWarning' = 'Warning'): void {
+  if (logger !== undefined) logger.warn(details, message)
+  else process.emitWarning(message, { type, code: type === 'DeprecationWarning' ? 'RRS_DEPRECATED_CONFIG' : 'RRS_UNKNOWN_CONFIG' })
+}
+
+const PEM_BEGIN = '-----BEGIN '
+
+/** A PEM value: the text itself when it holds a PEM block, else a path to a file holding one. */
+function pemOrFile(decoder: Decoder, option: OptionName, kind: ValueKind): string | undefined {
+  const source = decoder.source(option)
+  // Any non-empty text (PEM spans lines): Password is that codec, and never repeats the value.
+  const text = decoder.decode(Password, source, kind)
+  if (text === undefined || source === undefined) return undefined
+  if (text.includes(PEM_BEGIN)) {
+    if (kind === 'secret') decoder.secrets.push(text)
+    return text
+  }
+  let content: string
+  try {
+    content = readFileSync(text, 'utf8')
+  } catch (error) {
+    const code = (error as { code?: unknown }).code
+    decoder.report(source, `is neither PEM text nor a readable file (${typeof code === 'string' ? code : 'unreadable'})`)
+    return undefined
+  }
+  if (!content.includes(PEM_BEGIN)) {
+    decoder.report(source, 'names a file that holds no PEM block (-----BEGIN ...)')
+    return undefined
+  }
+  if (kind === 'secret') decoder.secrets.push(content)
+  return content
+}
+
+/** `EVENT_REDIS_TLS_*`: undefined when none is set. */
+function decodeTls(decoder: Decoder): RedisTlsConfig | undefined {
+  const tls: { -readonly [K in keyof RedisTlsConfig]: RedisTlsConfig[K] } = {}
+  const ca = pemOrFile(decoder, 'redisTlsCa', 'plain')
+  const cert = pemOrFile(decoder, 'redisTlsCert', 'plain')
+  const key = pemOrFile(decoder, 'redisTlsKey', 'secret')
+  const servername = decoder.decode(NonEmptyString, decoder.source('redisTlsServername'))
+  const rejectUnauthorized = decoder.decode(BooleanInput, decoder.source('redisTlsRejectUnauthorized'))
+  if (ca !== undefined) tls.ca = ca
+  if (cert !== undefined) tls.cert = cert
+  if (key !== undefined) tls.key = key
+  if (servername !== undefined) tls.servername = servername
+  if (rejectUnauthorized !== undefined) tls.rejectUnauthorized = rejectUnauthorized
+  if ((cert === undefined) !== (key === undefined)) {
+    const given = decoder.source(cert === undefined ? 'redisTlsKey' : 'redisTlsCert')
+    if (given !== undefined) decoder.report(given, `needs ${cert === undefined ? 'EVENT_REDIS_TLS_CERT' : 'EVENT_REDIS_TLS_KEY'} too (mutual TLS takes a certificate and its key)`, 'secret')
+  }
+  return Object.keys(tls).length === 0 ? undefined : tls
+}
+
+/** `EVENT_*` variables read elsewhere (not settings of {@link loadConfig}), so not unknown. */
+const OTHER_KNOWN_VARIABLES: readonly string[] = []
+const warnedUnknown = new Set<string>()
+
+/** Edit distance (insertions, deletions, substitutions). */
+function distance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + cost))
+    }
+    previous = current
+  }
+  return previous[b.length] ?? 0
+}
+
+/**
+ * The valid variable nearest to `name` (a typo such as `EVENT_MAX_RETRY`), or
+ * undefined when none is close.
+ *
+ * ## Example
+ * ```ts
+ * closestVariable('EVENT_MAX_RETRY') // 'EVENT_MAX_RETRIES'
+ * ```
+ */
+export function closestVariable(name: string): string | undefined {
+  let best: string | undefined
+  let bestDistance = Infinity
+  for (const known of [...Object.values(ENV_VARIABLES), ...OTHER_KNOWN_VARIABLES]) {
+    const d = distance(name, known)
+    if (d < bestDistance) {
+      best = known
+      bestDistance = d
+    }
+  }
+  // Close enough to be a typo: a few edits, or one variable's name inside the other.
+  const short = name.slice('EVENT_'.length)
+  return best !== undefined && (bestDistance <= Math.max(3, Math.floor(short.length / 3)) || best.includes(short) || short.includes(best.slice(6))) ? best : undefined
+}
+
+/** Warns (once per process and name) about `EVENT_*` variables that are no setting. */
+function warnUnknownVariables(env: NodeJS.ProcessEnv, logger: ConfigLogger | undefined): void {
+  const known = new Set<string>([...Object.values(ENV_VARIABLES), ...OTHER_KNOWN_VARIABLES])
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith('EVENT_') || known.has(name) || warnedUnknown.has(name)) continue
+    warnedUnknown.add(name)
+    const closest = closestVariable(name)
+    warn(logger, { variable: name, closest }, `${name} is not a setting of rx-redis-streams and is ignored${closest === undefined ? '' : `; did you mean ${closest}?`}`)
+  }
+}
+
 /** A decoded Redis location: where it came from and what it says. */
 interface Location {
   readonly source: Source
@@ -270,11 +417,14 @@ function decodeRedis(decoder: Decoder, logger: ConfigLogger | undefined): RedisC
   const masterName = decoder.decode(NonEmptyString, decoder.source('redisMasterName'))
 
   if (addrSource !== undefined) {
-    logger?.warn(
+    warn(
+      logger,
       { variable: addrSource.name },
       `${addrSource.name} is deprecated: use ${addrSource.fromOptions ? 'redisUrl or redisHosts' : 'EVENT_REDIS_URL or EVENT_REDIS_HOSTS'}`,
+      'DeprecationWarning',
     )
   }
+  const tlsOptions = decodeTls(decoder)
 
   // A location given in the options object replaces the one of the environment as a whole.
   const candidates: (Location | undefined)[] = [
@@ -300,8 +450,9 @@ function decodeRedis(decoder: Decoder, logger: ConfigLogger | undefined): RedisC
     mode,
     hosts: chosenHosts.map((h) => ({ host: h.host, port: h.port })),
     db: effectiveDb,
-    tls: parsedUrl?.tls ?? false,
+    tls: (parsedUrl?.tls ?? false) || tlsOptions !== undefined,
   }
+  if (tlsOptions !== undefined) redis.tlsOptions = tlsOptions
   const effectiveUsername = parsedUrl?.username ?? username
   const effectivePassword = parsedUrl?.password ?? password
   if (effectiveUsername !== undefined) redis.username = effectiveUsername
@@ -315,8 +466,12 @@ function decodeRedis(decoder: Decoder, logger: ConfigLogger | undefined): RedisC
  * or inspected (`console.log`), without changing the object's own properties.
  */
 function hidePasswordFromLogs(redis: RedisConnectionConfig): RedisConnectionConfig {
-  if (redis.password === undefined) return redis
-  const masked = (): object => ({ ...redis, password: MASK })
+  if (redis.password === undefined && redis.tlsOptions?.key === undefined) return redis
+  const masked = (): object => ({
+    ...redis,
+    ...(redis.password === undefined ? {} : { password: MASK }),
+    ...(redis.tlsOptions?.key === undefined ? {} : { tlsOptions: { ...redis.tlsOptions, key: MASK } }),
+  })
   Object.defineProperty(redis, 'toJSON', { value: masked, enumerable: false })
   Object.defineProperty(redis, inspect.custom, { value: masked, enumerable: false })
   return redis
@@ -350,12 +505,15 @@ function defaultUrl(): ParsedRedisUrl {
  * ```
  * @param options programmatic settings, winning over the environment
  * @param env the environment to read `EVENT_*` variables from
- * @param logger receives the deprecation warning of `EVENT_REDIS_ADDR`
+ * @param logger receives the warnings: `EVENT_REDIS_ADDR` is deprecated, an
+ *   unknown `EVENT_*` variable (naming the closest valid one). Without one they
+ *   go to `process.emitWarning`.
  * @returns the frozen configuration
  * @throws {ConfigError} listing every invalid value at once, by name, secrets masked
  */
 export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv = process.env, logger?: ConfigLogger): Config {
   const decoder = new Decoder(options, env)
+  warnUnknownVariables(env, logger)
   const redis = decodeRedis(decoder, logger)
   const config: Record<string, unknown> = { redis }
   for (const [field, option, , codec, fallback] of SETTINGS) {

@@ -7,6 +7,24 @@ export interface HostPort {
   readonly port: number
 }
 
+/**
+ * TLS settings beyond `rediss://` (`EVENT_REDIS_TLS_*`), applied to every
+ * connection: the shared one, blocking readers, Sentinel and Cluster nodes.
+ * PEM texts (a path given in the configuration is read when it is loaded).
+ */
+export interface RedisTlsConfig {
+  /** Trusted CA certificate(s), PEM; replaces Node's default CA list. */
+  readonly ca?: string
+  /** Client certificate, PEM (mutual TLS). */
+  readonly cert?: string
+  /** Client private key, PEM. A secret: never logged or printed. */
+  readonly key?: string
+  /** The name the server certificate must carry (SNI and verification), when it is not the host connected to. */
+  readonly servername?: string
+  /** `false` accepts any server certificate (testing only). Default true. */
+  readonly rejectUnauthorized?: boolean
+}
+
 /** Connection settings decoded from `EVENT_REDIS_*` (or the options object). */
 export interface RedisConnectionConfig {
   readonly mode: RedisMode
@@ -15,8 +33,10 @@ export interface RedisConnectionConfig {
   readonly username?: string
   readonly password?: string
   readonly db: number
-  /** `rediss://`. */
+  /** `rediss://`, or any `EVENT_REDIS_TLS_*` setting. */
   readonly tls: boolean
+  /** CA, client certificate, server name... (`EVENT_REDIS_TLS_*`); only with `tls`. */
+  readonly tlsOptions?: RedisTlsConfig
   /** Sentinel master name (`EVENT_REDIS_MASTER_NAME`). */
   readonly masterName?: string
 }
@@ -37,6 +57,11 @@ export interface Config {
   readonly delayedQueueCheckIntervalMs: number
   readonly keyPrefix: string
   readonly maxPayloadBytes: number
+  /**
+   * Every call that talks to Redis settles within this many ms of the call,
+   * queueing and internal retries included (`EVENT_COMMAND_TIMEOUT`, default 10 s).
+   */
+  readonly commandTimeoutMs: number
   /** Containers (objects, arrays) nested at most this deep in a payload, on publish and on read. */
   readonly maxPayloadDepth: number
   /** Window in ms within which a publish retried with the same event id is appended once; 0 = off. */

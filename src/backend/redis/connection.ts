@@ -1,10 +1,14 @@
 /**
  * ioredis clients built from a {@link Config}: standalone, Cluster or Sentinel,
- * and the one place where ioredis errors are made safe to leave the library.
+ * every call bounded by the command timeout (measured from the call), a
+ * connection that cannot be made reported as a {@link ConnectionError}, and
+ * the one place where ioredis errors are made safe to leave the library.
  */
-import { Cluster, Redis, type RedisOptions } from 'ioredis'
-import { BackendError, ConfigError } from '../../errors.js'
-import { redactSecrets } from '../../config/secrets.js'
+import { inspect } from 'node:util'
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls'
+import { BackendError, CommandTimeoutError, ConfigError, ConnectionError } from '../../errors.js'
+import { MASK, redactSecrets } from '../../config/secrets.js'
 import type { Config } from '../../config/types.js'
 
 /**
@@ -35,19 +39,28 @@ export interface RedisClientOptions {
   /**
    * Receives connection errors (already sanitized). ioredis reports them as
    * `error` events; without a listener it would print them. Default: ignored,
-   * since every failed command rejects anyway.
+   * since every failed call rejects anyway.
    */
   readonly onError?: ((error: BackendError) => void) | undefined
   /**
-   * A command without a reply after this many ms rejects (a frozen server must
-   * not hang a publish or an ack). Default 10 s for {@link createRedisClient};
+   * Every call settles within this many ms *of the call* (queueing behind
+   * other commands, the offline queue and reconnections included). Default
+   * the configuration's `commandTimeoutMs` (10 s) for {@link createRedisClient};
    * none for {@link createBlockingClient}, whose reads are bounded by the engine.
    */
   readonly commandTimeout?: number | undefined
 }
 
-/** The default bound of one non-blocking command. */
+/** The default bound of one call, from the call. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 10_000
+
+/**
+ * How long a standalone Redis may stay unreachable (a refused connection, an
+ * unknown host, a TLS or authentication failure) before waiting calls reject
+ * with the {@link ConnectionError}, and new ones at once: long enough to ride
+ * out a restart, short enough for a clear error within about 2 s.
+ */
+export const CONNECT_FAIL_FAST_MS = 1_500
 
 const RETRY_BASE_MS = 50
 const RETRY_CAP_MS = 2_000
@@ -78,29 +91,50 @@ function assertRedisMode(config: Config): void {
   }
 }
 
+/** Node TLS options from the configuration (`rediss://`, `EVENT_REDIS_TLS_*`). */
+function tlsOptions(config: Config): TlsConnectionOptions | undefined {
+  const { redis } = config
+  if (!redis.tls) return undefined
+  const given = redis.tlsOptions
+  const tls: TlsConnectionOptions = {}
+  if (given?.ca !== undefined) tls.ca = given.ca
+  if (given?.cert !== undefined) tls.cert = given.cert
+  if (given?.key !== undefined) tls.key = given.key
+  if (given?.servername !== undefined) tls.servername = given.servername
+  if (given?.rejectUnauthorized !== undefined) tls.rejectUnauthorized = given.rejectUnauthorized
+  return tls
+}
+
 /** Settings shared by every connection to one deployment (auth, TLS, naming). */
 function connectionOptions(config: Config, options: RedisClientOptions): RedisOptions {
   const { redis } = config
   const common: RedisOptions = {
     retryStrategy: reconnectDelay,
     // A closed connection must not hold commands forever: keep ioredis' default
-    // `maxRetriesPerRequest`, so they fail with an error rather than hang.
+    // `maxRetriesPerRequest`, so they fail with an error rather than hang. The
+    // bound of each call is ours (see `bounded`), measured from the call.
   }
   if (redis.username !== undefined) common.username = redis.username
   if (redis.password !== undefined) common.password = redis.password
-  if (redis.tls) common.tls = {}
+  const tls = tlsOptions(config)
+  if (tls !== undefined) common.tls = tls
   if (options.name !== undefined) common.connectionName = options.name
   if (options.lazyConnect !== undefined) common.lazyConnect = options.lazyConnect
-  if (options.commandTimeout !== undefined) common.commandTimeout = options.commandTimeout
   return common
 }
 
-function attachErrorListener(client: RedisClient, config: Config, options: RedisClientOptions): RedisClient {
-  const onError = options.onError
-  client.on('error', (error: unknown) => {
-    if (onError !== undefined) onError(sanitizeRedisError(error, config))
-  })
-  return client
+/** Where the client connects, for messages: never credentials. */
+export function describeAddress(config: Config): string {
+  const { redis } = config
+  const hosts = redis.hosts.map((h) => (h.host.includes(':') ? `[${h.host}]:${String(h.port)}` : `${h.host}:${String(h.port)}`)).join(',')
+  switch (redis.mode) {
+    case 'sentinel':
+      return `sentinels ${hosts} (master ${redis.masterName ?? 'mymaster'})`
+    case 'cluster':
+      return `cluster ${hosts}`
+    default:
+      return hosts.length > 0 ? hosts : '127.0.0.1:6379'
+  }
 }
 
 function build(config: Config, options: RedisClientOptions, autoPipelining: boolean): RedisClient {
@@ -110,18 +144,25 @@ function build(config: Config, options: RedisClientOptions, autoPipelining: bool
   switch (redis.mode) {
     case 'cluster': {
       const { retryStrategy: _perNodeRetry, lazyConnect, ...nodeOptions } = common
+      const clusterOptions: ClusterOptions & { redisOptions: RedisOptions & { replyMapping: 'legacy' } } = {
+        // RESP2-shaped replies whatever the protocol, as the adapter reads them.
+        redisOptions: { ...nodeOptions, replyMapping: 'legacy' },
+        clusterRetryStrategy: reconnectDelay,
+        enableAutoPipelining: autoPipelining,
+        // Follow MOVED/ASK and failovers inside the call's bound: many quick redirections, short pauses.
+        maxRedirections: 64,
+        retryDelayOnFailover: 100,
+        retryDelayOnClusterDown: 100,
+        retryDelayOnTryAgain: 100,
+        ...(lazyConnect === undefined ? {} : { lazyConnect }),
+      }
       return new Cluster(
         redis.hosts.map((h) => ({ host: h.host, port: h.port })),
-        {
-          // RESP2-shaped replies whatever the protocol, as the adapter reads them.
-          redisOptions: { ...nodeOptions, replyMapping: 'legacy' },
-          clusterRetryStrategy: reconnectDelay,
-          enableAutoPipelining: autoPipelining,
-          ...(lazyConnect === undefined ? {} : { lazyConnect }),
-        },
+        clusterOptions,
       )
     }
-    case 'sentinel':
+    case 'sentinel': {
+      const tls = common.tls
       return new Redis({
         ...common,
         replyMapping: 'legacy',
@@ -129,8 +170,14 @@ function build(config: Config, options: RedisClientOptions, autoPipelining: bool
         sentinels: redis.hosts.map((h) => ({ host: h.host, port: h.port })),
         name: redis.masterName ?? 'mymaster',
         enableAutoPipelining: autoPipelining,
-        ...(redis.tls ? { enableTLSForSentinelMode: true } : {}),
+        // Subscribe to +switch-master and move at once, not only when the old master drops us.
+        failoverDetector: true,
+        // Sentinels share the deployment's credentials unless configured otherwise.
+        ...(redis.password === undefined ? {} : { sentinelPassword: redis.password }),
+        ...(redis.username === undefined ? {} : { sentinelUsername: redis.username }),
+        ...(tls === undefined ? {} : { enableTLSForSentinelMode: true, sentinelTLS: tls }),
       })
+    }
     default: {
       const host = redis.hosts[0] ?? { host: '127.0.0.1', port: 6379 }
       return new Redis({
@@ -145,11 +192,407 @@ function build(config: Config, options: RedisClientOptions, autoPipelining: bool
   }
 }
 
+// ---------------------------------------------------------------------------
+// Connection state and bounded calls
+
+/** What the library knows about a client's connection (see {@link connectionState}). */
+export interface ConnectionState {
+  /** ioredis' status: `wait`, `connecting`, `connect`, `ready`, `reconnecting`, `close`, `end`. */
+  readonly status: string
+  /** True while the last connection attempt failed and none has succeeded since. */
+  readonly down: boolean
+  /** Since when (epoch ms) it is down; undefined when up. */
+  readonly downSince: number | undefined
+  /** The last connection error, sanitized, as calls would reject with it. */
+  readonly lastError: ConnectionError | undefined
+}
+
+interface PendingCall {
+  readonly reject: (error: unknown) => void
+  timer: NodeJS.Timeout | undefined
+}
+
+/** Errors that mean "this deployment cannot be reached at all", per mode. */
+type FatalTest = (error: unknown) => boolean
+
+const TLS_CODES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ERR_TLS|ERR_SSL|HOSTNAME/
+
+function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+/** A hint that helps a reader fix a connection error. */
+function hintFor(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error)
+  const code = errorCode(error) ?? ''
+  if (TLS_CODES.test(code) || /certificate|self[- ]signed|wrong version number|tls|ssl/i.test(message)) {
+    return ` (TLS certificate problem${code.length > 0 ? ` ${code}` : ''}: check EVENT_REDIS_TLS_CA, EVENT_REDIS_TLS_SERVERNAME and the server certificate)`
+  }
+  if (/^(?:WRONGPASS|NOAUTH)\b/.test(message)) return ' (authentication failed: check the Redis user name and password)'
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return ' (unknown host: check the host name)'
+  if (code === 'ECONNREFUSED') return ' (nothing listens there: is Redis running, and is the port right?)'
+  return ''
+}
+
+/**
+ * Tracks one client's connection and bounds its calls. Standalone: once the
+ * client has been unable to connect for {@link CONNECT_FAIL_FAST_MS}, waiting
+ * calls reject with the connection error and new ones at once, until it
+ * connects again. Sentinel and Cluster: the same only when no sentinel or no
+ * node answers at all; otherwise calls wait for the new topology up to their
+ * bound.
+ */
+class ConnectionMonitor {
+  readonly pending = new Set<PendingCall>()
+  down = false
+  downSince: number | undefined
+  lastError: ConnectionError | undefined
+  #failing = false
+  #graceTimer: NodeJS.Timeout | undefined
+
+  constructor(
+    readonly client: RedisClient,
+    readonly address: string,
+    readonly secrets: readonly (string | undefined)[],
+    readonly fatal: FatalTest,
+    readonly failFastMs: number,
+  ) {
+    client.on('error', (error: unknown) => this.#onError(error))
+    client.on('ready', () => this.#onReady())
+    client.on('end', () => {
+      // ioredis gave up (or was closed): nothing will connect again.
+      this.#onError(this.lastError?.cause ?? new Error('Connection is closed.'))
+    })
+  }
+
+  get state(): ConnectionState {
+    return { status: this.client.status, down: this.down, downSince: this.downSince, lastError: this.lastError }
+  }
+
+  /** True when calls should reject at once with the connection error. */
+  get failing(): boolean {
+    return this.#failing && this.client.status !== 'ready'
+  }
+
+  connectionError(cause?: unknown): ConnectionError {
+    if (cause === undefined && this.lastError !== undefined) return this.lastError
+    const raw = cause ?? new Error('no connection')
+    const safe = sanitizeCause(raw, this.secrets, 0)
+    return new ConnectionError(this.address, `connection to Redis at ${this.address} failed: ${safe.message}${hintFor(raw)}`, { cause: safe })
+  }
+
+  #onError(error: unknown): void {
+    if (isReplyError(error) && !/^(?:WRONGPASS|NOAUTH|NOPERM|LOADING|MASTERDOWN)\b/.test(error instanceof Error ? error.message : '')) return
+    this.lastError = this.connectionError(error)
+    if (!this.fatal(error) || this.client.status === 'ready') return
+    if (!this.down) {
+      this.down = true
+      this.downSince = Date.now()
+      clearTimeout(this.#graceTimer)
+      this.#graceTimer = setTimeout(() => this.#failPending(), this.failFastMs)
+      this.#graceTimer.unref()
+    } else if (this.#failing) {
+      this.#failPending()
+    }
+  }
+
+  #onReady(): void {
+    this.down = false
+    this.downSince = undefined
+    this.#failing = false
+    clearTimeout(this.#graceTimer)
+  }
+
+  /** Rejects every waiting call with the connection error and drops what ioredis holds for later. */
+  #failPending(): void {
+    if (!this.down || this.client.status === 'ready') return
+    this.#failing = true
+    const error = this.connectionError()
+    for (const call of this.pending) {
+      clearTimeout(call.timer)
+      call.reject(error)
+    }
+    this.pending.clear()
+    // Commands never sent must not run minutes later when Redis is back: the caller was told they failed.
+    const flush = (this.client as unknown as { flushQueue?: (e: Error, o: object) => void }).flushQueue
+    if (this.client instanceof Redis && typeof flush === 'function') flush.call(this.client, error, { offlineQueue: true, commandQueue: false })
+  }
+
+  /** What a call's rejection becomes: a connection error when the connection is the cause. */
+  translate(error: unknown): unknown {
+    if (error instanceof BackendError) return error
+    if (isReplyError(error)) {
+      return /^(?:WRONGPASS|NOAUTH)\b/.test(error instanceof Error ? error.message : '') ? this.connectionError(error) : error
+    }
+    const message = error instanceof Error ? error.message : ''
+    const lost = message === 'Connection is closed.' || (error instanceof Error && error.name === 'MaxRetriesPerRequestError') || /All sentinels are unreachable|Failed to refresh slots cache|None of startup nodes is available/.test(message)
+    if (this.down || lost) return this.connectionError(this.down ? undefined : error)
+    return error
+  }
+
+  timeoutError(command: string, timeoutMs: number): BackendError {
+    if (this.down && this.lastError !== undefined) return this.lastError
+    return new CommandTimeoutError(command, timeoutMs, this.client.status === 'ready' ? undefined : { cause: this.lastError })
+  }
+}
+
+function isReplyError(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError'
+}
+
+const monitors = new WeakMap<object, ConnectionMonitor>()
+
+/**
+ * What the library knows about the connection of a client it made (or
+ * wrapped): status, whether it is down, the last connection error.
+ *
+ * ## Example
+ * ```ts
+ * import { connectionState } from 'rx-redis-streams'
+ * connectionState(client)?.lastError?.message // 'cannot reach Redis at 127.0.0.1:6390: connect ECONNREFUSED ...'
+ * ```
+ * @returns undefined for a client the library does not track
+ */
+export function connectionState(client: RedisClient): ConnectionState | undefined {
+  return monitors.get(client)?.state
+}
+
+/** Methods that are not calls to Redis: passed through untouched. */
+const PASS_THROUGH = new Set<string>([
+  'on', 'once', 'off', 'addListener', 'removeListener', 'removeAllListeners', 'emit', 'listeners', 'listenerCount',
+  'prependListener', 'prependOnceListener', 'setMaxListeners', 'getMaxListeners', 'eventNames', 'rawListeners',
+  'defineCommand', 'duplicate', 'disconnect', 'nodes', 'toString', 'valueOf', 'constructor', 'silentEmit', 'setStatus',
+  'createBuiltinCommand', 'getBuiltinCommands', 'end',
+])
+const PIPELINES = new Set(['multi', 'pipeline'])
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function'
+}
+
+/** Runs one call under the monitor: rejects with the connection error when failing, bounded by `timeoutMs` from now. */
+function boundCall(monitor: ConnectionMonitor, command: string, timeoutMs: number | undefined, run: () => unknown): unknown {
+  if (monitor.failing) return Promise.reject(monitor.connectionError())
+  const result = run()
+  if (!isThenable(result)) return result
+  return new Promise((resolve, reject) => {
+    const call: PendingCall = { reject, timer: undefined }
+    monitor.pending.add(call)
+    if (timeoutMs !== undefined) {
+      call.timer = setTimeout(() => {
+        if (monitor.pending.delete(call)) reject(monitor.timeoutError(command, timeoutMs))
+      }, timeoutMs)
+    }
+    result.then(
+      (value) => {
+        if (!monitor.pending.delete(call)) return
+        clearTimeout(call.timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        if (!monitor.pending.delete(call)) return
+        clearTimeout(call.timer)
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes ioredis' rejection on unchanged (an Error)
+        reject(monitor.translate(error))
+      },
+    )
+  })
+}
+
+/** A pipeline or MULTI whose `exec` is bounded like any call (chained methods keep the wrapper). */
+function boundPipeline(pipeline: object, monitor: ConnectionMonitor, timeoutMs: number | undefined): object {
+  const proxy: object = new Proxy(pipeline, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target)
+      if (typeof value !== 'function') return value
+      const fn = value as (...args: unknown[]) => unknown
+      if (prop === 'exec') return (...args: unknown[]) => boundCall(monitor, 'EXEC', timeoutMs, () => fn.apply(target, args))
+      return (...args: unknown[]) => {
+        const out = fn.apply(target, args)
+        return out === target ? proxy : out
+      }
+    },
+  })
+  return proxy
+}
+
+/**
+ * Wraps a client so that every call to Redis is bounded from the call and
+ * its failures carry the connection error. The wrapper is the client for
+ * everything else (`status`, events, `duplicate()`...).
+ */
+function bounded<C extends RedisClient>(client: C, monitor: ConnectionMonitor, timeoutMs: number | undefined): C {
+  const wrappers = new Map<string | symbol, { fn: unknown; wrapper: unknown }>()
+  const proxy = new Proxy(client, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target)
+      if (typeof value !== 'function') return value
+      const cached = wrappers.get(prop)
+      if (cached?.fn === value) return cached.wrapper
+      const fn = value as (...args: unknown[]) => unknown
+      let wrapper: unknown
+      if (typeof prop === 'symbol' || PASS_THROUGH.has(prop)) {
+        wrapper = fn.bind(target)
+      } else if (PIPELINES.has(prop)) {
+        wrapper = (...args: unknown[]) => boundPipeline(fn.apply(target, args) as object, monitor, timeoutMs)
+      } else if (prop === 'quit') {
+        // Closing must not wait for a Redis that is not there: drop the connection instead.
+        wrapper = (...args: unknown[]) => {
+          if (target.status !== 'ready') {
+            target.disconnect()
+            return Promise.resolve('OK')
+          }
+          return (boundCall(monitor, 'QUIT', Math.min(timeoutMs ?? 1_000, 1_000), () => fn.apply(target, args)) as Promise<unknown>).then(undefined, () => {
+            target.disconnect()
+            return 'OK'
+          })
+        }
+      } else {
+        const name = prop === 'call' || prop === 'sendCommand' ? undefined : prop.toUpperCase()
+        wrapper = (...args: unknown[]) => {
+          const first = args[0]
+          const command = name ?? (typeof first === 'string' ? first.toUpperCase() : prop.toUpperCase())
+          return boundCall(monitor, command, timeoutMs, () => fn.apply(target, args))
+        }
+      }
+      wrappers.set(prop, { fn: value, wrapper })
+      return wrapper
+    },
+  })
+  monitors.set(proxy, monitor)
+  monitors.set(client, monitor)
+  return proxy
+}
+
+// ---------------------------------------------------------------------------
+// Secrets in ioredis objects
+
+const SECRET_KEYS = ['password', 'sentinelPassword', 'auth', 'key'] as const
+
+/** A copy for display with every secret-bearing field masked (one level into `tls`, `sentinelTLS`, `redisOptions`). */
+function maskedCopy(value: object, depth = 0): object {
+  const out: Record<string, unknown> = {}
+  for (const [key, v] of Object.entries(value)) {
+    if ((SECRET_KEYS as readonly string[]).includes(key) && v !== undefined && v !== null) out[key] = MASK
+    else if (depth < 2 && v !== null && typeof v === 'object' && !Array.isArray(v) && /^(?:tls|sentinelTLS|redisOptions|natMap)$/.test(key)) out[key] = maskedCopy(v as object, depth + 1)
+    else out[key] = v
+  }
+  return out
+}
+
+function maskOnInspect(target: unknown, show: () => object): void {
+  if (target === null || typeof target !== 'object') return
+  Object.defineProperty(target, inspect.custom, { value: show, enumerable: false, configurable: true, writable: true })
+}
+
+/**
+ * Makes `util.inspect` (even with `showHidden`) of a client, its options, its
+ * connector and its connection state print no password or TLS key.
+ */
+function hideSecrets(client: RedisClient, address: string): void {
+  const patchRedis = (redis: Redis): void => {
+    const internals = redis as unknown as { options?: object; connector?: { options?: object }; condition?: object }
+    maskOnInspect(redis, () => ({ [Symbol.toStringTag]: 'Redis', status: redis.status, address, options: internals.options === undefined ? undefined : maskedCopy(internals.options) }))
+    if (internals.options !== undefined) maskOnInspect(internals.options, () => maskedCopy(internals.options ?? {}))
+    const connector = internals.connector
+    if (connector !== undefined) {
+      maskOnInspect(connector, () => ({ connector: connector.constructor.name, options: maskedCopy(connector.options ?? {}) }))
+      if (connector.options !== undefined) maskOnInspect(connector.options, () => maskedCopy(connector.options ?? {}))
+    }
+    const patchCondition = (): void => {
+      const condition = internals.condition
+      if (condition !== undefined) maskOnInspect(condition, () => maskedCopy(condition))
+    }
+    patchCondition()
+    redis.on('connect', patchCondition)
+    redis.on('ready', patchCondition)
+  }
+  if (client instanceof Cluster) {
+    const internals = client as unknown as { options?: object }
+    maskOnInspect(client, () => ({ [Symbol.toStringTag]: 'Cluster', status: client.status, address, options: internals.options === undefined ? undefined : maskedCopy(internals.options) }))
+    if (internals.options !== undefined) maskOnInspect(internals.options, () => maskedCopy(internals.options ?? {}))
+    client.on('+node', (node: Redis) => patchRedis(node))
+    for (const node of client.nodes()) patchRedis(node)
+  } else {
+    patchRedis(client)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Public constructors
+
+function fatalTest(mode: Config['redis']['mode']): FatalTest {
+  switch (mode) {
+    case 'sentinel':
+      // A sentinel that answers may point to a new master soon: wait for it (within the bound).
+      return (e) => e instanceof Error && /All sentinels are unreachable/.test(e.message)
+    case 'cluster':
+      return (e) => e instanceof Error && (e.name === 'ClusterAllFailedError' || /Failed to refresh slots cache|None of startup nodes is available/.test(e.message))
+    default:
+      return () => true
+  }
+}
+
+function attachErrorListener(client: RedisClient, config: Config, options: RedisClientOptions): void {
+  const onError = options.onError
+  client.on('error', (error: unknown) => {
+    if (onError !== undefined) onError(sanitizeRedisError(error, config))
+  })
+}
+
+/** Where an ioredis client connects and in which mode, read from its own options. */
+function describeClient(client: RedisClient): { address: string; mode: 'standalone' | 'sentinel' | 'cluster'; password?: string } | undefined {
+  const hostPort = (h: { host?: unknown; port?: unknown }): string => `${typeof h.host === 'string' ? h.host : 'localhost'}:${typeof h.port === 'number' ? String(h.port) : '6379'}`
+  if (client instanceof Cluster) {
+    const nodes = (client as unknown as { startupNodes?: unknown[] }).startupNodes ?? []
+    const options = (client as unknown as { options?: { redisOptions?: { password?: string } } }).options
+    const address = `cluster ${nodes.map((n) => (typeof n === 'object' && n !== null ? hostPort(n) : String(n))).join(',')}`
+    const password = options?.redisOptions?.password
+    return { address, mode: 'cluster', ...(typeof password === 'string' ? { password } : {}) }
+  }
+  const options = (client as unknown as { options?: RedisOptions }).options
+  if (options === undefined) return undefined
+  const password = typeof options.password === 'string' ? { password: options.password } : {}
+  if (Array.isArray(options.sentinels) && options.sentinels.length > 0) {
+    return { address: `sentinels ${options.sentinels.map((h) => hostPort(h)).join(',')} (master ${options.name ?? 'mymaster'})`, mode: 'sentinel', ...password }
+  }
+  return { address: hostPort(options), mode: 'standalone', ...password }
+}
+
+/**
+ * Tracks, bounds and hides the secrets of a client made here or given by the
+ * user: every call settles within `commandTimeout` of the call, connection
+ * failures reject as {@link ConnectionError}.
+ *
+ * ## Example
+ * ```ts
+ * import { superviseClient, loadConfig } from 'rx-redis-streams'
+ * const client = superviseClient(new Redis(url), loadConfig(), { commandTimeout: 5_000 })
+ * ```
+ */
+export function superviseClient<C extends RedisClient>(
+  client: C,
+  config: Config,
+  options: { readonly commandTimeout?: number | undefined; readonly onError?: ((error: BackendError) => void) | undefined } = {},
+): C {
+  const given = describeClient(client)
+  const address = given?.address ?? describeAddress(config)
+  const secrets = [config.redis.password, config.redis.tlsOptions?.key, given?.password]
+  const monitor = new ConnectionMonitor(client, address, secrets, fatalTest(given?.mode ?? config.redis.mode), CONNECT_FAIL_FAST_MS)
+  attachErrorListener(client, config, options)
+  hideSecrets(client, address)
+  return bounded(client, monitor, options.commandTimeout)
+}
+
 /**
  * The main client of a deployment: standalone (with `db`, ACL user, password,
- * `tls` for `rediss://`), Cluster (seed nodes) or Sentinel (`masterName`),
- * with autopipelining and capped exponential reconnection. Commands fail when
- * the connection cannot be re-established rather than wait forever.
+ * TLS for `rediss://` or `EVENT_REDIS_TLS_*`), Cluster (seed nodes) or
+ * Sentinel (`masterName`, following `+switch-master` at once), with
+ * autopipelining and capped exponential reconnection. Every call settles
+ * within the command timeout of the call; a Redis that cannot be reached
+ * makes calls reject with a {@link ConnectionError} (standalone: after about
+ * 1.5 s) naming the address and the cause.
  *
  * ## Example
  * ```ts
@@ -159,20 +602,21 @@ function build(config: Config, options: RedisClientOptions, autoPipelining: bool
  * await client.quit()
  * ```
  * @param config the decoded configuration (not `memory://`)
- * @param options connection name, lazy connect, error listener
+ * @param options connection name, lazy connect, error listener, command timeout
  * @returns an ioredis `Redis` or `Cluster`
  * @throws {ConfigError} when the configuration selects the in-memory backend
  */
 export function createRedisClient(config: Config, options: RedisClientOptions = {}): RedisClient {
-  const withTimeout = { commandTimeout: DEFAULT_COMMAND_TIMEOUT_MS, ...options }
-  return attachErrorListener(build(config, withTimeout, true), config, withTimeout)
+  const commandTimeout = options.commandTimeout ?? config.commandTimeoutMs
+  return superviseClient(build(config, options, true), config, { commandTimeout, onError: options.onError })
 }
 
 /**
  * A dedicated connection with the same settings as {@link createRedisClient},
  * for blocking reads (`XREADGROUP BLOCK`), so that they never delay other
  * commands. No autopipelining: nothing else shares it. For Cluster, a new
- * `Cluster`.
+ * `Cluster`. A Redis that cannot be reached rejects its reads with a
+ * {@link ConnectionError} as for the main client.
  *
  * ## Example
  * ```ts
@@ -186,7 +630,24 @@ export function createRedisClient(config: Config, options: RedisClientOptions = 
  * @throws {ConfigError} when the configuration selects the in-memory backend
  */
 export function createBlockingClient(config: Config, options: RedisClientOptions = {}): RedisClient {
-  return attachErrorListener(build(config, options, false), config, options)
+  return superviseClient(build(config, options, false), config, { commandTimeout: options.commandTimeout, onError: options.onError })
+}
+
+/**
+ * A connection of its own for control commands (`PING`, `ROLE`, `WAIT`):
+ * nothing writes on it, so a paused or busy write path (`CLIENT PAUSE
+ * WRITE`, a long pipeline) never delays them. Lazy: it connects on first use.
+ *
+ * ## Example
+ * ```ts
+ * import { createControlClient, loadConfig } from 'rx-redis-streams'
+ * const control = createControlClient(loadConfig())
+ * await control.ping()
+ * ```
+ */
+export function createControlClient(config: Config, options: RedisClientOptions = {}): RedisClient {
+  const commandTimeout = options.commandTimeout ?? config.commandTimeoutMs
+  return superviseClient(build(config, { lazyConnect: true, ...options }, false), config, { commandTimeout, onError: options.onError })
 }
 
 /** Properties of Node and ioredis errors that are safe to keep (no arguments, no secrets). */
@@ -246,4 +707,20 @@ export function sanitizeRedisError(error: unknown, config: Config): BackendError
   const prefix = command === undefined ? 'Redis' : `Redis ${command}`
   const hint = /^(?:WRONGPASS|NOAUTH)\b/.test(cause.message) ? ' (authentication failed: check the Redis user name and password)' : ''
   return new BackendError(`${prefix} failed: ${cause.message}${hint}`, { cause })
+}
+
+/**
+ * New connections like a user's client (`duplicate()`: same address, TLS,
+ * credentials), supervised as the library's own: for the blocking reader and
+ * the control connection when the user supplies `redisClient`.
+ *
+ * ## Example
+ * ```ts
+ * const reader = duplicateClient(userClient, config, { autoPipelining: false })
+ * ```
+ */
+export function duplicateClient(client: RedisClient, config: Config, options: { readonly autoPipelining: boolean; readonly lazyConnect?: boolean; readonly commandTimeout?: number | undefined }): RedisClient {
+  const override = { enableAutoPipelining: options.autoPipelining, ...(options.lazyConnect === undefined ? {} : { lazyConnect: options.lazyConnect }) }
+  const copy: RedisClient = client instanceof Cluster ? client.duplicate(undefined, override) : client.duplicate(override)
+  return superviseClient(copy, config, { commandTimeout: options.commandTimeout })
 }

@@ -39,6 +39,11 @@ export interface RedisBackendOptions {
   readonly sanitizeError?: (error: unknown) => Error
   /** Upper bound past the BLOCK time after which a read is abandoned and its connection replaced. */
   readonly readTimeoutSlackMs?: number
+  /**
+   * Makes the control connection (PING for health, ROLE, WAIT): nothing
+   * writes on it, so a paused write path never delays it. Default: the shared client.
+   */
+  readonly createControlClient?: () => RedisClient
 }
 
 const SCRIPTS = {
@@ -220,6 +225,7 @@ export class RedisBackend implements StreamBackend {
   readonly #readers = new Set<RedisGroupReader>()
   readonly #registered = new Set<string>()
   readonly #streamKeys = new Map<string, string>()
+  #control: RedisClient | undefined
   #closed = false
 
   constructor(options: RedisBackendOptions) {
@@ -484,6 +490,7 @@ export class RedisBackend implements StreamBackend {
       const parsed = parseAutoClaimReply(reply)
       const deletedIds = [...parsed.deletedIds]
       if (parsed.unnamedDeleted > 0) deletedIds.push(...(await this.#findDeletedOwn(topic, group, consumer, options.cursor, parsed)))
+      await this.countLost(topic, group, deletedIds.length)
       const counts = await this.deliveryCounts(topic, group, consumer, parsed.entries.map((e) => e.id))
       return {
         cursor: parsed.cursor,
@@ -509,6 +516,20 @@ export class RedisBackend implements StreamBackend {
     const candidates = rows.filter(Array.isArray).map((row) => String((row as unknown[])[0])).filter((id) => !live.has(id))
     const bodies = await Promise.all(candidates.map((id) => this.#client.xrange(key, id, id)))
     return candidates.filter((_, i) => bodies[i]?.length === 0)
+  }
+
+  /**
+   * Counts pending entries of a group found without their bodies (trimmed or
+   * deleted), in Redis so every process and the CLI see it. Best effort: a
+   * failure to count never fails the read that found them.
+   */
+  async countLost(topic: string, group: string, count: number): Promise<void> {
+    if (count <= 0) return
+    try {
+      await this.#client.hincrby(this.#keys.lost(topic), group, count)
+    } catch {
+      // statistics only
+    }
   }
 
   async consumers(topic: string, group: string): Promise<ConsumerInfo[]> {
@@ -707,18 +728,30 @@ export class RedisBackend implements StreamBackend {
 
   async groups(topic: string): Promise<GroupInfo[]> {
     try {
-      const exists = await this.#client.exists(this.#keys.stream(topic))
+      const key = this.#keys.stream(topic)
+      const exists = await this.#client.exists(key)
       if (exists === 0) return []
-      const reply = (await this.#client.xinfo('GROUPS', this.#keys.stream(topic))) as unknown[]
+      const [reply, last, lost] = await Promise.all([
+        this.#client.xinfo('GROUPS', key) as Promise<unknown[]>,
+        this.#client.xrevrange(key, '+', '-', 'COUNT', 1),
+        this.#client.hgetall(this.#keys.lost(topic)),
+      ])
+      const lastId = last[0]?.[0]
       return reply.map((row) => {
         const r = toRecord(row)
         const lag = r['lag']
+        const name = String(r['name'])
+        const lastDeliveredId = typeof r['last-delivered-id'] === 'string' ? r['last-delivered-id'] : '0-0'
+        // Nothing after the last delivered id means no lag, whatever Redis' counters say (7.0 keeps a
+        // wrong lag after a replica that full-synced mid-stream is promoted).
+        const caughtUp = lastId === undefined || compareStreamIds(lastDeliveredId, lastId) >= 0
         return {
-          name: String(r['name']),
+          name,
           consumers: Number(r['consumers'] ?? 0),
           pending: Number(r['pending'] ?? 0),
-          lastDeliveredId: typeof r['last-delivered-id'] === 'string' ? r['last-delivered-id'] : '0-0',
-          lag: lag === null || lag === undefined ? null : Number(lag),
+          lastDeliveredId,
+          lag: caughtUp ? 0 : lag === null || lag === undefined ? null : Number(lag),
+          lost: Number(lost[name] ?? 0),
         }
       })
     } catch (error) {
@@ -726,10 +759,17 @@ export class RedisBackend implements StreamBackend {
     }
   }
 
+  /** The control connection (made on first use), or the shared client when none is configured. */
+  get control(): RedisClient {
+    if (this.#options.createControlClient === undefined) return this.#client
+    this.#control ??= this.#options.createControlClient()
+    return this.#control
+  }
+
   async ping(): Promise<number> {
     const started = performance.now()
     try {
-      await this.#client.ping()
+      await this.control.ping()
     } catch (error) {
       this.#fail(error)
     }
@@ -740,6 +780,7 @@ export class RedisBackend implements StreamBackend {
     if (this.#closed) return
     this.#closed = true
     await Promise.all([...this.#readers].map((r) => r.close()))
+    this.#control?.disconnect()
     if (this.#options.ownsClient) {
       try {
         await this.#client.quit()
@@ -798,6 +839,7 @@ class RedisGroupReader implements GroupReader {
       const entries = readReplyEntries(reply)
       if (!pending) return entries.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: 1 }))
       const counts = await this.#backend.deliveryCounts(topic, group, consumer, entries.map((e) => e.id))
+      await this.#backend.countLost(topic, group, entries.filter((e) => e.fields === null).length)
       return entries.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 }))
     } catch (error) {
       if (this.#isClosed()) return []
