@@ -125,8 +125,8 @@ export interface MessageHost {
   readonly consumerTimeoutMs: number
   /** The current credit limit. */
   readonly creditLimit: number
-  /** No new attempt may start (the subscription stops). */
-  readonly stopping: boolean
+  /** Whether an attempt may start now on a message in `phase` (false once the subscription stops, but for messages the user took out of a pipeline that unsubscribed). */
+  mayBegin(phase: Phase): boolean
   settleAck(message: DeliveredMessage): Promise<Outcome>
   settleNack(message: DeliveredMessage, error: unknown, options: NackOptions | undefined): void
   settleDeadLetter(message: DeliveredMessage, reason: unknown): Promise<Outcome>
@@ -263,7 +263,7 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   }
 
   begin(): boolean {
-    if (this.#host.stopping || this.#phase === 'failed' || !this.transition('begin')) return false
+    if (this.#phase === 'failed' || !this.#host.mayBegin(this.#phase) || !this.transition('begin')) return false
     this.runs++
     this.attemptOpen = true
     this.deadline = Date.now() + this.#host.consumerTimeoutMs
@@ -321,7 +321,7 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   /** Unsettled and not to be started: given back, superseded, taken by a timeout, or unstarted while stopping. */
   get [messageWithdrawn](): boolean {
     const phase = this.#phase
-    return phase === 'withdrawn' || this.#taken || (phase === 'queued' && this.#host.stopping)
+    return phase === 'withdrawn' || this.#taken || (phase === 'queued' && !this.#host.mayBegin(phase))
   }
 
   /** Gives it back now (see `releaseMessage`). */

@@ -12,6 +12,7 @@ import { messagingAttributes, type Instruments } from '../telemetry/instruments.
 import { messageLogFields, type MessageLogFields } from '../telemetry/logging.js'
 import type { AckBatcher } from './acker.js'
 import { CreditLedger } from './credit.js'
+import type { Phase } from './lifecycle.js'
 import { DeliveredMessage, type Message, type MessageHost, type RetryDefaults } from './message.js'
 import { resolveOptions, type ConsumeOptions, type ResolvedOptions } from './options.js'
 import { setLongTimeout, type LongTimer } from './timers.js'
@@ -267,6 +268,16 @@ export class Subscription implements MessageHost {
   /** True once this subscription stopped pulling (it may still be draining or holding emitted messages). */
   get stopping(): boolean {
     return this.#aborted
+  }
+
+  /**
+   * @internal No attempt starts once it stops, except on a message emitted before
+   * the downstream unsubscribed and never started (e.g. taken with
+   * `firstValueFrom`): it keeps its lease and may still be handled.
+   */
+  mayBegin(phase: Phase): boolean {
+    if (!this.#aborted) return true
+    return phase === 'queued' && this.#stopReason === 'unsubscribe' && this.#state !== 'errored'
   }
 
   /** True while it pulls: a second subscription with its consumer name is refused. */
