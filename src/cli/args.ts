@@ -26,6 +26,8 @@ const OPTIONS = {
   at: { type: 'string' },
   'correlation-id': { type: 'string' },
   yes: { type: 'boolean', short: 'y' },
+  watch: { type: 'boolean', short: 'w' },
+  interval: { type: 'string' },
 } as const
 
 type OptionName = keyof typeof OPTIONS
@@ -46,24 +48,37 @@ export interface CommandSpec {
 
 /** Every command, by its words. */
 export const COMMANDS: readonly CommandSpec[] = [
-  { name: 'stats', args: ['topic'], optional: 1, options: [], summary: 'topics, groups and consumers: length, ids, delayed, dead letters, pending, lag, idle' },
+  {
+    name: 'stats',
+    args: ['topic'],
+    optional: 1,
+    options: ['watch', 'interval', 'count'],
+    summary: 'topics, groups and consumers: length, ids, delayed, dead letters, pending, lag, idle; --watch refreshes in place every --interval (2s)',
+  },
   { name: 'topics', args: [], options: [], summary: 'the registered topics' },
   { name: 'health', args: [], options: [], summary: 'PING round trip; exit 0 when Redis answers' },
-  { name: 'tail', args: ['topic'], options: ['count', 'from'], summary: 'follow new events live, without joining a group (--from 0 for the history)' },
+  { name: 'tail', args: ['topic'], options: ['count', 'from'], summary: 'follow new events live, without joining a group (--from 0 for the history, --from <id> after an id)' },
   {
     name: 'publish',
     args: ['topic', 'name', 'json'],
     options: ['header', 'delay', 'at', 'correlation-id'],
-    summary: 'publish one event: --header k=v (repeatable), --delay 5s or --at <ISO time>',
+    summary: 'publish one event: --header k=v (repeatable), --correlation-id, --delay 5s or --at <ISO time> (delivered when a consumer or "delayed promote" runs)',
   },
-  { name: 'dlq list', args: ['topic'], options: ['count', 'after', 'group'], summary: 'dead letters, oldest first (--count 20)' },
+  { name: 'dlq list', args: ['topic'], options: ['count', 'after', 'group'], summary: 'dead letters, oldest first (--count 20, --after <id> for the next page, --group)' },
   { name: 'dlq show', args: ['topic', 'id'], options: [], summary: 'one dead letter with its payload and fields' },
   { name: 'dlq replay', args: ['topic', 'id'], options: [], summary: 'send a dead letter back to its topic, for the group that failed it' },
   { name: 'dlq replay-all', args: ['topic'], options: ['group'], summary: 'replay every dead letter (of one --group), with progress' },
   { name: 'dlq remove', args: ['topic', 'id...'], options: [], summary: 'delete dead letters by id' },
-  { name: 'dlq purge', args: ['topic'], options: ['yes'], summary: 'delete every dead letter of a topic (needs --yes), with progress' },
-  { name: 'delayed list', args: ['topic'], options: ['count', 'offset'], summary: 'delayed events, earliest first (--count 20)' },
-  { name: 'delayed cancel', args: ['topic', 'eventId'], options: [], summary: 'cancel a delayed event before it is due' },
+  { name: 'dlq purge', args: ['topic'], options: ['yes'], summary: 'delete every dead letter of a topic (needs --yes / -y), with progress' },
+  { name: 'delayed list', args: ['topic'], options: ['count', 'offset'], summary: 'delayed events, earliest first (--count 20, --offset)' },
+  { name: 'delayed cancel', args: ['topic', 'eventId'], options: [], summary: 'cancel a delayed event before it is due (by its event id)' },
+  {
+    name: 'delayed promote',
+    args: ['topic'],
+    optional: 1,
+    options: ['watch', 'interval'],
+    summary: 'move due delayed events to their topic now (every topic without one); --watch keeps promoting until Ctrl-C',
+  },
 ]
 
 /** The usage text. */
@@ -79,7 +94,8 @@ export function usage(): string {
     ...lines,
     '',
     'Options:',
-    '  --json              machine-readable output (one JSON document; one line per event for tail)',
+    '  --json              machine-readable output (one JSON document; one line per event for tail and per refresh',
+    '                      for --watch); on failure {"ok": false, "exitCode", "error", "message"}',
     '  --timeout <dur>     how long to wait for Redis to answer, default 2s',
     '  --debug             print stack traces of unexpected errors',
     '  -h, --help          this text;  -v, --version  the version',
@@ -107,6 +123,8 @@ export interface ParsedArgs {
   readonly at: number | undefined
   readonly correlationId: string | undefined
   readonly yes: boolean
+  readonly watch: boolean
+  readonly intervalMs: number | undefined
 }
 
 function positiveInteger(name: string, text: string | undefined, allowZero = false): number | undefined {
@@ -123,6 +141,31 @@ function duration(name: string, text: string | undefined): number | undefined {
   const ms = /^\d+$/.test(text) ? Number(text) : parseDuration(text)
   if (ms === undefined) throw new UsageError(`--${name} must be a duration such as 250ms, 5s, 10m or 1h30m, got ${JSON.stringify(text)}`)
   return ms
+}
+
+function positiveDuration(name: string, text: string | undefined): number | undefined {
+  const ms = duration(name, text)
+  if (ms !== undefined && ms <= 0) throw new UsageError(`--${name} must be longer than 0, got ${JSON.stringify(text)}`)
+  return ms
+}
+
+/** A stream entry id as Redis writes them: `<ms>-<seq>`, or `<ms>` alone. */
+const STREAM_ID = /^\d{1,20}(-\d{1,20})?$/
+
+/**
+ * Checks that `text` is a stream entry id (`1718000000000-0`), so that a typo
+ * is reported as bad input instead of reaching Redis.
+ *
+ * ## Example
+ * ```ts
+ * requireStreamId('<id>', '1718000000000-0') // '1718000000000-0'
+ * requireStreamId('<id>', 'garbage')         // throws UsageError
+ * ```
+ * @throws {UsageError} when it is not one
+ */
+export function requireStreamId(what: string, text: string): string {
+  if (!STREAM_ID.test(text)) throw new UsageError(`${what} must be a stream entry id such as 1718000000000-0, got ${JSON.stringify(text)}`)
+  return text
 }
 
 function headers(list: readonly string[] | undefined): Record<string, string> {
@@ -166,6 +209,8 @@ export function parseCommandLine(argv: readonly string[]): ParsedArgs {
     at: undefined,
     correlationId: undefined,
     yes: false,
+    watch: false,
+    intervalMs: undefined,
   }
   if (values.version === true) return { ...base, command: 'version', args: [] }
   if (values.help === true || positionals.length === 0 || positionals[0] === 'help') return { ...base, command: 'help', args: [] }
@@ -187,6 +232,10 @@ export function parseCommandLine(argv: readonly string[]): ParsedArgs {
   for (const name of Object.keys(values)) {
     if (!allowed.has(name)) throw new UsageError(`${spec.name} does not take --${name}`)
   }
+  if (values.interval !== undefined && values.watch !== true) throw new UsageError('--interval goes with --watch')
+  if (spec.name === 'stats' && values.count !== undefined && values.watch !== true) throw new UsageError('stats takes --count only with --watch (the number of refreshes)')
+  if (values.from !== undefined && values.from !== '$') requireStreamId('--from', values.from)
+  if (values.after !== undefined) requireStreamId('--after', values.after)
   if (values.delay !== undefined && values.at !== undefined) throw new UsageError('give --delay or --at, not both')
   let at: number | undefined
   if (values.at !== undefined) {
@@ -207,5 +256,7 @@ export function parseCommandLine(argv: readonly string[]): ParsedArgs {
     at,
     correlationId: values['correlation-id'],
     yes: values.yes === true,
+    watch: values.watch === true,
+    intervalMs: positiveDuration('interval', values.interval),
   }
 }

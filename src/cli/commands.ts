@@ -11,8 +11,8 @@ import { createEventManager, type EventManager } from '../manager.js'
 import { reasonText } from '../settle.js'
 import { collectStats } from '../stats.js'
 import { validateTopic } from '../topic.js'
-import { UsageError, type ParsedArgs } from './args.js'
-import { humanDuration, isoTime, json, table, truncate, type CliIo } from './output.js'
+import { requireStreamId, UsageError, type ParsedArgs } from './args.js'
+import { CLEAR_SCREEN, humanDuration, isoTime, json, table, truncate, type CliIo } from './output.js'
 
 /** Redis did not answer: exit code 3. */
 export class UnreachableError extends Error {
@@ -84,13 +84,50 @@ export async function connect(io: CliIo, timeoutMs: number): Promise<Connection>
   }
 }
 
-/** A valid topic that the registry knows. @throws {UsageError} otherwise */
+/**
+ * A valid topic that the registry knows.
+ *
+ * @throws {InvalidTopicError} for a name that cannot be a topic (exit 2)
+ * @throws {MissingError} for a topic nothing was published to (exit 4)
+ */
 async function knownTopic(conn: Connection, topic: string): Promise<string> {
   validateTopic(topic)
   if ((await conn.client.sismember(conn.keys.topics(), topic)) === 0) {
-    throw new UsageError(`unknown topic ${JSON.stringify(topic)}: nothing was ever published to it (see "rx-redis-streams topics")`)
+    throw new MissingError(`unknown topic ${JSON.stringify(topic)}: nothing was ever published to it (see "rx-redis-streams topics")`)
   }
   return topic
+}
+
+/** Until Ctrl-C (SIGINT) or SIGTERM: `stopped()`, and `sleep(ms)` that wakes at once on a stop. */
+function untilInterrupted(onStop: () => void = () => undefined): { stopped: () => boolean; sleep: (ms: number) => Promise<void>; dispose: () => void } {
+  let stopRequested = false
+  let wake: (() => void) | undefined
+  const stop = (): void => {
+    stopRequested = true
+    onStop()
+    wake?.()
+  }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  return {
+    // A function, not the variable: the signal handler changes it while a read is awaited.
+    stopped: () => stopRequested,
+    sleep: (ms) =>
+      new Promise<void>((resolve) => {
+        if (stopRequested) return resolve()
+        const timer = setTimeout(done, ms)
+        function done(): void {
+          clearTimeout(timer)
+          wake = undefined
+          resolve()
+        }
+        wake = done
+      }),
+    dispose: () => {
+      process.off('SIGINT', stop)
+      process.off('SIGTERM', stop)
+    },
+  }
 }
 
 /** An event as JSON: the payload parsed when it is JSON, else its raw text. */
@@ -141,17 +178,43 @@ function arg(parsed: ParsedArgs, index: number): string {
 
 // ---- stats, topics, health --------------------------------------------------
 
+/** How often `stats --watch` refreshes by default. */
+const WATCH_INTERVAL_MS = 2_000
+
 async function stats(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise<number> {
   const topic = parsed.args[0] === undefined ? undefined : await knownTopic(conn, parsed.args[0])
+  if (!parsed.watch) {
+    await printStats(conn, topic, parsed, io)
+    return 0
+  }
+  const intervalMs = parsed.intervalMs ?? WATCH_INTERVAL_MS
+  const inPlace = io.isTTY === true && io.control !== undefined && !parsed.json
+  const run = untilInterrupted()
+  try {
+    for (let frame = 1; !run.stopped(); frame++) {
+      // On a terminal each refresh replaces the last; piped, frames follow one another under a time line.
+      if (inPlace) io.control?.(CLEAR_SCREEN)
+      if (!parsed.json) io.out(`${inPlace ? '' : frame > 1 ? '\n' : ''}${isoTime(Date.now())}  every ${humanDuration(intervalMs)}${inPlace ? ' (Ctrl-C to stop)' : ''}\n`)
+      await printStats(conn, topic, parsed, io)
+      if (parsed.count !== undefined && frame >= parsed.count) break
+      await run.sleep(intervalMs)
+    }
+  } finally {
+    run.dispose()
+  }
+  return 0
+}
+
+async function printStats(conn: Connection, topic: string | undefined, parsed: ParsedArgs, io: CliIo): Promise<void> {
   const result = await collectStats(conn.events.backend, { topic })
   if (parsed.json) {
-    io.out(json(result))
-    return 0
+    io.out(json(result, parsed.watch)) // one line per refresh with --watch
+    return
   }
   const topics = Object.values(result.topics)
   if (topics.length === 0) {
     io.out('no topics yet')
-    return 0
+    return
   }
   io.out(
     table(
@@ -174,7 +237,6 @@ async function stats(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise<n
       io.out(table(['TOPIC', 'GROUP', 'CONSUMER', 'PENDING', 'IDLE'], consumers))
     }
   }
-  return 0
 }
 
 async function topics(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise<number> {
@@ -301,6 +363,11 @@ async function publish(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise
     await conn.events.publishAt(topic, event, dueAt)
     if (parsed.json) io.out(json({ topic, eventId: event.id, dueAt }))
     else io.out(`scheduled ${event.id} on ${topic} for ${isoTime(dueAt)} (in ${humanDuration(dueAt - Date.now())})`)
+    // The CLI exits now: nothing of it stays behind to move the event to the topic when it is due.
+    io.err(
+      `note: a delayed event reaches ${topic} only when a promoter runs at its due time: any consumer of ${topic} ` +
+        `(with EVENT_DELAYED_QUEUE_ENABLED=true, the default) or "rx-redis-streams delayed promote ${topic} --watch"`,
+    )
     return 0
   }
   const streamId = await conn.events.publish(topic, event)
@@ -340,8 +407,8 @@ async function dlqList(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise
 }
 
 async function dlqShow(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const id = requireStreamId('<id>', arg(parsed, 1))
   const topic = await knownTopic(conn, arg(parsed, 0))
-  const id = arg(parsed, 1)
   const letter = await conn.events.deadLetters.get(topic, id)
   if (letter === null) throw new MissingError(`no dead letter ${id} in ${topic}`)
   if (parsed.json) {
@@ -381,8 +448,8 @@ async function dlqShow(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise
 }
 
 async function dlqReplay(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const id = requireStreamId('<id>', arg(parsed, 1))
   const topic = await knownTopic(conn, arg(parsed, 0))
-  const id = arg(parsed, 1)
   const letter = await conn.events.deadLetters.get(topic, id)
   const streamId = letter === null ? null : await conn.events.deadLetters.replay(topic, id)
   if (letter === null || streamId === null) throw new MissingError(`no dead letter ${id} in ${topic}`)
@@ -407,8 +474,8 @@ async function dlqReplayAll(conn: Connection, parsed: ParsedArgs, io: CliIo): Pr
 }
 
 async function dlqRemove(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const ids = parsed.args.slice(1).map((id) => requireStreamId('<id>', id))
   const topic = await knownTopic(conn, arg(parsed, 0))
-  const ids = parsed.args.slice(1)
   const removed = await conn.events.deadLetters.remove(topic, ...ids)
   if (parsed.json) io.out(json({ topic, removed, requested: ids.length }))
   else io.out(`removed ${String(removed)} of ${String(ids.length)} dead letter(s) from ${topic}`)
@@ -490,6 +557,63 @@ async function delayedCancel(conn: Connection, parsed: ParsedArgs, io: CliIo): P
   return 0
 }
 
+/** Events promoted per script call (the promoter's batch). */
+const PROMOTE_BATCH = 100
+
+/** Moves what is due in `topic` now; how many moved, how many still wait and when the next is due. */
+async function promoteTopic(conn: Connection, topic: string): Promise<{ promoted: number; waiting: number; nextDueAt: number | null }> {
+  const options = conn.config.streamMaxLen === undefined ? {} : { maxLen: conn.config.streamMaxLen }
+  let promoted = 0
+  let result
+  do {
+    result = await conn.events.backend.promoteDue(topic, Date.now(), PROMOTE_BATCH, options)
+    promoted += result.promoted
+  } while (result.promoted === PROMOTE_BATCH)
+  return { promoted, waiting: await conn.events.backend.countScheduled(topic), nextDueAt: result.nextDueAt }
+}
+
+async function delayedPromote(conn: Connection, parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const named = parsed.args[0]
+  const topicsToPromote = async (): Promise<readonly string[]> => (named === undefined ? conn.events.backend.topics() : [named])
+  if (named !== undefined) await knownTopic(conn, named)
+  const once = async (): Promise<{ total: number; nextDueAt: number | null }> => {
+    const results: Record<string, { promoted: number; waiting: number; nextDueAt: number | null }> = {}
+    for (const topic of await topicsToPromote()) results[topic] = await promoteTopic(conn, topic)
+    const rows = Object.entries(results)
+    const total = rows.reduce((n, [, r]) => n + r.promoted, 0)
+    const dues = rows.map(([, r]) => r.nextDueAt).filter((d): d is number => d !== null)
+    const nextDueAt = dues.length === 0 ? null : Math.min(...dues)
+    if (parsed.json) io.out(json({ promoted: total, topics: results }, parsed.watch))
+    else if (!parsed.watch || total > 0) {
+      for (const [topic, r] of rows) {
+        if (r.promoted > 0 || !parsed.watch) {
+          const next = r.nextDueAt === null ? '' : `, next due ${isoTime(r.nextDueAt)}`
+          io.out(`${parsed.watch ? `${isoTime(Date.now())}  ` : ''}promoted ${String(r.promoted)} due event(s) to ${topic}; ${String(r.waiting)} waiting${next}`)
+        }
+      }
+      if (rows.length === 0) io.out('no topics yet')
+    }
+    return { total, nextDueAt }
+  }
+  if (!parsed.watch) {
+    await once()
+    return 0
+  }
+  const intervalMs = parsed.intervalMs ?? conn.config.delayedQueueCheckIntervalMs
+  io.err(`promoting due delayed events of ${named ?? 'every topic'} (checked at least every ${humanDuration(intervalMs)}; Ctrl-C to stop)`)
+  const run = untilInterrupted()
+  try {
+    while (!run.stopped()) {
+      const { nextDueAt } = await once()
+      // Sleeps until the earliest due time, at most the interval (events scheduled meanwhile are found then).
+      await run.sleep(nextDueAt === null ? intervalMs : Math.min(intervalMs, Math.max(0, nextDueAt - Date.now())))
+    }
+  } finally {
+    run.dispose()
+  }
+  return 0
+}
+
 /** Every command by its words. */
 export const COMMAND_HANDLERS: Readonly<Record<string, (conn: Connection, parsed: ParsedArgs, io: CliIo) => Promise<number>>> = {
   stats,
@@ -505,4 +629,5 @@ export const COMMAND_HANDLERS: Readonly<Record<string, (conn: Connection, parsed
   'dlq purge': dlqPurge,
   'delayed list': delayedList,
   'delayed cancel': delayedCancel,
+  'delayed promote': delayedPromote,
 }

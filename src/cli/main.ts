@@ -18,6 +18,8 @@ const code = await runCli(process.argv.slice(2), {
   out: (text) => process.stdout.write(`${text}\n`),
   err: (text) => process.stderr.write(`${text}\n`),
   env: process.env,
+  isTTY: process.stdout.isTTY,
+  control: (sequence) => process.stdout.write(sequence),
 })
 process.exitCode = code
 // Everything is closed by now; should anything still hold the event loop, it must not keep a finished command alive.

@@ -21,10 +21,19 @@ export function printable(text: string): string {
   return text.replace(CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
-/** Wraps streams so that everything written is {@link printable}. */
+/** Wraps streams so that everything written is {@link printable}; only {@link CliIo.control} writes raw (our own sequences). */
 export function printableIo(io: CliIo): CliIo {
-  return { out: (text) => io.out(printable(text)), err: (text) => io.err(printable(text)), env: io.env }
+  return {
+    out: (text) => io.out(printable(text)),
+    err: (text) => io.err(printable(text)),
+    env: io.env,
+    ...(io.isTTY === undefined ? {} : { isTTY: io.isTTY }),
+    ...(io.control === undefined ? {} : { control: io.control.bind(io) }),
+  }
 }
+
+/** Cursor home, then clear the screen: a `--watch` frame replaces the previous one. */
+export const CLEAR_SCREEN = '\u001b[H\u001b[2J'
 
 /** The CLI's streams and environment; tests pass their own. */
 export interface CliIo {
@@ -33,6 +42,10 @@ export interface CliIo {
   /** Progress, notices and errors. */
   err(text: string): void
   readonly env: NodeJS.ProcessEnv
+  /** True when stdout is a terminal: `--watch` then redraws in place. */
+  readonly isTTY?: boolean
+  /** Writes a terminal control sequence to stdout as is (never stream data). */
+  control?(sequence: string): void
 }
 
 /**

@@ -11,7 +11,23 @@ import { printableIo, type CliIo } from './output.js'
 /** Exit codes. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, unreachable: 3, notFound: 4 } as const
 
-function report(error: unknown, io: CliIo, debug: boolean): number {
+/** The `error` of a `--json` failure, by exit code. */
+const ERROR_KIND: Readonly<Record<number, string>> = { 1: 'failure', 2: 'bad_input', 3: 'unreachable', 4: 'not_found' }
+
+/**
+ * Reports a failure on stderr and, with `--json`, as one JSON document on stdout too
+ * (`{"ok": false, "exitCode": 4, "error": "not_found", "message": "…"}`), so a script
+ * that parses stdout always gets JSON.
+ */
+function report(error: unknown, io: CliIo, debug: boolean, asJson: boolean): number {
+  const lines: string[] = []
+  const code = describe(error, { err: (text) => lines.push(text) }, debug)
+  for (const line of lines) io.err(line)
+  if (asJson) io.out(JSON.stringify({ ok: false, exitCode: code, error: ERROR_KIND[code] ?? 'failure', message: lines[0]?.replace(/^error: /, '') ?? '' }))
+  return code
+}
+
+function describe(error: unknown, io: Pick<CliIo, 'err'>, debug: boolean): number {
   if (error instanceof UsageError) {
     io.err(`error: ${error.message}`)
     io.err('run "rx-redis-streams --help" for usage')
@@ -55,7 +71,8 @@ export async function runCli(argv: readonly string[], rawIo: CliIo): Promise<num
   try {
     parsed = parseCommandLine(argv)
   } catch (error) {
-    return report(error, io, false)
+    // The line did not parse, but a script that asked for JSON still gets it.
+    return report(error, io, false, argv.includes('--json'))
   }
   if (parsed.command === 'help') {
     io.out(usage())
@@ -66,13 +83,13 @@ export async function runCli(argv: readonly string[], rawIo: CliIo): Promise<num
     return EXIT.ok
   }
   const handler = COMMAND_HANDLERS[parsed.command]
-  if (handler === undefined) return report(new UsageError(`unknown command ${parsed.command}`), io, false)
+  if (handler === undefined) return report(new UsageError(`unknown command ${parsed.command}`), io, false, parsed.json)
   let conn: Connection | undefined
   try {
     conn = await connect(io, parsed.timeoutMs)
     return await handler(conn, parsed, io)
   } catch (error) {
-    return report(error, io, parsed.debug)
+    return report(error, io, parsed.debug, parsed.json)
   } finally {
     await conn?.close()
   }

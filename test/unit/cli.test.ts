@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { parseCommandLine, usage, UsageError } from '../../src/cli/args.js'
+import { parseCommandLine, requireStreamId, usage, UsageError } from '../../src/cli/args.js'
 import { humanDuration, table, truncate } from '../../src/cli/output.js'
 import { runCli } from '../../src/cli/run.js'
 
@@ -35,13 +35,19 @@ describe('parseCommandLine', () => {
       [['tail'], /tail needs <topic>/],
       [['dlq', 'show', 't'], /dlq show needs <id>/],
       [['stats', 'a', 'b'], /stats takes 1 argument\(s\), got 2/],
-      [['stats', '--count', '3'], /stats does not take --count/],
+      [['topics', '--count', '3'], /topics does not take --count/],
       [['tail', 't', '--count', '0'], /--count must be a positive integer/],
       [['tail', 't', '--count', 'x'], /--count must be a positive integer/],
       [['publish', 't', 'n', '{}', '--delay', 'soon'], /--delay must be a duration/],
       [['publish', 't', 'n', '{}', '--header', 'novalue'], /--header takes key=value/],
       [['publish', 't', 'n', '{}', '--delay', '1s', '--at', '2030-01-01'], /--delay or --at, not both/],
       [['stats', '--bogus'], /Unknown option '--bogus'/],
+      [['stats', '--interval', '1s'], /--interval goes with --watch/],
+      [['stats', '--watch', '--interval', '0s'], /--interval must be longer than 0/],
+      [['stats', '--count', '2'], /stats takes --count only with --watch/],
+      [['tail', 't', '--from', 'yesterday'], /--from must be a stream entry id such as 1718000000000-0, got "yesterday"/],
+      [['dlq', 'list', 't', '--after', 'x-1'], /--after must be a stream entry id/],
+      [['delayed', 'promote', 't', '--yes'], /delayed promote does not take --yes/],
     ]
     for (const [argv, message] of cases) {
       expect(() => parseCommandLine(argv), argv.join(' ')).toThrow(UsageError)
@@ -50,8 +56,25 @@ describe('parseCommandLine', () => {
   })
 
   it('documents every command in the usage text', () => {
-    for (const command of ['stats', 'topics', 'health', 'tail', 'publish', 'dlq list', 'dlq show', 'dlq replay', 'dlq replay-all', 'dlq remove', 'dlq purge', 'delayed list', 'delayed cancel']) {
+    for (const command of ['stats', 'topics', 'health', 'tail', 'publish', 'dlq list', 'dlq show', 'dlq replay', 'dlq replay-all', 'dlq remove', 'dlq purge', 'delayed list', 'delayed cancel', 'delayed promote']) {
       expect(usage()).toContain(`  ${command} `)
+    }
+    for (const option of ['--yes', '--at', '--from', '--after', '--watch', '--interval', '--delay', '--json']) expect(usage()).toContain(option)
+  })
+
+  it('reads --watch, --interval and the promote command', () => {
+    expect(parseCommandLine(['stats', '--watch'])).toMatchObject({ command: 'stats', watch: true, intervalMs: undefined })
+    expect(parseCommandLine(['stats', 'orders', '-w', '--interval', '500ms', '--count', '3'])).toMatchObject({ args: ['orders'], watch: true, intervalMs: 500, count: 3 })
+    expect(parseCommandLine(['delayed', 'promote'])).toMatchObject({ command: 'delayed promote', args: [], watch: false })
+    expect(parseCommandLine(['delayed', 'promote', 'orders', '--watch'])).toMatchObject({ args: ['orders'], watch: true })
+    expect(parseCommandLine(['tail', 't', '--from', '$']).from).toBe('$')
+    expect(parseCommandLine(['tail', 't', '--from', '1718000000000-3']).from).toBe('1718000000000-3')
+  })
+
+  it('accepts stream entry ids as Redis writes them, nothing else', () => {
+    for (const id of ['0', '0-0', '1718000000000-0', '1718000000000-12']) expect(requireStreamId('<id>', id)).toBe(id)
+    for (const id of ['', 'garbage', '-', '+', '1-', '-1', '1-2-3', '1.5-0', ' 1-0']) {
+      expect(() => requireStreamId('<id>', id), JSON.stringify(id)).toThrow(UsageError)
     }
   })
 })
@@ -71,6 +94,23 @@ describe('runCli without Redis', () => {
     const help = io()
     expect(await runCli(['--help'], help.io)).toBe(0)
     expect(help.out[0]).toContain('Usage: rx-redis-streams')
+  })
+
+  it('prints JSON on stdout when --json was asked for and it fails, the message on stderr', async () => {
+    const bad = io()
+    expect(await runCli(['dlq', 'show', 'orders', '--json'], bad.io)).toBe(2)
+    expect(bad.out.map((line) => JSON.parse(line) as unknown)).toEqual([{ ok: false, exitCode: 2, error: 'bad_input', message: 'dlq show needs <id>' }])
+    expect(bad.err[0]).toBe('error: dlq show needs <id>')
+    const garbage = io()
+    expect(await runCli(['dlq', 'show', 'orders', 'garbage', '--json'], garbage.io)).toBe(2)
+    expect(JSON.parse(garbage.out.join('\n'))).toMatchObject({ ok: false, exitCode: 2, error: 'bad_input', message: expect.stringContaining('garbage') as string })
+    const config = io({ EVENT_REDIS_URL: 'ftp://nope', EVENT_REDIS_PASSWORD: 'hunter2' })
+    expect(await runCli(['stats', '--json'], config.io)).toBe(2)
+    expect(JSON.parse(config.out.join('\n'))).toMatchObject({ ok: false, exitCode: 2, error: 'bad_input' })
+    expect(config.out.join('\n')).not.toContain('hunter2')
+    const plain = io()
+    expect(await runCli(['dlq', 'show', 'orders'], plain.io)).toBe(2)
+    expect(plain.out).toEqual([])
   })
 })
 
