@@ -4,6 +4,7 @@ import { PathReporter } from 'io-ts/lib/PathReporter.js'
 import { mergeMap, map, EMPTY, of, type OperatorFunction } from 'rxjs'
 import type { Message } from '../src/consumer/message.js'
 import { DecodeError } from '../src/errors.js'
+import { settleQuietly } from './handle-each.js'
 
 /** A message whose payload did not decode, with the readable report. */
 export interface DecodeFailure<P = unknown> {
@@ -48,7 +49,7 @@ export function decode<A, P = unknown>(codec: t.Decoder<unknown, A>): OperatorFu
   return mergeMap((message) => {
     const result = decodeMessage(codec, message)
     if (isLeft(result)) {
-      message.deadLetter(result.left.error).catch(() => undefined)
+      void settleQuietly(() => message.deadLetter(result.left.error))
       return EMPTY
     }
     return of(result.right)

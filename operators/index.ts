@@ -27,3 +27,5 @@ export {
   type JoinType,
   type Timestamped,
 } from './window-types.js'
+export { filterMessages, type FilterMessagesOptions } from './filter-messages.js'
+export type { HandlerContext, SettleableHandler } from './handle-each.js'

@@ -1,5 +1,7 @@
 import { filter, type MonoTypeOperatorFunction } from 'rxjs'
 import type { Message } from '../src/consumer/message.js'
+import { Share } from '../src/shared-settlement.js'
+import { settleQuietly } from './handle-each.js'
 
 /** What {@link matchPattern} matches. Every given part must match. */
 export interface EventPattern<P = unknown> {
@@ -57,7 +59,9 @@ export function matches<P>(pattern: EventPattern<P>, message: Message<P>): boole
 
 /**
  * Lets through only messages that match the pattern; the others are acked
- * (or left unsettled, by option) and not emitted.
+ * (or left unsettled, by option) and not emitted. Behind `share()`, a mismatch is
+ * released as one holder's share: while a window or join of another branch
+ * holds it, the entry is acked only once that holder settles too. For any other predicate, see `filterMessages`.
  *
  * ## Example
  * ```ts
@@ -74,7 +78,7 @@ export function matchPattern<P>(pattern: EventPattern<P>, options: MatchPatternO
   const ackMismatch = (options.onMismatch ?? 'ack') === 'ack'
   return filter((message) => {
     if (matches(pattern, message)) return true
-    if (ackMismatch) message.ack().catch(() => undefined)
+    if (ackMismatch) void settleQuietly(() => new Share(message).ack())
     return false
   })
 }

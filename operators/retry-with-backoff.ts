@@ -11,13 +11,13 @@ export interface RetryWithBackoffConfig {
   readonly maxDelay?: number
   /** Growth factor per retry. Default 2. */
   readonly multiplier?: number
-  /** Random spread as a fraction of the delay (0.2 = ±20 %). Default 0.1; 0 for exact delays. */
+  /** Random spread as a fraction of the delay (0.2 = ±20 %). Default 0.1, or 0 when a `scheduler` is passed (virtual time is exact). */
   readonly jitter?: number
   /** Whether an error is worth retrying. Default: every error except bad input (DecodeError and the like). */
   readonly shouldRetry?: (error: unknown) => boolean
   /** Reset the retry count after a successful value. Default false. */
   readonly resetOnSuccess?: boolean
-  /** Scheduler for the delays (tests pass a TestScheduler). */
+  /** Scheduler for the delays (tests pass a TestScheduler or the `VirtualClock` of `rx-redis-streams/testing`); jitter then defaults to 0. */
   readonly scheduler?: SchedulerLike
 }
 
@@ -67,7 +67,7 @@ export function retryPolicy(config: RetryWithBackoffConfig): RetryPolicy {
   const initialDelay = config.initialDelay ?? 1_000
   const maxDelay = config.maxDelay ?? 60_000
   const multiplier = config.multiplier ?? 2
-  const jitter = config.jitter ?? 0.1
+  const jitter = config.jitter ?? (config.scheduler === undefined ? 0.1 : 0)
   return {
     maxRetries: config.maxRetries ?? 3,
     shouldRetry: config.shouldRetry ?? ((error: unknown) => !isPermanentError(error)),

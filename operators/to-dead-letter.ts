@@ -1,10 +1,13 @@
 import { catchError, EMPTY, from, ignoreElements, type MonoTypeOperatorFunction } from 'rxjs'
 import type { Settleable } from '../src/settle.js'
+import { settleQuietly } from './handle-each.js'
 
 /**
  * An error that reaches this operator dead-letters `message` (with the error's
  * message, capped in length) and completes, so the error never ends the
- * topic subscription. Values pass through.
+ * topic subscription. Values pass through. Accepts any settleable: a window
+ * or pair dead-letters each of its messages. The dead-letter call never
+ * rejects (a failed store leaves the message pending).
  *
  * ## Example
  * ```ts
@@ -22,8 +25,6 @@ import type { Settleable } from '../src/settle.js'
 export function toDeadLetter<T>(message: Settleable): MonoTypeOperatorFunction<T> {
   return (source) =>
     source.pipe(
-      catchError((error: unknown) =>
-        message.outcome === undefined ? from(message.deadLetter(error)).pipe(ignoreElements(), catchError(() => EMPTY)) : EMPTY,
-      ),
+      catchError((error: unknown) => (message.outcome === undefined ? from(settleQuietly(() => message.deadLetter(error))).pipe(ignoreElements()) : EMPTY)),
     )
 }

@@ -24,6 +24,8 @@ import { createEventManager, type EventManager, type EventManagerOptions } from 
 
 /** The in-memory backend, e.g. to pass one with a controllable clock: `createTestEventManager({ backend: new MemoryBackend({ now }) })`. */
 export { MemoryBackend, type MemoryBackendOptions } from './backend/memory/index.js'
+export { VirtualClock, advanceVirtualTime, settleVirtualWork, type VirtualClockOptions } from './testing-clock.js'
+export { createTestMessage, type TestMessage, type TestMessageOptions, type TestSettlement } from './testing-message.js'
 
 /**
  * The defaults of {@link createTestEventManager}: the in-memory backend, no
