@@ -37,13 +37,13 @@ await until(() => held.length === 10)
 
 const stats = await events.stats(topic) // stats() for every topic
 for (const [name, t] of Object.entries(stats.topics)) {
-  console.log(`Topic ${name}: ${String(t.messagesCount)} messages, ${String(t.delayed)} delayed, ${String(t.deadLetters)} dead letters`)
+  console.log(`Topic ${name}: ${String(t.length)} messages, ${String(t.delayed)} delayed, ${String(t.deadLetters)} dead letters`)
   for (const g of Object.values(t.groups)) {
     const consumers = g.consumers.map((c) => `${c.name} (${String(c.pending)} pending, idle ${String(c.idleMs)} ms)`).join(', ')
     console.log(`  group ${g.name}: ${String(g.pending)} pending, lag ${String(g.lag)}, consumers: ${consumers}`)
   }
 }
-console.log(`Group ${group}: ${String(stats.consumerGroups[group]?.pendingMessagesCount)} pending messages`)
+console.log(`Group ${group}: ${String(stats.consumerGroups[group]?.pending)} pending messages`)
 
 const health = await events.health()
 console.log(`health: ${health.ok ? 'ok' : `NOT ok (${health.reasons.join('; ')})`}, Redis PING ${String(health.redis.latencyMs)} ms`)

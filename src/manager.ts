@@ -25,7 +25,7 @@ import type { Event } from './event.js'
 import { checkHealth, UnhealthyError, type HealthOptions, type HealthReport } from './health.js'
 import { silentLogger, type Logger } from './logger.js'
 import { BatchPublisher, Publisher, type EventPublisher, type PublishHook } from './publisher.js'
-import { collectStats, type EventStats } from './stats.js'
+import { collectStats, toSpecShape, type EventStats, type SpecStats } from './stats.js'
 import { observeGroupGauges, type GroupSample } from './telemetry/gauges.js'
 import { createInstruments, type Instruments } from './telemetry/instruments.js'
 import { redactingLogger } from './telemetry/logging.js'
@@ -522,13 +522,13 @@ export class EventManager implements EventPublisher, EventConsumer {
   /**
    * Statistics of every registered topic (or of one): stream length and
    * first/last ids, delayed and dead-letter counts, and per consumer group its
-   * pending count, lag and consumers (with idle times). Also in the original
-   * spec's shape: `topics[name].messagesCount`, `consumerGroups[name].pendingMessagesCount`.
+   * pending count, lag, entries lost to trimming and consumers (with idle
+   * times). The original spec's shape comes from {@link EventManager.specStats}.
    *
    * @example
    * ```ts
    * const stats = await events.stats()
-   * for (const [topic, t] of Object.entries(stats.topics)) console.log(topic, t.messagesCount, t.deadLetters)
+   * for (const [topic, t] of Object.entries(stats.topics)) console.log(topic, t.length, t.deadLetters)
    * const orders = (await events.stats('orders')).topics['orders']
    * console.log(orders?.groups['billing']?.lag)
    * ```
@@ -536,6 +536,21 @@ export class EventManager implements EventPublisher, EventConsumer {
    */
   stats(topic?: string): Promise<EventStats> {
     return collectStats(this.backend, { topic })
+  }
+
+  /**
+   * The statistics in the original spec's shape: `topics[name].messagesCount`,
+   * `consumerGroups[name].pendingMessagesCount`.
+   *
+   * @example
+   * ```ts
+   * const spec = await events.specStats()
+   * console.log(spec.topics['orders']?.messagesCount, spec.consumerGroups['billing']?.pendingMessagesCount)
+   * ```
+   * @throws {InvalidTopicError}
+   */
+  async specStats(topic?: string): Promise<SpecStats> {
+    return toSpecShape(await this.stats(topic))
   }
 
   /**

@@ -1,6 +1,8 @@
 /**
  * Statistics of topics, consumer groups and consumers, read from the store.
  * Topics come from the topic registry (`event:topics`), never from KEYS or SCAN.
+ * `stats()` uses the README's names; {@link toSpecShape} gives the original
+ * spec's shape (`messagesCount`, `pendingMessagesCount`).
  */
 import type { GroupInfo, StreamBackend } from './backend/types.js'
 import { GroupMissingError } from './errors.js'
@@ -37,10 +39,18 @@ export interface GroupStats {
   readonly name: string
   /** Entries delivered and not yet settled (the group's PEL). */
   readonly pending: number
-  /** The original spec's name of `pending`. */
-  readonly pendingMessagesCount: number
-  /** Entries not yet delivered to the group (XINFO GROUPS `lag`); null when Redis cannot tell (after deletions). */
+  /**
+   * Entries not yet delivered to the group (XINFO GROUPS `lag`); 0 when nothing
+   * lies after `lastDeliveredId`, whatever Redis' counters say; null when Redis
+   * cannot tell (after deletions).
+   */
   readonly lag: number | null
+  /**
+   * Pending entries of this group whose bodies were trimmed (`MAXLEN`) or
+   * deleted before a handler got them; they were acked as lost. Kept in Redis
+   * (`event:lost:{topic}`), so it counts every process and survives restarts.
+   */
+  readonly lost: number
   readonly lastDeliveredId: string
   readonly consumers: readonly ConsumerStats[]
 }
@@ -58,8 +68,6 @@ export interface TopicStats {
   readonly name: string
   /** Entries in the topic stream. */
   readonly length: number
-  /** The original spec's name of `length`. */
-  readonly messagesCount: number
   readonly firstId: string | null
   readonly lastId: string | null
   /** Delayed events waiting for their due time. */
@@ -71,12 +79,12 @@ export interface TopicStats {
 }
 
 /**
- * A consumer group over every topic it consumes (the original spec's `ConsumerGroups`).
+ * A consumer group over every topic it consumes.
  *
  * @example
  * ```ts
  * for (const [group, g] of Object.entries((await events.stats()).consumerGroups)) {
- *   console.log(`Group ${group}: ${String(g.pendingMessagesCount)} pending messages`)
+ *   console.log(`Group ${group}: ${String(g.pending)} pending messages`)
  * }
  * ```
  */
@@ -84,9 +92,11 @@ export interface ConsumerGroupStats {
   readonly name: string
   readonly topics: readonly string[]
   /** Pending entries summed over its topics. */
-  readonly pendingMessagesCount: number
+  readonly pending: number
   /** Lag summed over its topics; null when any is unknown. */
   readonly lag: number | null
+  /** Entries lost to trimming, summed over its topics (see {@link GroupStats.lost}). */
+  readonly lost: number
   readonly consumers: number
 }
 
@@ -96,7 +106,7 @@ export interface ConsumerGroupStats {
  * @example
  * ```ts
  * const stats = await events.stats()
- * for (const [topic, t] of Object.entries(stats.topics)) console.log(`Topic ${topic}: ${String(t.messagesCount)} messages`)
+ * for (const [topic, t] of Object.entries(stats.topics)) console.log(`Topic ${topic}: ${String(t.length)} messages`)
  * ```
  */
 export interface EventStats {
@@ -137,8 +147,8 @@ async function groupStats(backend: StreamBackend, topic: string, info: GroupInfo
     topic,
     name: info.name,
     pending: info.pending,
-    pendingMessagesCount: info.pending,
     lag: info.lag,
+    lost: info.lost ?? 0,
     lastDeliveredId: info.lastDeliveredId,
     consumers,
   }
@@ -168,7 +178,6 @@ export async function topicStats(backend: StreamBackend, topic: string): Promise
   return {
     name: topic,
     length: info.length,
-    messagesCount: info.length,
     firstId: info.firstId,
     lastId: info.lastId,
     delayed,
@@ -192,16 +201,16 @@ async function mapLimited<A, B>(items: readonly A[], limit: number, fn: (item: A
 }
 
 /**
- * Reads the statistics of every registered topic (or of one), in both the
- * detailed shape (`topics[name].groups[group].consumers`) and the original
- * spec's (`topics[name].messagesCount`, `consumerGroups[name].pendingMessagesCount`).
+ * Reads the statistics of every registered topic (or of one):
+ * `topics[name].groups[group].consumers` and `consumerGroups[name]`, with the
+ * README's names ({@link toSpecShape} gives the original spec's).
  *
  * @example
  * ```ts
  * import { collectStats } from 'rx-redis-streams'
  * const stats = await collectStats(events.backend)
- * for (const [topic, t] of Object.entries(stats.topics)) console.log(topic, t.messagesCount)
- * for (const [group, g] of Object.entries(stats.consumerGroups)) console.log(group, g.pendingMessagesCount)
+ * for (const [topic, t] of Object.entries(stats.topics)) console.log(topic, t.length)
+ * for (const [group, g] of Object.entries(stats.consumerGroups)) console.log(group, g.pending, g.lag)
  * ```
  * @param backend the store
  * @param options one topic only, concurrency
@@ -213,16 +222,91 @@ export async function collectStats(backend: StreamBackend, options: StatsOptions
   const names = options.topic === undefined ? await backend.topics() : [options.topic]
   const all = await mapLimited(names, options.concurrency ?? 8, (topic) => topicStats(backend, topic))
   const topics = record<TopicStats>()
-  const consumerGroups = record<{ name: string; topics: string[]; pendingMessagesCount: number; lag: number | null; consumers: number }>()
+  const consumerGroups = record<{ name: string; topics: string[]; pending: number; lag: number | null; lost: number; consumers: number }>()
   for (const t of all) {
     topics[t.name] = t
     for (const g of Object.values(t.groups)) {
-      const entry = (consumerGroups[g.name] ??= { name: g.name, topics: [], pendingMessagesCount: 0, lag: 0, consumers: 0 })
+      const entry = (consumerGroups[g.name] ??= { name: g.name, topics: [], pending: 0, lag: 0, lost: 0, consumers: 0 })
       entry.topics.push(t.name)
-      entry.pendingMessagesCount += g.pending
+      entry.pending += g.pending
       entry.lag = entry.lag === null || g.lag === null ? null : entry.lag + g.lag
+      entry.lost += g.lost
       entry.consumers += g.consumers.length
     }
   }
   return { collectedAt: Date.now(), topics, consumerGroups }
+}
+
+/**
+ * A topic in the original spec's shape.
+ *
+ * @example
+ * ```ts
+ * const spec = await events.specStats()
+ * console.log(spec.topics['orders']?.messagesCount)
+ * ```
+ */
+export interface SpecTopicStats {
+  /** Entries in the topic stream (`length` in {@link TopicStats}). */
+  readonly messagesCount: number
+  /** Delayed events waiting. */
+  readonly delayedCount: number
+  /** Dead letters of the topic. */
+  readonly deadLetterCount: number
+}
+
+/**
+ * A consumer group in the original spec's shape.
+ *
+ * @example
+ * ```ts
+ * const spec = await events.specStats()
+ * console.log(spec.consumerGroups['billing']?.pendingMessagesCount)
+ * ```
+ */
+export interface SpecConsumerGroupStats {
+  /** Pending entries summed over its topics (`pending` in {@link ConsumerGroupStats}). */
+  readonly pendingMessagesCount: number
+  /** Lag summed over its topics; null when any is unknown. */
+  readonly lag: number | null
+  /** Consumers summed over its topics. */
+  readonly consumersCount: number
+}
+
+/**
+ * The statistics in the original spec's shape: `topics[name].messagesCount`
+ * and `consumerGroups[name].pendingMessagesCount`.
+ *
+ * @example
+ * ```ts
+ * const spec = await events.specStats()
+ * for (const [topic, t] of Object.entries(spec.topics)) console.log(`Topic ${topic}: ${String(t.messagesCount)} messages`)
+ * ```
+ */
+export interface SpecStats {
+  readonly topics: Readonly<Record<string, SpecTopicStats>>
+  readonly consumerGroups: Readonly<Record<string, SpecConsumerGroupStats>>
+}
+
+/**
+ * The one place the original spec's names live: converts {@link EventStats}
+ * (the README's names) to the spec's shape.
+ *
+ * @example
+ * ```ts
+ * import { toSpecShape } from 'rx-redis-streams'
+ * const spec = toSpecShape(await events.stats())
+ * console.log(spec.consumerGroups['billing']?.pendingMessagesCount)
+ * ```
+ */
+export function toSpecShape(stats: EventStats): SpecStats {
+  const topics = record<SpecTopicStats>()
+  for (const [name, t] of Object.entries(stats.topics)) {
+    topics[name] = { messagesCount: t.length, delayedCount: t.delayed, deadLetterCount: t.deadLetters }
+  }
+  const consumerGroups = record<SpecConsumerGroupStats>()
+  for (const [name, g] of Object.entries(stats.consumerGroups)) {
+    consumerGroups[name] = { pendingMessagesCount: g.pending, lag: g.lag, consumersCount: g.consumers }
+  }
+  return { topics, consumerGroups }
 }

@@ -134,6 +134,8 @@ export interface GroupInfo {
   readonly lastDeliveredId: string
   /** Entries not yet delivered to the group; null when the store cannot tell. */
   readonly lag: number | null
+  /** Pending entries of the group whose bodies were trimmed or deleted before they were handled (kept in the store, all processes). */
+  readonly lost?: number
 }
 
 /** A topic stream. */

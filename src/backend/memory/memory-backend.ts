@@ -120,6 +120,8 @@ export class MemoryBackend implements StreamBackend {
   readonly #topics = new Set<string>()
   /** The retry-safe append's memory: `topic\0eventId` -> stream id and expiry (ms). */
   readonly #published = new Map<string, { readonly id: string; readonly expiresAt: number }>()
+  /** `topic\0group` -> pending entries found without their bodies (as Redis' `event:lost:{topic}`). */
+  readonly #lost = new Map<string, number>()
   readonly #waiters = new Map<string, Set<() => void>>()
   readonly #readers = new Set<MemoryGroupReader>()
   readonly #host: ReaderHost
@@ -254,6 +256,12 @@ export class MemoryBackend implements StreamBackend {
     })
   }
 
+  #countLost(topic: string, group: string, count: number): void {
+    if (count <= 0) return
+    const key = `${topic}\0${group}`
+    this.#lost.set(key, (this.#lost.get(key) ?? 0) + count)
+  }
+
   /** XREADGROUP with an id: the consumer's own pending entries after `after`; a delivery each (deleted bodies come back as null, uncounted). */
   #readPending(topic: string, groupName: string, consumerName: string, count: number, after: string): ReadEntry[] {
     const afterId = parseId(after)
@@ -268,6 +276,7 @@ export class MemoryBackend implements StreamBackend {
       const entry = stream.log.get(pending.id)
       if (entry === undefined) {
         out.push({ id: pending.key, fields: null, deliveryCount: pending.deliveryCount })
+        this.#countLost(topic, groupName, 1)
       } else {
         pending.deliveredAt = now
         pending.deliveryCount++
@@ -510,6 +519,7 @@ export class MemoryBackend implements StreamBackend {
         remaining--
       }
       const next = scan[i]
+      this.#countLost(topic, group, deletedIds.length)
       return { cursor: next === undefined ? '0-0' : next.key, entries, deletedIds }
     })
   }
@@ -690,6 +700,7 @@ export class MemoryBackend implements StreamBackend {
           pending: state.pel.size,
           lastDeliveredId: formatId(state.lastDelivered),
           lag: stream.log.countAfter(state.lastDelivered),
+          lost: this.#lost.get(`${topic}\0${name}`) ?? 0,
         }))
     })
   }

@@ -16,6 +16,8 @@ export interface RedisKeys {
   topics(): string
   /** `event:published:{topic}:<event id>`: the stream id of a recent publish (string, PX = the dedupe window). */
   published(topic: string, eventId: string): string
+  /** `event:lost:{topic}`: group -> how many of its pending entries were trimmed or deleted before they were handled (hash). */
+  lost(topic: string): string
 }
 
 /**
@@ -34,5 +36,6 @@ export function redisKeys(prefix: string): RedisKeys {
     delayedData: (topic) => `${prefix}delayed-data:{${topic}}`,
     topics: () => `${prefix}topics`,
     published: (topic, eventId) => `${prefix}published:{${topic}}:${eventId}`,
+    lost: (topic) => `${prefix}lost:{${topic}}`,
   }
 }
