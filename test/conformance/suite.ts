@@ -603,5 +603,48 @@ export function defineConformanceSuite(name: string, makeManager: MakeManager): 
         expect(await events.deadLetters.count(topic)).toBe(0)
       })
     })
+
+    describe('giving back (engine)', () => {
+      it('giveBack sets the idle time and the delivery count of entries the consumer owns, and leaves others alone', async () => {
+        const events = make()
+        const backend = events.backend
+        const topic = randomName('conf')
+        const group = randomName('g')
+        await backend.ensureGroup(topic, group, 'beginning')
+        const [id] = await backend.append(topic, [['id', randomUUID(), 'name', 'e', 'payload', '1']])
+        const reader = backend.createReader()
+        try {
+          const [entry] = await reader.read(topic, group, 'a', { count: 1, blockMs: 1, from: 'new' })
+          expect(entry?.deliveryCount).toBe(1)
+          if (backend.giveBack === undefined) throw new Error('giveBack missing')
+          // Not the owner: nothing happens.
+          expect(await backend.giveBack(topic, group, 'b', [{ id: id!, retryCount: 0 }], 60_000)).toEqual([])
+          expect(await backend.giveBack(topic, group, 'a', [{ id: id!, retryCount: 0 }], 60_000)).toEqual([id])
+          // Claimable at once by anyone; the claim adds one: the count it had.
+          const claimed = await backend.claimIdle(topic, group, 'b', { minIdleMs: 60_000, cursor: '0-0', count: 10 })
+          expect(claimed.entries.map((e) => [e.id, e.deliveryCount])).toEqual([[id, 1]])
+          // Given back to its owner, re-read by it (XREADGROUP with an id adds one): the same.
+          expect(await backend.giveBack(topic, group, 'b', [{ id: id!, retryCount: 0 }], 0)).toEqual([id])
+          const reread = await reader.read(topic, group, 'b', { count: 10, blockMs: 0, from: 'pending', after: '0' })
+          expect(reread.map((e) => e.deliveryCount)).toEqual([1])
+        } finally {
+          await reader.close()
+        }
+      })
+
+      it('take(1) gives the unemitted rest of the batch back at once: another consumer claims them with their counts unchanged', async () => {
+        const events = make()
+        const topic = randomName('conf')
+        const group = randomName('g')
+        await events.publishBatch(topic, numbered(6, 'test.take'))
+        const { firstValueFrom, take } = await import('rxjs')
+        const first = await firstValueFrom(events.topic(topic).consume({ group, consumer: 'one', claimMinIdleTime: 60_000, ...FAST }).pipe(take(1)))
+        await sleep(50)
+        const claimed = await events.backend.claimIdle(topic, group, 'two', { minIdleMs: 60_000, cursor: '0-0', count: 10 })
+        expect(claimed.entries.map((e) => e.deliveryCount)).toEqual([1, 1, 1, 1, 1])
+        expect(first.begin()).toBe(true)
+        expect(await first.ack()).toBe('acked')
+      })
+    })
   })
 }
