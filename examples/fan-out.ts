@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { createEventManager, newEvent } from '../src/index.js'
 
 /** Polls until `condition` holds; fails after `timeoutMs`. */
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error('timed out')

@@ -4,13 +4,14 @@
  *
  *   npm run demo
  *
- * Uses Redis at EVENT_REDIS_URL, else Redis on 127.0.0.1:6379 when it answers,
- * else the in-memory backend — and says which.
+ * Uses EVENT_REDIS_URL (a Redis, or memory:// for the in-memory backend), else
+ * Redis on 127.0.0.1:6379 when it answers, else the in-memory backend — and
+ * says which.
  */
 import { connect } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import * as t from 'io-ts'
-import { firstValueFrom, filter, take, toArray } from 'rxjs'
+import { firstValueFrom, filter, take, tap, toArray } from 'rxjs'
 import { createEventManager, newEvent, type EventManagerOptions } from '../src/index.js'
 import { decode, handleEach, matchPattern } from '../operators/index.js'
 
@@ -28,10 +29,21 @@ function answers(host: string, port: number): Promise<boolean> {
   })
 }
 
+/** Where a Redis URL points, without its credentials (they are never printed). */
+function address(url: string): string {
+  try {
+    const { protocol, hostname, port } = new URL(url)
+    return `${protocol}//${hostname}${port === '' ? '' : `:${port}`}`
+  } catch {
+    return 'an unparsable URL' // createEventManager reports what is wrong with it
+  }
+}
+
 async function chooseBackend(): Promise<EventManagerOptions> {
   const url = process.env['EVENT_REDIS_URL']
   if (url !== undefined && url !== '') {
-    console.log(`backend: Redis at EVENT_REDIS_URL`)
+    if (url.startsWith('memory:')) console.log('backend: in-memory (EVENT_REDIS_URL=memory://)')
+    else console.log(`backend: Redis at ${address(url)} (EVENT_REDIS_URL)`)
     return {}
   }
   // The probe address can be changed (tests point it at a closed port).
@@ -57,15 +69,17 @@ await events.publishBatch(topic, [
   newEvent('user.signup', { userId: 'not-a-number' }, { headers: { source: 'web-app' } }),
   newEvent('user.login', { userId: 1 }, { headers: { source: 'web-app' } }),
 ])
-console.log(`published 5 events to ${topic}`)
+console.log(`published 5 events to ${topic}; the pattern below takes user.signup from web-app only`)
 
 const attempts = new Map<number, number>()
+const matched: string[] = []
 const outcomes = events
   .topic(topic)
   .consume({ group })
   .pipe(
-    matchPattern({ eventName: 'user.signup', headers: { source: 'web-app' } }),
-    decode(UserSignup),
+    matchPattern({ eventName: 'user.signup', headers: { source: 'web-app' } }), // the others are acked and skipped
+    tap((msg) => matched.push(msg.streamId)),
+    decode(UserSignup), // a payload that does not decode goes to the dead letter queue
     handleEach(
       (msg) => {
         const { userId, email } = msg.event.payload
@@ -90,6 +104,7 @@ const settled = await firstValueFrom(
   ),
 )
 for (const h of settled) console.log(`settled event ${h.message.event.name}#${h.message.streamId}: ${h.outcome}`)
+console.log(`matchPattern passed ${String(matched.length)} of 5 events on; the other ${String(5 - matched.length)} (user.signup from mobile, user.login) were acked and skipped`)
 
 const letters = await events.deadLetters.list(topic)
 for (const letter of letters) console.log(`dead letter ${letter.dlqId}: group=${letter.group} attempts=${letter.attempts} error=${letter.error}`)

@@ -57,6 +57,26 @@ describe.concurrent('quickstart demo', () => {
     expect(result.stdout).toMatch(/^done$/m)
   })
 
+  it('says which Redis without its password, and what matchPattern skipped', async () => {
+    const url = new URL(redisUrl())
+    url.username = 'default'
+    url.password = 'sw0rdfish-in-url'
+    const result = await runDemo(environment({ EVENT_REDIS_URL: url.toString() }))
+    expect(result.code, explain(result)).toBe(0)
+    expect(result.stdout).toMatch(new RegExp(`^backend: Redis at redis://${url.hostname}:${url.port} \\(EVENT_REDIS_URL\\)$`, 'm'))
+    expect(result.stdout).toMatch(/^matchPattern passed 3 of 5 events on; the other 2 \(user\.signup from mobile, user\.login\) were acked and skipped$/m)
+    expect(result.stdout + result.stderr).not.toContain('sw0rdfish')
+  })
+
+  it('says in-memory, not Redis, with EVENT_REDIS_URL=memory://', async () => {
+    const result = await runDemo(environment({ EVENT_REDIS_URL: 'memory://' }))
+    expect(result.code, explain(result)).toBe(0)
+    expect(result.stdout).toMatch(/^backend: in-memory \(EVENT_REDIS_URL=memory:\/\/\)$/m)
+    expect(result.stdout).not.toContain('Redis at')
+    expect(result.stdout).toMatch(/^matchPattern passed 3 of 5 events on; the other 2 .* were acked and skipped$/m)
+    expect(result.stdout).toMatch(/^done$/m)
+  })
+
   it('falls back to the in-memory backend when no Redis answers', async () => {
     const result = await runDemo(environment({ DEMO_REDIS_PROBE: '127.0.0.1:1' }))
     expect(result.code, explain(result)).toBe(0)
