@@ -722,7 +722,9 @@ export class Subscription implements MessageHost {
   /** @internal The payload getter found an undecodable payload: dead-letter it, and report the error. */
   malformed(message: DeliveredMessage, error: DecodeError): MalformedPayloadError {
     const failure = new MalformedPayloadError(message.streamId, error.message, { cause: error })
-    void message.deadLetter(failure)
+    // The letter's reason starts with the decode reason code (e.g. `malformed_json:`); its class is MalformedPayloadError.
+    message.lastError = failure
+    void message.deadLetter(error.message)
     // Thrown into the pipeline: an unsubscribe during this turn is this error ending the subscription.
     this.#thrown = failure
     queueMicrotask(() => {

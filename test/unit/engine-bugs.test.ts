@@ -219,7 +219,8 @@ describe('engine bookkeeping (issue 11)', () => {
     await waitFor(async () => (await inner.dlqCount(topic)) === 1, 'the dead letter')
     const [letter] = await inner.dlqList(topic, { count: 1 })
     const fields = letter?.fields ?? []
-    expect(fields[fields.indexOf('dlq_error') + 1]).toMatch(/cannot be decoded/)
+    expect(fields[fields.indexOf('dlq_error') + 1]).toMatch(/^malformed_json:/)
+    expect(fields[fields.indexOf('dlq_error_class') + 1]).toBe('MalformedPayloadError')
     await waitFor(() => events.internals.subscriptions().some((s) => s.state === 'errored'), 'an errored subscription in health')
     const errored = events.internals.subscriptions().find((s) => s.state === 'errored')
     expect(errored?.error).toMatch(/cannot be decoded/)
