@@ -16,7 +16,7 @@ export interface DeadLetter {
   readonly originalId: string
   /** The consumer group that failed it. */
   readonly group: string
-  /** Why it failed: `<ErrorClass>: <message>` (capped); a decode failure names its reason. */
+  /** Why it failed: the error's message, capped at 1,000 characters (its class is `errorClass`); a decode failure names its reason. */
   readonly error: string
   /** Deliveries it had (the group's delivery count when it was moved). Same as `attempts`. */
   readonly deliveries: number
@@ -32,28 +32,6 @@ export interface DeadLetter {
   readonly consumer: string | null
   /** When it was moved, ms since the epoch. */
   readonly failedAt: number
-}
-
-/**
- * The error text of a dead letter, in its one format: `<ErrorClass>: <message>`
- * (the class alone when there is no message), capped at `maxChars`.
- *
- * @example
- * ```ts
- * import { formatDeadLetterError } from 'rx-redis-streams'
- * formatDeadLetterError(new TypeError('bad total')) // 'TypeError: bad total'
- * ```
- */
-export function formatDeadLetterError(error: unknown, maxChars = 2_000): string {
-  let text: string
-  if (error instanceof Error) text = error.message === '' ? error.name : `${error.name}: ${error.message}`
-  else text = `${typeof error === 'string' ? 'Error' : 'NonError'}: ${String(error)}`
-  return text.length > maxChars ? `${text.slice(0, maxChars - 1)}…` : text
-}
-
-/** The class name of a failure as a dead letter records it. */
-export function errorClassOf(error: unknown): string {
-  return error instanceof Error ? error.name : 'NonError'
 }
 
 /** The original fields of a letter stored as one JSON field, or null when it cannot be read. */
