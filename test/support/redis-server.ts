@@ -7,9 +7,10 @@
  * so that a crashed test run never leaves servers behind.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants as fsConstants } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { createConnection, createServer } from 'node:net'
+import { accessSync, constants as fsConstants, readFileSync } from 'node:fs'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createConnection, createServer, type Socket } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -18,6 +19,12 @@ import { promisify } from 'node:util'
 const execFileAsync = promisify(execFile)
 
 const HOST = '127.0.0.1'
+
+/** The certificate a TLS readiness probe presents (the server's own: it is valid for client auth too). */
+interface TlsProbe {
+  readonly certFile: string
+  readonly keyFile: string
+}
 const START_TIMEOUT_MS = 10_000
 
 /** Options of {@link startRedisServer}. */
@@ -30,11 +37,17 @@ export interface RedisServerOptions {
   readonly password?: string
   /** More `redis-server` arguments, e.g. `['--maxmemory', '10mb']`. */
   readonly extraArgs?: readonly string[]
+  /**
+   * TLS only (`--port 0 --tls-port <port>`), with these PEM files (see
+   * {@link makeTestCertificates}); `authClients` is `--tls-auth-clients`
+   * (default `no`: no client certificate needed).
+   */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly caFile: string; readonly authClients?: 'yes' | 'no' | 'optional' }
 }
 
 /** A running private `redis-server`. */
 export interface RedisServer {
-  /** `redis://127.0.0.1:<port>`, with `:<password>@` when a password is set. */
+  /** `redis://127.0.0.1:<port>` (`rediss://` with TLS), with `:<password>@` when a password is set. */
   readonly url: string
   readonly host: string
   readonly port: number
@@ -127,9 +140,13 @@ export function freePort(): Promise<number> {
 }
 
 /** Sends one inline command and resolves with the first reply line (or rejects on a socket error/timeout). */
-function probe(port: number, timeoutMs: number): Promise<string> {
+function probe(port: number, timeoutMs: number, tls?: TlsProbe): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = createConnection({ host: HOST, port })
+    // A TLS probe checks liveness only: it trusts any certificate, and shows the server's own as a client certificate.
+    const socket: Socket =
+      tls === undefined
+        ? createConnection({ host: HOST, port })
+        : tlsConnect({ host: HOST, port, rejectUnauthorized: false, cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) })
     let buffer = ''
     const done = (fn: () => void): void => {
       socket.destroy()
@@ -137,7 +154,7 @@ function probe(port: number, timeoutMs: number): Promise<string> {
     }
     socket.setTimeout(timeoutMs, () => done(() => reject(new Error('timeout'))))
     socket.once('error', (err) => done(() => reject(err)))
-    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.once(tls === undefined ? 'connect' : 'secureConnect', () => socket.write('PING\r\n'))
     socket.on('data', (chunk: Buffer) => {
       buffer += chunk.toString('utf8')
       const eol = buffer.indexOf('\r\n')
@@ -150,13 +167,13 @@ function probe(port: number, timeoutMs: number): Promise<string> {
  * Resolves once a Redis server on `127.0.0.1:port` answers PING (`+PONG`, or
  * `-NOAUTH` when it requires a password); `-LOADING` means not yet.
  */
-export async function waitForRedis(port: number, timeoutMs = START_TIMEOUT_MS, isAlive: () => boolean = () => true): Promise<void> {
+export async function waitForRedis(port: number, timeoutMs = START_TIMEOUT_MS, isAlive: () => boolean = () => true, tls?: TlsProbe): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let last = 'no answer'
   while (Date.now() < deadline) {
     if (!isAlive()) throw new Error(`redis-server on port ${port} exited while starting`)
     try {
-      const reply = await probe(port, 1_000)
+      const reply = await probe(port, 1_000, tls)
       if (reply.startsWith('+PONG') || reply.startsWith('-NOAUTH')) return
       last = reply
     } catch (err) {
@@ -202,7 +219,7 @@ async function terminate(child: ChildProcess | undefined, signal: NodeJS.Signals
  * server of someone else that won a port race is never mistaken for ours.
  * Rejects (with the server's output) when it exits first.
  */
-async function spawnServer(binary: string, args: readonly string[], port: number): Promise<ChildProcess> {
+async function spawnServer(binary: string, args: readonly string[], port: number, tls?: TlsProbe): Promise<ChildProcess> {
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   trackChild(child)
   let output = ''
@@ -228,7 +245,7 @@ async function spawnServer(binary: string, args: readonly string[], port: number
   })
   try {
     await Promise.race([ready, failed, timeout])
-    await Promise.race([waitForRedis(port, START_TIMEOUT_MS, () => isRunning(child)), failed])
+    await Promise.race([waitForRedis(port, START_TIMEOUT_MS, () => isRunning(child), tls), failed])
   } catch (err) {
     await terminate(child, 'SIGKILL')
     throw new Error(`could not start redis-server on port ${port}: ${(err as Error).message}\n${output.trim()}`, { cause: err })
@@ -245,7 +262,12 @@ function redisServerBinary(): string {
 }
 
 function serverArgs(port: number, dir: string, options: RedisServerOptions): string[] {
-  const args = ['--port', String(port), '--bind', HOST, '--save', '', '--dir', dir, '--daemonize', 'no', '--loglevel', 'notice']
+  const tls = options.tls
+  const ports = tls === undefined ? ['--port', String(port)] : ['--port', '0', '--tls-port', String(port)]
+  const args = [...ports, '--bind', HOST, '--save', '', '--dir', dir, '--daemonize', 'no', '--loglevel', 'notice']
+  if (tls !== undefined) {
+    args.push('--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', tls.authClients ?? 'no')
+  }
   if (options.aof === true) {
     args.push('--appendonly', 'yes', '--appendfsync', options.appendfsync ?? 'everysec')
   } else {
@@ -280,7 +302,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     for (let attempt = 0; child === undefined; attempt++) {
       port = await freePort()
       try {
-        child = await spawnServer(binary, serverArgs(port, dir, options), port)
+        child = await spawnServer(binary, serverArgs(port, dir, options), port, options.tls)
       } catch (err) {
         if (attempt >= 2) throw err
       }
@@ -294,7 +316,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   let stopped = false
   const auth = options.password === undefined ? '' : `:${encodeURIComponent(options.password)}@`
   return {
-    url: `redis://${auth}${HOST}:${port}`,
+    url: `${options.tls === undefined ? 'redis' : 'rediss'}://${auth}${HOST}:${port}`,
     host: HOST,
     port,
     dir,
@@ -310,7 +332,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     async restart() {
       if (stopped) throw new Error('cannot restart a stopped redis-server')
       await terminate(current, 'SIGTERM')
-      current = await spawnServer(binary, serverArgs(port, dir, options), port)
+      current = await spawnServer(binary, serverArgs(port, dir, options), port, options.tls)
     },
     pause() {
       if (isRunning(current)) current.kill('SIGSTOP')
@@ -377,5 +399,73 @@ export async function startRedisCluster(options: RedisClusterOptions = { masters
   } catch (err) {
     await stop()
     throw err
+  }
+}
+
+/** Certificates made by {@link makeTestCertificates}: file paths and PEM texts. */
+export interface TestCertificates {
+  readonly dir: string
+  /** The CA that signed the server and client certificates. */
+  readonly caFile: string
+  readonly caPem: string
+  /** Server certificate for `localhost` and `127.0.0.1`, and its key. */
+  readonly serverCertFile: string
+  readonly serverKeyFile: string
+  /** A client certificate (mutual TLS) signed by the CA, and its key. */
+  readonly clientCertPem: string
+  readonly clientKeyPem: string
+  /** Another CA that signed nothing here: trusting it alone must fail verification. */
+  readonly otherCaPem: string
+  /** Removes the directory. */
+  cleanup(): Promise<void>
+}
+
+async function openssl(args: readonly string[], cwd: string): Promise<void> {
+  await execFileAsync('openssl', args, { cwd, timeout: 30_000 })
+}
+
+/**
+ * Makes a throw-away CA, a server certificate (SAN `localhost`, `127.0.0.1`)
+ * and a client certificate signed by it, and an unrelated second CA, with
+ * the `openssl` command line.
+ *
+ * @example
+ * ```ts
+ * const certs = await makeTestCertificates()
+ * const server = await startRedisServer({ tls: { certFile: certs.serverCertFile, keyFile: certs.serverKeyFile, caFile: certs.caFile } })
+ * ```
+ */
+export async function makeTestCertificates(): Promise<TestCertificates> {
+  if (findOnPath('openssl') === undefined) throw new Error('openssl is not on PATH')
+  const dir = await mkdtemp(join(tmpdir(), 'rx-redis-streams-tls-'))
+  const days = ['-days', '2']
+  const ca = async (name: string): Promise<void> => {
+    await openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.crt`, ...days, '-subj', `/CN=${name}`], dir)
+  }
+  const signed = async (name: string, cn: string, ext: string): Promise<void> => {
+    await writeFile(join(dir, `${name}.ext`), ext)
+    await openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir)
+    await openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, ...days, '-extfile', `${name}.ext`], dir)
+  }
+  try {
+    await ca('ca')
+    await ca('other-ca')
+    await signed('server', 'localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n')
+    await signed('client', 'rrs-test-client', 'extendedKeyUsage=clientAuth\n')
+    const read = (file: string): Promise<string> => readFile(join(dir, file), 'utf8')
+    return {
+      dir,
+      caFile: join(dir, 'ca.crt'),
+      caPem: await read('ca.crt'),
+      serverCertFile: join(dir, 'server.crt'),
+      serverKeyFile: join(dir, 'server.key'),
+      clientCertPem: await read('client.crt'),
+      clientKeyPem: await read('client.key'),
+      otherCaPem: await read('other-ca.crt'),
+      cleanup: () => rm(dir, { recursive: true, force: true }),
+    }
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true })
+    throw error
   }
 }

@@ -5,7 +5,7 @@
  * the one place where ioredis errors are made safe to leave the library.
  */
 import { inspect } from 'node:util'
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import { Cluster, Command, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls'
 import { BackendError, CommandTimeoutError, ConfigError, ConnectionError } from '../../errors.js'
 import { MASK, redactSecrets } from '../../config/secrets.js'
@@ -436,6 +436,16 @@ function bounded<C extends RedisClient>(client: C, monitor: ConnectionMonitor, t
         wrapper = fn.bind(target)
       } else if (PIPELINES.has(prop)) {
         wrapper = (...args: unknown[]) => boundPipeline(fn.apply(target, args) as object, monitor, timeoutMs)
+      } else if (prop === 'callBuffer' && target instanceof Redis) {
+        // ioredis 6.0.0 drops the command name of callBuffer() on an autopipelined client (only
+        // call() gets it back): send the command directly, with Buffer replies.
+        wrapper = (...args: unknown[]) => {
+          const [first, ...rest] = args
+          const command = typeof first === 'string' ? first : String(first)
+          return boundCall(monitor, command.toUpperCase(), timeoutMs, () =>
+            target.sendCommand(new Command(command, rest as (string | number | Buffer)[], { replyEncoding: null })),
+          )
+        }
       } else if (prop === 'quit') {
         // Closing must not wait for a Redis that is not there: drop the connection instead.
         wrapper = (...args: unknown[]) => {
