@@ -2,6 +2,8 @@ import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, 
 import { CompositeSettleable, creditLimitOf, holdOpen, onFailure, releaseHold, Share } from '../src/shared-settlement.js'
 import type { Settleable } from '../src/settle.js'
 import { declareDemand } from '../src/consumer/message.js'
+import type { Outcome } from '../src/settle.js'
+import { deliveryCountOf, STATE_RETENTION_MS, statePart, stateScopeOf, StepQueue, streamIdOf } from './internal/operator-state.js'
 import {
   creditPoolOf,
   eventTimestamp,
@@ -64,6 +66,14 @@ export interface JoinWithinOptions<L, R, J extends JoinType = 'inner'> {
    * messages (`creditLimit`), else no limit.
    */
   readonly maxOpenMessages?: number
+  /**
+   * The operator's name in the state it keeps in the store per group (Redis:
+   * `event:opstate:{topic}:<group>:<name>:…`, each side under its own topic):
+   * which entries matched, so that after a restart a replayed entry that had
+   * matched is never emitted as unmatched. Default: derived from `within`,
+   * `grace` and `type`; set it when one group runs two such joins.
+   */
+  readonly name?: string
   /** Idle advancement in ms of scheduler time, as for windows: stream time follows the clock once it has not moved for this long. */
   readonly idleTimeout?: number
   /** Scheduler for idle advancement and `now()` (tests pass a `TestScheduler`). Default `asyncScheduler`. */
@@ -112,6 +122,16 @@ class Pair<L, R> extends CompositeSettleable implements JoinedPair<L, R> {
   readonly right: R
   readonly timestamp: number
   readonly partial: boolean
+  /** Settles after the match is remembered (so a replay never emits a matched entry as unmatched). */
+  remembered: Promise<unknown> | undefined
+  #acking: Promise<Outcome> | undefined
+
+  override ack(): Promise<Outcome> {
+    const remembered = this.remembered
+    if (remembered === undefined || this.outcome !== undefined) return super.ack()
+    this.#acking ??= remembered.catch(() => undefined).then(() => super.ack())
+    return this.#acking
+  }
 
   constructor(key: string, left: L, right: R, timestamp: number, partial = false) {
     const shares: Share[] = []
@@ -127,6 +147,7 @@ class Pair<L, R> extends CompositeSettleable implements JoinedPair<L, R> {
 }
 
 interface JoinConfig {
+  readonly name: string
   readonly key: Record<Side, (value: Settleable) => string>
   readonly time: Record<Side, (value: Settleable) => number>
   readonly within: number
@@ -157,6 +178,12 @@ class JoinEngine {
   readonly #pools = new Map<string, Pool>()
   #seq = 0
   #stopped = false
+  /** A method, not a field read, so checks after emitting (which may unsubscribe) are not narrowed away. */
+  #isStopped(): boolean {
+    return this.#stopped
+  }
+  /** Steps in arrival order, some waiting for a state lookup. */
+  readonly #steps = new StepQueue()
 
   constructor(config: JoinConfig, subscriber: Subscriber<JoinedPair<unknown, unknown>>) {
     this.#config = config
@@ -169,6 +196,29 @@ class JoinEngine {
   }
 
   next(side: Side, value: Settleable): void {
+    const scope = stateScopeOf(value)
+    if (scope === undefined || deliveryCountOf(value) <= 1) {
+      this.#steps.push(() => this.#process(side, value, false))
+      return
+    }
+    // A replay: whether it had matched before decides whether it may come out unmatched.
+    let matched = false
+    let time: number
+    try {
+      time = this.#config.time[side](value)
+    } catch {
+      time = Number.NaN
+    }
+    const lookup = Number.isFinite(time)
+      ? scope.store.operatorStateRead(scope.topic, scope.group, this.#config.name, statePart('m', time), [matchField(side, value)]).then(([record]) => {
+          matched = record !== null && record !== undefined
+        })
+      : undefined
+    this.#steps.push(() => this.#process(side, value, matched), lookup)
+  }
+
+  #process(side: Side, value: Settleable, wasMatched: boolean): void {
+    if (this.#stopped) return
     let key: string
     let time: number
     try {
@@ -199,8 +249,9 @@ class JoinEngine {
     }
     this.#clocks[side].observe(time, value)
     this.#expireDue()
-    if (this.#stopped) return
+    if (this.#isStopped()) return
     const entry = this.#buffer(side, value, id, key, time, pool)
+    if (wasMatched) entry.matched = true
     for (const partner of this.#buffers[other(side)].get(key) ?? []) {
       // Emitting may unsubscribe (take(1)): stop there.
       if (this.#subscriber.closed || !entry.live) return
@@ -209,7 +260,9 @@ class JoinEngine {
       partner.matched = true
       entry.matched = true
       const [left, right] = side === 'left' ? [value, partner.value] : [partner.value, value]
-      this.#subscriber.next(new Pair(key, left, right, Math.max(time, partner.time)))
+      const pair = new Pair(key, left, right, Math.max(time, partner.time))
+      pair.remembered = this.#rememberMatch([entry, partner])
+      this.#subscriber.next(pair)
     }
     this.#guardCredit(pool)
     this.#expireDue()
@@ -234,6 +287,27 @@ class JoinEngine {
   }
 
   complete(side: Side): void {
+    this.#steps.push(() => this.#complete(side))
+  }
+
+  /** Records in the state of each entry's own topic that it matched; undefined when no entry has a store. */
+  #rememberMatch(entries: readonly Buffered[]): Promise<unknown> | undefined {
+    const writes: Promise<unknown>[] = []
+    for (const entry of entries) {
+      const scope = stateScopeOf(entry.value)
+      if (scope === undefined) continue
+      const expireAt = Math.max(Date.now(), entry.time) + 2 * (this.#config.within + this.#config.grace) + STATE_RETENTION_MS
+      writes.push(
+        scope.store.operatorStateWrite(scope.topic, scope.group, this.#config.name, statePart('m', entry.time), {
+          set: [[matchField(entry.side, entry.value), '1']],
+          expireAt,
+        }),
+      )
+    }
+    return writes.length === 0 ? undefined : Promise.all(writes)
+  }
+
+  #complete(side: Side): void {
     this.#done[side] = true
     if (this.#stopped) return
     const held = [...this.#byId.left.values(), ...this.#byId.right.values()].map((entry) => entry.value)
@@ -262,6 +336,7 @@ class JoinEngine {
   stop(): void {
     if (this.#stopped) return
     this.#stopped = true
+    this.#steps.close()
     this.#timer.cancel()
     const now = this.#config.scheduler.now()
     for (const entry of this.#clear()) releaseHold(entry.value, now)
@@ -441,6 +516,11 @@ class JoinEngine {
   }
 }
 
+/** The state field of a join entry: its side and stream id. */
+function matchField(side: Side, value: Settleable): string {
+  return `${side}\u0000${streamIdOf(value)}`
+}
+
 /** True when `value` is a later delivery of the same entry than `than` (a higher delivery count). */
 function isNewerDelivery(value: Settleable, than: Settleable): boolean {
   const count = (v: Settleable): number => {
@@ -511,6 +591,7 @@ export function joinWithin<L extends Settleable, R extends Settleable, J extends
   const leftTimestamp: (value: L) => number = options.leftTimestamp ?? eventTimestamp
   const rightTimestamp: (value: R) => number = options.rightTimestamp ?? eventTimestamp
   const config: JoinConfig = {
+    name: options.name ?? `join-${options.within}-${grace}-${type}`,
     key: { left: (v) => options.leftKey(v as L), right: (v) => options.rightKey(v as R) },
     time: { left: (v) => leftTimestamp(v as L), right: (v) => rightTimestamp(v as R) },
     within: options.within,

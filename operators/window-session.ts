@@ -88,5 +88,5 @@ export function windowSession<T extends Settleable>(
   options: WindowSessionOptions<T, LatePolicy> = {},
 ): OperatorFunction<T, Window<T> | Late<T>> {
   requirePositive('gap', gap)
-  return windowOperator(options, sessions<T>(gap))
+  return windowOperator(options, sessions<T>(gap), `session-${gap}-${options.grace ?? 0}`)
 }

@@ -53,5 +53,5 @@ export function windowSliding<T extends Settleable>(
   requirePositive('size', size)
   requirePositive('advance', advance)
   if (advance > size) throw new RangeError(`advance (${advance}) must not exceed size (${size})`)
-  return windowOperator(options, fixedWindows<T>(size, advance))
+  return windowOperator(options, fixedWindows<T>(size, advance), `sliding-${size}-${advance}-${options.grace ?? 0}`)
 }

@@ -45,5 +45,5 @@ export function windowTumbling<T extends Settleable>(
   options: WindowTumblingOptions<T, LatePolicy> = {},
 ): OperatorFunction<T, Window<T> | Late<T>> {
   requirePositive('size', size)
-  return windowOperator(options, fixedWindows<T>(size, size))
+  return windowOperator(options, fixedWindows<T>(size, size), `tumbling-${size}-${options.grace ?? 0}`)
 }

@@ -36,6 +36,17 @@ export type LatePolicy = 'deadLetter' | 'ack' | 'emit'
  * several hold messages of one subscription.
  */
 export interface WindowOptions<T, L extends LatePolicy = 'deadLetter'> {
+  /**
+   * The operator's name in the state it keeps in the store per group
+   * (Redis: `event:opstate:{topic}:<group>:<name>:…`): which windows were
+   * emitted and settled, and the closed-window watermark, so that after a
+   * restart a replayed message whose windows were all settled is acked, one
+   * whose windows closed without it goes to the `late` policy, and a window
+   * emitted but not settled is collected again whole. Default: derived from
+   * the kind, size and grace (`tumbling-60000-5000`); set it when one group
+   * runs two such operators.
+   */
+  readonly name?: string
   /** Groups messages into separate windows per key. Default: one key, `''`, for all. */
   readonly key?: (value: T) => string
   /** Event time of a value, in ms. Default: `value.event.timestamp`. A non-finite time dead-letters the value. */

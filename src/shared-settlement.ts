@@ -1,3 +1,4 @@
+import type { StreamBackend } from './backend/types.js'
 import type { NackOptions, Outcome, Settleable } from './settle.js'
 
 /*
@@ -332,4 +333,26 @@ export function sourceIdleOf(value: unknown): (() => boolean) | undefined {
   if (value === null || typeof value !== 'object') return undefined
   const probe = (value as { [sourceIdle]?: unknown })[sourceIdle]
   return typeof probe === 'function' ? (probe as () => boolean).bind(value) : undefined
+}
+
+/** The store verbs window and join operators keep their state with (see {@link operatorStateStore}). */
+export type OperatorStateBackend = Required<Pick<StreamBackend, 'operatorStateRead' | 'operatorStateWrite'>>
+
+/**
+ * A property a subscription may put on the messages it delivers: the store
+ * (its backend) where window and join operators keep, per group and operator
+ * name, what a Kafka Streams state store would remember across restarts
+ * (which windows were emitted and settled, the closed-window watermark,
+ * which join entries matched). A view of a message should forward it. Without
+ * it, that state lives in memory only.
+ */
+export const operatorStateStore: unique symbol = Symbol.for('rx-redis-streams.operatorStateStore')
+
+/** The {@link operatorStateStore} of a value, when it carries one that supports operator state. */
+export function operatorStateOf(value: unknown): OperatorStateBackend | undefined {
+  if (value === null || typeof value !== 'object') return undefined
+  const store = (value as { [operatorStateStore]?: unknown })[operatorStateStore]
+  if (store === null || typeof store !== 'object') return undefined
+  const s = store as Partial<OperatorStateBackend>
+  return typeof s.operatorStateRead === 'function' && typeof s.operatorStateWrite === 'function' ? (s as OperatorStateBackend) : undefined
 }

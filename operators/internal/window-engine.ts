@@ -10,6 +10,7 @@ import {
   type Window,
   type WindowOptions,
 } from '../window-types.js'
+import { deliveryCountOf, STATE_RETENTION_MS, statePart, stateScopeOf, StepQueue, warnSplitKey, type StateScope } from './operator-state.js'
 
 /*
  * The event-time machinery behind the window operators and joinWithin:
@@ -153,6 +154,14 @@ export class StreamClock {
     }
   }
 
+  /** Restores a remembered stream time (after a restart): stream time is at least `time` from now on. */
+  restore(time: number): void {
+    if (time > this.#eventTime) {
+      this.#eventTime = time
+      this.#movedAt = this.#scheduler.now()
+    }
+  }
+
   /** End of input: stream time becomes +Infinity, so everything closes. */
   end(): void {
     this.#ended = true
@@ -240,6 +249,9 @@ class WindowValue<T extends Settleable> extends CompositeSettleable implements W
   readonly messages: readonly T[]
   readonly early: boolean
   readonly partial: boolean
+  /** Runs before the first ack reaches the messages (records the window as settled). */
+  #beforeAck: (() => Promise<void>) | undefined
+  #acking: Promise<Outcome> | undefined
 
   constructor(key: string, start: number, end: number, messages: readonly T[], early: boolean, partial: boolean) {
     super(messages.map((message) => new Share(message)))
@@ -249,6 +261,20 @@ class WindowValue<T extends Settleable> extends CompositeSettleable implements W
     this.messages = messages
     this.early = early
     this.partial = partial
+  }
+
+  /** @internal */
+  set beforeAck(hook: () => Promise<void>) {
+    this.#beforeAck = hook
+  }
+
+  override ack(): Promise<Outcome> {
+    const hook = this.#beforeAck
+    if (hook === undefined || this.outcome !== undefined) return super.ack()
+    this.#acking ??= hook()
+      .catch(() => undefined)
+      .then(() => super.ack())
+    return this.#acking
   }
 }
 
@@ -318,6 +344,8 @@ export interface OpenWindow<T> {
 export interface WindowBook<T> {
   /** Opens a window `[start, end)` of `key`. */
   open(key: string, start: number, end: number): OpenWindow<T>
+  /** Opens again a window that was emitted but not settled before a restart, to collect its replayed messages. */
+  reopen(key: string, start: number, end: number): OpenWindow<T>
   /** Moves the bounds of an open window (a growing session). */
   resize(window: OpenWindow<T>, start: number, end: number): void
   /** Moves the messages of `from` into `into` (arrival order kept) and closes `from` without emitting it. */
@@ -331,10 +359,19 @@ export interface Placement<T> {
    * opened, grown or merged as needed. Empty when they have all closed (a late
    * event). A window is open while `end + grace > streamTime`.
    */
-  place(key: string, time: number, streamTime: number, grace: number, book: WindowBook<T>): readonly OpenWindow<T>[]
+  place(key: string, time: number, streamTime: number, grace: number, book: WindowBook<T>, decide?: WindowDecision): readonly OpenWindow<T>[]
   /** Forgets a window that is emitted or merged away. */
   detach(window: OpenWindow<T>): void
+  /** The bounds of the windows an event time belongs to, when they are fixed (not sessions): for the state of a replayed entry. */
+  bounds?(time: number): readonly (readonly [start: number, end: number])[]
 }
+
+/**
+ * What the remembered state says of one window of a replayed entry: `'skip'`
+ * (emitted and settled: its work is done), `'reopen'` (emitted but not
+ * settled: collect it again, even though it closed), `'normal'`.
+ */
+export type WindowDecision = (start: number, end: number) => 'skip' | 'reopen' | 'normal'
 
 interface MutableWindow<T> extends OpenWindow<T> {
   start: number
@@ -344,6 +381,8 @@ interface MutableWindow<T> extends OpenWindow<T> {
   readonly seq: number
   version: number
   open: boolean
+  /** A window reopened for a replay: emitted again once it holds this many messages (what it held when first emitted). */
+  target: number | undefined
 }
 
 interface HeapEntry<T> {
@@ -367,6 +406,8 @@ interface Held<T extends Settleable> {
 
 /** Window options with defaults applied. */
 interface WindowConfig<T> {
+  /** The operator's name in its remembered state. */
+  readonly name: string
   readonly key: (value: T) => string
   readonly timestamp: (value: T) => number
   readonly grace: number
@@ -378,7 +419,7 @@ interface WindowConfig<T> {
 }
 
 /** Checks the options shared by the window operators and applies their defaults. */
-export function windowConfig<T>(options: WindowOptions<T, LatePolicy>): WindowConfig<T> {
+export function windowConfig<T>(options: WindowOptions<T, LatePolicy>, defaultName: string): WindowConfig<T> {
   const grace = options.grace ?? 0
   const maxMessages = options.maxMessages ?? Number.POSITIVE_INFINITY
   const maxOpenMessages = options.maxOpenMessages ?? Number.POSITIVE_INFINITY
@@ -387,6 +428,7 @@ export function windowConfig<T>(options: WindowOptions<T, LatePolicy>): WindowCo
   requireCount('maxOpenMessages', maxOpenMessages)
   if (options.idleTimeout !== undefined) requirePositive('idleTimeout', options.idleTimeout)
   return {
+    name: options.name ?? defaultName,
     key: options.key ?? (() => ''),
     timestamp: options.timestamp ?? eventTimestamp,
     grace,
@@ -396,6 +438,11 @@ export function windowConfig<T>(options: WindowOptions<T, LatePolicy>): WindowCo
     late: options.late ?? 'deadLetter',
     scheduler: options.scheduler ?? asyncScheduler,
   }
+}
+
+/** The state field of a window. */
+function windowField(key: string, start: number, end: number): string {
+  return `${key}\u0000${start}\u0000${end}`
 }
 
 function closesFirst<T>(a: HeapEntry<T>, b: HeapEntry<T>): boolean {
@@ -418,9 +465,19 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
   readonly #openByKey = new Map<string, Set<MutableWindow<T>>>()
   /** Credit pools the operator declared its demand to. */
   readonly #declared = new Set<string>()
+  /** Steps in arrival order, some waiting for a state lookup. */
+  readonly #steps = new StepQueue()
+  /** Remembered-state scopes (topic and group) loaded: their watermark restored. */
+  readonly #scopes = new Map<string, Promise<void> | undefined>()
+  /** Message counts of the windows to reopen (emitted, not settled), by window field. */
+  readonly #targets = new Map<string, number>()
   #arrivals = 0
   #windows = 0
   #stopped = false
+  /** A method, not a field read, so checks after emitting (which may unsubscribe) are not narrowed away. */
+  #isStopped(): boolean {
+    return this.#stopped
+  }
   /** `maxOpenMessages`, lowered to the smallest credit limit seen on the messages. */
   #maxOpen: number
 
@@ -450,13 +507,83 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
       quietly(new Share(value).deadLetter(new RangeError(`invalid event time ${time} for a window`)))
       return
     }
+    const scope = stateScopeOf(value)
+    if (scope === undefined) {
+      this.#steps.push(() => this.#process(value, key, time, undefined))
+      return
+    }
+    const loaded = this.#load(scope)
+    const bounds = deliveryCountOf(value) > 1 ? this.#placement.bounds?.(time) : undefined
+    if (bounds === undefined || bounds.length === 0) {
+      this.#steps.push(() => this.#process(value, key, time, undefined), loaded)
+      return
+    }
+    // A replay (crash, claim, nack): what became of its windows decides where it goes.
+    const records = new Map<string, string | null>()
+    const lookup = (loaded ?? Promise.resolve()).then(() => this.#readWindows(scope, key, bounds, records))
+    this.#steps.push(() => this.#process(value, key, time, records), lookup)
+  }
+
+  /** Restores the closed-window watermark of a scope, once (undefined when already done). */
+  #load(scope: StateScope): Promise<void> | undefined {
+    if (this.#scopes.has(scope.id)) return this.#scopes.get(scope.id)
+    const loading = scope.store
+      .operatorStateRead(scope.topic, scope.group, this.#config.name, 'meta', ['wm'])
+      .then(([wm]) => {
+        const watermark = Number(wm)
+        if (wm !== null && wm !== undefined && Number.isFinite(watermark)) this.#clock.restore(watermark)
+      })
+      .catch(() => undefined)
+      .finally(() => this.#scopes.set(scope.id, undefined))
+    this.#scopes.set(scope.id, loading)
+    return loading
+  }
+
+  async #readWindows(scope: StateScope, key: string, bounds: readonly (readonly [number, number])[], into: Map<string, string | null>): Promise<void> {
+    const parts = new Map<string, string[]>()
+    for (const [start, end] of bounds) {
+      const part = statePart('w', end)
+      const fields = parts.get(part) ?? []
+      fields.push(windowField(key, start, end))
+      parts.set(part, fields)
+    }
+    await Promise.all(
+      [...parts].map(async ([part, fields]) => {
+        const values = await scope.store.operatorStateRead(scope.topic, scope.group, this.#config.name, part, fields)
+        fields.forEach((field, i) => into.set(field, values[i] ?? null))
+      }),
+    ).catch(() => undefined)
+  }
+
+  #process(value: T, key: string, time: number, records: Map<string, string | null> | undefined): void {
+    if (this.#stopped) return
+    let decide: WindowDecision | undefined
+    if (records !== undefined) {
+      const bounds = this.#placement.bounds?.(time) ?? []
+      let settled = 0
+      for (const [start, end] of bounds) {
+        const field = windowField(key, start, end)
+        const record = records.get(field)
+        if (record?.startsWith('s:') === true) settled++
+        else if (record?.startsWith('e:') === true) this.#targets.set(field, Number(record.split(':')[1]) || 1)
+      }
+      if (bounds.length > 0 && settled === bounds.length) {
+        // Every window of this entry was emitted and settled before: its work is done.
+        quietly(new Share(value).ack())
+        return
+      }
+      decide = (start, end) => {
+        const record = records.get(windowField(key, start, end))
+        return record?.startsWith('s:') === true ? 'skip' : record?.startsWith('e:') === true ? 'reopen' : 'normal'
+      }
+    }
     this.#declare(value)
     this.#maxOpen = Math.min(this.#maxOpen, creditLimitOf(value) ?? Number.POSITIVE_INFINITY)
     this.#clock.observe(time, value)
     this.#closeDue(false)
-    if (this.#stopped) return
+    if (this.#isStopped()) return
     const streamTime = this.#clock.now()
-    const windows = this.#placement.place(key, time, streamTime, this.#config.grace, this) as readonly MutableWindow<T>[]
+    const windows = this.#placement.place(key, time, streamTime, this.#config.grace, this, decide) as readonly MutableWindow<T>[]
     if (windows.length === 0) this.#late(value, key, time, streamTime)
     else this.#add(value, windows)
     this.#guardCredit()
@@ -470,6 +597,11 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
    * replays it whole. Otherwise every open window is flushed, flagged `partial`.
    */
   complete(): void {
+    this.#steps.push(() => this.#complete())
+  }
+
+  #complete(): void {
+    if (this.#stopped) return
     if (stoppingGracefully([...this.#held.values()].map((held) => held.value))) {
       this.#giveBack()
       this.#subscriber.complete()
@@ -478,7 +610,7 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     this.#clock.end()
     this.#closeDue(true)
     this.#timer.cancel()
-    if (!this.#stopped) this.#subscriber.complete()
+    if (!this.#isStopped()) this.#subscriber.complete()
   }
 
   /**
@@ -488,6 +620,7 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
    */
   stop(): void {
     this.#stopped = true
+    this.#steps.close()
     this.#timer.cancel()
     const now = this.#config.scheduler.now()
     for (const held of this.#held.values()) {
@@ -520,6 +653,18 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     declareDemand(value, this, this.#config.maxOpenMessages)
   }
 
+  reopen(key: string, start: number, end: number): OpenWindow<T> {
+    const window = this.open(key, start, end) as MutableWindow<T>
+    const field = windowField(key, start, end)
+    window.target = this.#targets.get(field) ?? 1
+    this.#targets.delete(field)
+    // Emitted when it holds what it held before (see #add), or on completion.
+    window.closeAt = Number.POSITIVE_INFINITY
+    window.version += 1
+    this.#enqueue(window)
+    return window
+  }
+
   open(key: string, start: number, end: number): OpenWindow<T> {
     const window: MutableWindow<T> = {
       key,
@@ -530,6 +675,7 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
       seq: this.#windows++,
       version: 0,
       open: true,
+      target: undefined,
     }
     let open = this.#openByKey.get(key)
     if (open === undefined) {
@@ -623,7 +769,8 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     }
     for (const window of added) {
       if (this.#stopped) return
-      if (window.open && window.messages.length >= this.#config.maxMessages) this.#emitEarly(window)
+      if (window.open && window.target !== undefined && window.messages.length >= window.target) this.#emit(window, false, false)
+      else if (window.open && window.messages.length >= this.#config.maxMessages) this.#emitEarly(window)
     }
   }
 
@@ -690,7 +837,47 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
         quietly(held.share.ack())
       }
     }
+    this.#remember(window, result)
     this.#subscriber.next(result)
+  }
+
+  /**
+   * Records the emission (and, once the result is acked, the settlement) of
+   * a window in the state of each topic and group its messages came from, with
+   * the closed-window watermark; warns when another consumer emitted it before.
+   */
+  #remember(window: MutableWindow<T>, result: WindowValue<T>): void {
+    const scopes = new Map<string, StateScope>()
+    for (const message of window.messages) {
+      const scope = stateScopeOf(message)
+      if (scope !== undefined) scopes.set(scope.id, scope)
+    }
+    if (scopes.size === 0) return
+    const name = this.#config.name
+    const field = windowField(window.key, window.start, window.end)
+    const part = statePart('w', window.end)
+    const expireAt = Math.max(Date.now(), window.end) + this.#config.grace + STATE_RETENTION_MS
+    const watermark = this.#clock.now()
+    const count = window.messages.length
+    for (const scope of scopes.values()) {
+      scope.store
+        .operatorStateWrite(scope.topic, scope.group, name, part, { set: [[field, `e:${count}:${scope.consumer}`]], expireAt })
+        .then(([previous]) => {
+          const other = previous?.startsWith('e:') === true ? previous.split(':').slice(2).join(':') : previous?.startsWith('s:') === true ? previous.slice(2) : undefined
+          if (other !== undefined && other !== scope.consumer) warnSplitKey(name, window.key, window.start, window.end, scope.consumer, other)
+        })
+        .catch(() => undefined)
+      if (Number.isFinite(watermark)) {
+        scope.store.operatorStateWrite(scope.topic, scope.group, name, 'meta', { set: [], max: [['wm', watermark]], expireAt }).catch(() => undefined)
+      }
+    }
+    result.beforeAck = async () => {
+      await Promise.all(
+        [...scopes.values()].map((scope) =>
+          scope.store.operatorStateWrite(scope.topic, scope.group, name, part, { set: [[field, `s:${scope.consumer}`]], expireAt }),
+        ),
+      )
+    }
   }
 
   #arm(): void {
@@ -707,8 +894,9 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
 export function windowOperator<T extends Settleable>(
   options: WindowOptions<T, LatePolicy>,
   placement: () => Placement<T>,
+  defaultName: string,
 ): OperatorFunction<T, Window<T> | Late<T>> {
-  const config = windowConfig(options)
+  const config = windowConfig(options, defaultName)
   return (source) =>
     new Observable<Window<T> | Late<T>>((subscriber) => {
       const engine = new WindowEngine(config, placement(), subscriber)
@@ -736,13 +924,24 @@ export function fixedWindows<T>(size: number, advance: number): () => Placement<
   return () => {
     const byKey = new Map<string, Map<number, OpenWindow<T>>>()
     return {
-      place(key, time, streamTime, grace, book) {
+      bounds(time) {
+        const bounds: [number, number][] = []
+        const last = Math.floor(time / advance)
+        for (let k = Math.floor((time - size) / advance) + 1; k <= last; k++) {
+          const start = k * advance
+          if (start <= time && time < start + size) bounds.push([start, start + size])
+        }
+        return bounds
+      },
+      place(key, time, streamTime, grace, book, decide) {
         const placed: OpenWindow<T>[] = []
         const last = Math.floor(time / advance)
         for (let k = Math.floor((time - size) / advance) + 1; k <= last; k++) {
           const start = k * advance
           const end = start + size
-          if (start > time || end <= time || end + grace <= streamTime) continue
+          if (start > time || end <= time) continue
+          const decision = decide?.(start, end) ?? 'normal'
+          if (decision === 'skip' || (decision === 'normal' && end + grace <= streamTime)) continue
           let windows = byKey.get(key)
           if (windows === undefined) {
             windows = new Map()
@@ -750,7 +949,7 @@ export function fixedWindows<T>(size: number, advance: number): () => Placement<
           }
           let window = windows.get(start)
           if (window === undefined) {
-            window = book.open(key, start, end)
+            window = decision === 'reopen' ? book.reopen(key, start, end) : book.open(key, start, end)
             windows.set(start, window)
           }
           placed.push(window)

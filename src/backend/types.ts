@@ -247,6 +247,20 @@ export interface StreamBackend {
    * ids given back. Optional: without it, entries stay pending until idle.
    */
   giveBack?(topic: string, group: string, consumer: string, items: readonly GiveBackItem[], idleMs: number): Promise<string[]>
+  /**
+   * Reads fields of one state hash of a window or join operator: the state of
+   * operator `operator` of `group` on `topic`, part `part` (a time bucket or
+   * `meta`). Null for absent fields. Optional: without it, operators keep
+   * their state in memory only.
+   */
+  operatorStateRead?(topic: string, group: string, operator: string, part: string, fields: readonly string[]): Promise<(string | null)[]>
+  /**
+   * Changes one state hash of a window or join operator atomically (one
+   * script): sets fields, raises numeric fields (watermarks), deletes fields,
+   * and makes the hash expire at `expireAt` unless it already expires later.
+   * Returns the previous values of the fields set.
+   */
+  operatorStateWrite?(topic: string, group: string, operator: string, part: string, write: OperatorStateWrite): Promise<(string | null)[]>
 }
 
 /** One entry to give back (see {@link StreamBackend.giveBack}). */
@@ -254,4 +268,16 @@ export interface GiveBackItem {
   readonly id: string
   /** The delivery count to store (≥ 0). */
   readonly retryCount: number
+}
+
+/** One change of an operator's state hash (see {@link StreamBackend.operatorStateWrite}). */
+export interface OperatorStateWrite {
+  /** Fields to set. */
+  readonly set: readonly (readonly [field: string, value: string])[]
+  /** Numeric fields to raise to the value when it is larger (or absent). */
+  readonly max?: readonly (readonly [field: string, value: number])[]
+  /** Fields to delete. */
+  readonly delete?: readonly string[]
+  /** Epoch ms when the hash expires (a later expiry already set is kept). */
+  readonly expireAt: number
 }

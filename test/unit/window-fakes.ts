@@ -13,7 +13,7 @@ export class FakeMessage implements Message<string> {
   readonly streamId: string
   readonly topic = 'test-topic'
   readonly group = 'test-group'
-  readonly consumer = 'test-consumer'
+  readonly consumer: string = 'test-consumer'
   deliveryCount = 1
   readonly maxDeliveries = 4
   readonly retry: RetryDefaults = { maxRetries: 3, initialDelay: 1_000 }
@@ -41,7 +41,9 @@ export class FakeMessage implements Message<string> {
   /** A redelivery of the same stream entry: same stream id, the next delivery count, unsettled. */
   redelivered(): FakeMessage {
     const copy = new FakeMessage(this.id, this.event.timestamp, this.key)
-    Object.assign(copy, { streamId: this.streamId, deliveryCount: this.deliveryCount + 1 })
+    Object.assign(copy, { streamId: this.streamId, deliveryCount: this.deliveryCount + 1, consumer: this.consumer })
+    // what its subscription put on it (credit limit, store, idle probe)
+    for (const symbol of Object.getOwnPropertySymbols(this)) Object.assign(copy, { [symbol]: (this as unknown as Record<symbol, unknown>)[symbol] })
     return copy
   }
 

@@ -16,6 +16,7 @@ import {
   type ScheduledEntry,
   type ScheduleInput,
   type StartFrom,
+  type OperatorStateWrite,
   type StoredEntry,
   type StreamBackend,
   type TopicInfo,
@@ -760,6 +761,47 @@ export class MemoryBackend implements StreamBackend {
     return this.#run(() => {
       checkMaxLen(maxLen)
       return this.#streams.get(topic)?.log.trimToLength(maxLen) ?? 0
+    })
+  }
+
+  /** Window and join state hashes: `topic\0group\0operator\0part` -> fields and expiry (as Redis' `event:opstate:{topic}:…`). */
+  readonly #operatorState = new Map<string, { readonly fields: Map<string, string>; expireAt: number }>()
+
+  #stateHash(topic: string, group: string, operator: string, part: string): { readonly fields: Map<string, string>; expireAt: number } | undefined {
+    const key = `${topic}\u0000${group}\u0000${operator}\u0000${part}`
+    const hash = this.#operatorState.get(key)
+    if (hash !== undefined && hash.expireAt <= this.#clock()) {
+      this.#operatorState.delete(key)
+      return undefined
+    }
+    return hash
+  }
+
+  operatorStateRead(topic: string, group: string, operator: string, part: string, fields: readonly string[]): Promise<(string | null)[]> {
+    return this.#run(() => {
+      const hash = this.#stateHash(topic, group, operator, part)
+      return fields.map((field) => hash?.fields.get(field) ?? null)
+    })
+  }
+
+  operatorStateWrite(topic: string, group: string, operator: string, part: string, write: OperatorStateWrite): Promise<(string | null)[]> {
+    return this.#run(() => {
+      const key = `${topic}\u0000${group}\u0000${operator}\u0000${part}`
+      const hash = this.#stateHash(topic, group, operator, part) ?? { fields: new Map<string, string>(), expireAt: write.expireAt }
+      const previous = write.set.map(([field, value]) => {
+        const before = hash.fields.get(field) ?? null
+        hash.fields.set(field, value)
+        return before
+      })
+      for (const [field, value] of write.max ?? []) {
+        const current = Number(hash.fields.get(field))
+        if (!(hash.fields.has(field) && current >= value)) hash.fields.set(field, String(value))
+      }
+      for (const field of write.delete ?? []) hash.fields.delete(field)
+      hash.expireAt = Math.max(hash.expireAt, write.expireAt)
+      if (hash.fields.size === 0) this.#operatorState.delete(key)
+      else this.#operatorState.set(key, hash)
+      return previous
     })
   }
 }

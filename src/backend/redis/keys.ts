@@ -18,6 +18,8 @@ export interface RedisKeys {
   published(topic: string, eventId: string): string
   /** `event:lost:{topic}`: group -> how many of its pending entries were trimmed or deleted before they were handled (hash). */
   lost(topic: string): string
+  /** `event:opstate:{topic}:<group>:<operator>:<part>`: one part of a window or join operator's state (hash, expires). */
+  operatorState(topic: string, group: string, operator: string, part: string): string
 }
 
 /**
@@ -37,5 +39,6 @@ export function redisKeys(prefix: string): RedisKeys {
     topics: () => `${prefix}topics`,
     published: (topic, eventId) => `${prefix}published:{${topic}}:${eventId}`,
     lost: (topic) => `${prefix}lost:{${topic}}`,
+    operatorState: (topic, group, operator, part) => `${prefix}opstate:{${topic}}:${group}:${operator}:${part}`,
   }
 }

@@ -9,6 +9,7 @@ import type {
   GroupInfo,
   GroupReader,
   IdentifiedEntry,
+  OperatorStateWrite,
   PromoteResult,
   ReadEntry,
   ReadRequest,
@@ -56,6 +57,7 @@ const SCRIPTS = {
   rrsRenewLeases: 'renewLeases-1.lua',
   rrsDeleteIdleConsumer: 'deleteIdleConsumer-1.lua',
   rrsGiveBack: 'giveBack-1.lua',
+  rrsOperatorState: 'operatorState-1.lua',
 } as const
 type ScriptName = keyof typeof SCRIPTS
 
@@ -787,6 +789,33 @@ export class RedisBackend implements StreamBackend {
       } catch {
         this.#client.disconnect()
       }
+    }
+  }
+
+  async operatorStateRead(topic: string, group: string, operator: string, part: string, fields: readonly string[]): Promise<(string | null)[]> {
+    if (fields.length === 0) return []
+    try {
+      return await this.#client.hmget(this.#keys.operatorState(topic, group, operator, part), ...fields)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+
+  async operatorStateWrite(topic: string, group: string, operator: string, part: string, write: OperatorStateWrite): Promise<(string | null)[]> {
+    const max = write.max ?? []
+    const deleted = write.delete ?? []
+    const args: (string | number)[] = [Math.ceil(write.expireAt), write.set.length, max.length, deleted.length]
+    for (const [field, value] of write.set) args.push(field, value)
+    for (const [field, value] of max) args.push(field, String(value))
+    args.push(...deleted)
+    try {
+      const reply = (await script(this.#client, 'rrsOperatorState')(this.#keys.operatorState(topic, group, operator, part), ...args)) as unknown[]
+      return write.set.map((_, i) => {
+        const previous = reply[i]
+        return typeof previous === 'string' ? previous : null
+      })
+    } catch (error) {
+      this.#fail(error)
     }
   }
 }
