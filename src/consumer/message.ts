@@ -287,7 +287,10 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     const error = new ConsumerTimeoutError(this.streamId, this.#host.consumerTimeoutMs)
     this.abort(error)
     if (this.#phase !== 'running') return
+    // The run is still going: its new copy waits until it returns (its next settlement call).
+    const open = this.attemptOpen
     void this.nack(error)
+    this.attemptOpen = open
     // The late run's own settlement then resolves 'withdrawn'.
     this.#taken = true
   }

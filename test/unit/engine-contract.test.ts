@@ -142,6 +142,30 @@ describe('time and credit follow handling (issue 10, items 1-2)', () => {
     expect(seen).toHaveLength(1)
   })
 
+  it('a timed-out attempt aborts its signal, and its redelivered copy is not emitted until the timed-out run returned', async () => {
+    const events = manager(new MemoryBackend(), { retryBackoff: 10 })
+    const topic = name('late')
+    await events.publish(topic, newEvent('slow', 0))
+    const copies: Message[] = []
+    events
+      .topic(topic)
+      .consume({ group: 'g', consumerTimeout: 300 })
+      .subscribe((m) => {
+        m.begin()
+        copies.push(m)
+      })
+    await waitFor(() => copies.length === 1, 'the first copy')
+    const first = copies[0] as Message
+    await waitFor(() => first.signal.aborted, 'the timeout')
+    expect(first.outcome).toBe('nacked')
+    await sleep(100)
+    // Still running here (no settlement call yet): no second copy beside it.
+    expect(copies).toHaveLength(1)
+    expect(await first.ack()).toBe('withdrawn')
+    await waitFor(() => copies.length === 2, 'the redelivered copy')
+    expect(copies[1]?.deliveryCount).toBe(2)
+  })
+
   it('unless maxPendingMessages is set, the credit is the declared demand plus 4 x batchSize', async () => {
     const events = manager(new MemoryBackend())
     const topic = name('demand')
