@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the package a user would install, not the checkout:
 #   1. npm pack (prepack builds dist/), and the tarball holds what it must (LICENSE,
-#      the compiled entry points and Lua scripts) and nothing it must not (maps, tests);
+#      the compiled entry points and Lua scripts) and nothing it must not (maps, tests),
+#      and no doc comment cites a file the package does not ship;
 #   2. installs the tarball into a scratch ESM project in a temp dir (dependencies from
 #      the npm registry or its local cache, nothing else);
 #   3. type-checks a file importing rx-redis-streams, /operators and /testing under
@@ -46,6 +47,15 @@ if grep -E '\.map$|^(src|test|examples|bench|scripts)/' "$work/contents.txt"; th
 # A .d.ts or .js must not point at a source map or source file that is not shipped.
 if tar -xzOf "$tarball" --wildcards 'package/dist/*' | grep -n 'sourceMappingURL'; then fail "compiled files reference source maps"; fi
 echo "$(wc -l <"$work/contents.txt") files: LICENSE, dist/src, dist/operators, Lua scripts; no maps, no sources"
+
+step "doc comments cite only what is shipped"
+mkdir -p "$work/extracted" && tar -xzf "$tarball" -C "$work/extracted"
+# Design notes, tests, benchmarks, examples, scripts and .ts sources are not in the package.
+if grep -rnoE '\b(DESIGN|STYLE)\.md\b|\b(test|bench|examples|scripts)/[A-Za-z0-9_./-]+|\b(src|operators)/[A-Za-z0-9_./-]+\.ts\b' "$work/extracted/package/dist" \
+  | sed "s|$work/extracted/package/||"; then
+  fail "the compiled files cite files the package does not ship (above; point to the README instead)"
+fi
+echo "no citation of unshipped files"
 
 step "scratch ESM project: npm install of the tarball"
 app="$work/app"
