@@ -3,7 +3,7 @@ import { CompositeSettleable, creditLimitOf, holdOpen, onFailure, releaseHold, S
 import type { Settleable } from '../src/settle.js'
 import { declareDemand } from '../src/consumer/message.js'
 import type { Outcome } from '../src/settle.js'
-import { deliveryCountOf, STATE_RETENTION_MS, statePart, stateScopeOf, StepQueue, streamIdOf } from './internal/operator-state.js'
+import { deliveryCountOf, STATE_RETENTION_MS, statePart, stateScopeOf, StepQueue, streamIdOf, type StateScope } from './internal/operator-state.js'
 import {
   creditPoolOf,
   eventTimestamp,
@@ -184,6 +184,8 @@ class JoinEngine {
   }
   /** Steps in arrival order, some waiting for a state lookup. */
   readonly #steps = new StepQueue()
+  /** Remembered state per topic and group, as far as loaded. */
+  readonly #scopes = new Map<string, JoinScopeState>()
 
   constructor(config: JoinConfig, subscriber: Subscriber<JoinedPair<unknown, unknown>>) {
     this.#config = config
@@ -197,24 +199,50 @@ class JoinEngine {
 
   next(side: Side, value: Settleable): void {
     const scope = stateScopeOf(value)
-    if (scope === undefined || deliveryCountOf(value) <= 1) {
+    if (scope === undefined) {
       this.#steps.push(() => this.#process(side, value, false))
       return
     }
-    // A replay: whether it had matched before decides whether it may come out unmatched.
-    let matched = false
     let time: number
     try {
       time = this.#config.time[side](value)
     } catch {
       time = Number.NaN
     }
-    const lookup = Number.isFinite(time)
-      ? scope.store.operatorStateRead(scope.topic, scope.group, this.#config.name, statePart('m', time), [matchField(side, value)]).then(([record]) => {
-          matched = record !== null && record !== undefined
-        })
-      : undefined
+    const state = this.#load(scope)
+    // A replay (crash, restart, claim, nack; a message given back keeps its delivery count) of an entry that may
+    // have matched: delivered before, or at or behind the side's stream time when the last match was remembered.
+    const replay = (): boolean => Number.isFinite(time) && (deliveryCountOf(value) > 1 || time <= state.watermark[side])
+    if (state.loading === undefined && !replay()) {
+      this.#steps.push(() => this.#process(side, value, false))
+      return
+    }
+    let matched = false
+    const lookup = (state.loading ?? Promise.resolve()).then(async () => {
+      if (!replay()) return
+      const [record] = await scope.store.operatorStateRead(scope.topic, scope.group, this.#config.name, statePart('m', time), [matchField(side, value)])
+      matched = record !== null && record !== undefined
+    })
     this.#steps.push(() => this.#process(side, value, matched), lookup)
+  }
+
+  /** Reads the remembered stream times of a scope's sides, once; `loading` until read. */
+  #load(scope: StateScope): JoinScopeState {
+    const known = this.#scopes.get(scope.id)
+    if (known !== undefined) return known
+    const state: JoinScopeState = { watermark: { left: Number.NEGATIVE_INFINITY, right: Number.NEGATIVE_INFINITY }, loading: undefined }
+    state.loading = scope.store
+      .operatorStateRead(scope.topic, scope.group, this.#config.name, 'meta', ['wm:left', 'wm:right'])
+      .then(([left, right]) => {
+        for (const [side, wm] of [['left', left], ['right', right]] as const) {
+          const watermark = Number(wm)
+          if (wm !== null && wm !== undefined && Number.isFinite(watermark)) state.watermark[side] = watermark
+        }
+      })
+      .catch(() => undefined)
+      .finally(() => (state.loading = undefined))
+    this.#scopes.set(scope.id, state)
+    return state
   }
 
   #process(side: Side, value: Settleable, wasMatched: boolean): void {
@@ -303,6 +331,13 @@ class JoinEngine {
           expireAt,
         }),
       )
+      // The side's stream time: a replayed entry at or behind it may have matched (and is looked up).
+      const watermark = this.#clocks[entry.side].now()
+      if (Number.isFinite(watermark)) {
+        writes.push(
+          scope.store.operatorStateWrite(scope.topic, scope.group, this.#config.name, 'meta', { set: [], max: [[`wm:${entry.side}`, watermark]], expireAt }),
+        )
+      }
     }
     return writes.length === 0 ? undefined : Promise.all(writes)
   }
@@ -514,6 +549,14 @@ class JoinEngine {
     }
     this.#timer.arm(delay)
   }
+}
+
+/** The remembered state of one topic and group, as far as loaded. */
+interface JoinScopeState {
+  /** Per side, its stream time when a match was last remembered (-Infinity: none). */
+  readonly watermark: Record<Side, number>
+  /** Set while it is being read. */
+  loading: Promise<void> | undefined
 }
 
 /** The state field of a join entry: its side and stream id. */

@@ -440,6 +440,14 @@ export function windowConfig<T>(options: WindowOptions<T, LatePolicy>, defaultNa
   }
 }
 
+/** The remembered state of one topic and group, as far as loaded. */
+interface ScopeState {
+  /** The closed-window watermark remembered (-Infinity: none). */
+  watermark: number
+  /** Set while it is being read. */
+  loading: Promise<void> | undefined
+}
+
 /** The state field of a window. */
 function windowField(key: string, start: number, end: number): string {
   return `${key}\u0000${start}\u0000${end}`
@@ -468,7 +476,7 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
   /** Steps in arrival order, some waiting for a state lookup. */
   readonly #steps = new StepQueue()
   /** Remembered-state scopes (topic and group) loaded: their watermark restored. */
-  readonly #scopes = new Map<string, Promise<void> | undefined>()
+  readonly #scopes = new Map<string, ScopeState>()
   /** Message counts of the windows to reopen (emitted, not settled), by window field. */
   readonly #targets = new Map<string, number>()
   #arrivals = 0
@@ -512,31 +520,43 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
       this.#steps.push(() => this.#process(value, key, time, undefined))
       return
     }
-    const loaded = this.#load(scope)
-    const bounds = deliveryCountOf(value) > 1 ? this.#placement.bounds?.(time) : undefined
-    if (bounds === undefined || bounds.length === 0) {
-      this.#steps.push(() => this.#process(value, key, time, undefined), loaded)
+    const state = this.#load(scope)
+    const bounds = this.#placement.bounds?.(time) ?? []
+    // A replay (crash, restart, claim, nack) of an entry whose windows may have been emitted: at or behind the
+    // remembered watermark (a message given back keeps its delivery count), or delivered before.
+    const replay = (): boolean => deliveryCountOf(value) > 1 || time <= state.watermark
+    if (bounds.length === 0 || (state.loading === undefined && !replay())) {
+      this.#steps.push(() => this.#process(value, key, time, undefined), state.loading)
       return
     }
-    // A replay (crash, claim, nack): what became of its windows decides where it goes.
     const records = new Map<string, string | null>()
-    const lookup = (loaded ?? Promise.resolve()).then(() => this.#readWindows(scope, key, bounds, records))
-    this.#steps.push(() => this.#process(value, key, time, records), lookup)
+    let looked = false
+    const lookup = (state.loading ?? Promise.resolve()).then(async () => {
+      if (!replay()) return
+      looked = true
+      await this.#readWindows(scope, key, bounds, records)
+    })
+    this.#steps.push(() => this.#process(value, key, time, looked ? records : undefined), lookup)
   }
 
-  /** Restores the closed-window watermark of a scope, once (undefined when already done). */
-  #load(scope: StateScope): Promise<void> | undefined {
-    if (this.#scopes.has(scope.id)) return this.#scopes.get(scope.id)
-    const loading = scope.store
+  /** Restores the closed-window watermark of a scope, once; `loading` until it is read. */
+  #load(scope: StateScope): ScopeState {
+    const known = this.#scopes.get(scope.id)
+    if (known !== undefined) return known
+    const state: ScopeState = { watermark: Number.NEGATIVE_INFINITY, loading: undefined }
+    state.loading = scope.store
       .operatorStateRead(scope.topic, scope.group, this.#config.name, 'meta', ['wm'])
       .then(([wm]) => {
         const watermark = Number(wm)
-        if (wm !== null && wm !== undefined && Number.isFinite(watermark)) this.#clock.restore(watermark)
+        if (wm !== null && wm !== undefined && Number.isFinite(watermark)) {
+          state.watermark = watermark
+          this.#clock.restore(watermark)
+        }
       })
       .catch(() => undefined)
-      .finally(() => this.#scopes.set(scope.id, undefined))
-    this.#scopes.set(scope.id, loading)
-    return loading
+      .finally(() => (state.loading = undefined))
+    this.#scopes.set(scope.id, state)
+    return state
   }
 
   async #readWindows(scope: StateScope, key: string, bounds: readonly (readonly [number, number])[], into: Map<string, string | null>): Promise<void> {

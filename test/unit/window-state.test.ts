@@ -126,6 +126,7 @@ describe('join state across restarts (issue 12, item 8)', () => {
     const first = run()
     first.lefts.next(l)
     first.rights.next(r)
+    await settle() // the first message of a scope waits for its remembered state
     expect(first.pairs.map(showPair)).toEqual(['L+R'])
     await first.pairs[0]!.ack()
     first.lefts.next(stored(store, msg('M', 8, 'other'))) // R's time has passed: it leaves the buffer, acked
