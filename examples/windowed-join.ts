@@ -73,14 +73,14 @@ function consume<P>(topic: string, group: string, count: number): Observable<Mes
 
 // Orders joined with payments within 5 minutes of each other (by order id).
 // The two topics are read independently, so one may run ahead of the other in
-// event time: `grace` covers that skew (no event counts as late).
+// event time: each side has its own stream time, and `grace` (default: `within`)
+// bounds how far they may drift apart before an event counts as late.
 const joined = consume<Order>(ordersTopic, 'payment-matcher', orders.length).pipe(
   joinWithin(consume<Payment>(paymentsTopic, 'payment-matcher', payments.length), {
     leftKey: (order) => order.event.payload.orderId,
     rightKey: (payment) => payment.event.payload.orderId,
     within: 5 * 60_000,
     type: 'left',
-    grace: 10 * 60_000,
     idleTimeout: 1_000,
   }),
   mergeMap(async (pair) => {

@@ -60,7 +60,10 @@ function sessions<T>(gap: number): () => Placement<T> {
  * `[first event time, last event time + gap)`. An out-of-order event (within
  * grace) that falls between two open sessions of its key merges them. With
  * `maxMessages`, a full session is emitted early and the next event starts a
- * new one.
+ * new one. After a restart, stream time resumes from the remembered
+ * closed-window watermark (kept in the store per group and `name`), so a
+ * replayed event of a session that closed is late rather than a new partial
+ * session. Per-key sessions need one consumer per key (see `key`).
  *
  * ## Example
  * ```ts

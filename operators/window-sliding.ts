@@ -18,7 +18,13 @@ export type WindowSlidingOptions<T, L extends LatePolicy = 'deadLetter'> = Windo
  * `size / advance` windows: it is acked only when every window holding it is
  * acked (the first window to fail it nacks or dead-letters it at once). An
  * event is late only when all its windows have closed; if only some have, it
- * joins the open ones.
+ * joins the open ones. A window holds each stream entry once: a redelivered
+ * copy replaces the one it holds. An early window (`maxMessages`) comes out
+ * after the older open windows of its key, which are then emitted early too.
+ * After a restart, a replayed message whose windows were all emitted and
+ * settled is acked, and one is never re-emitted in a settled window (the state
+ * is kept in the store per group and `name`). Per-key windows need one
+ * consumer per key (see `key`).
  *
  * ## Example
  * ```ts

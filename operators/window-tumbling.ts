@@ -16,8 +16,13 @@ export type WindowTumblingOptions<T, L extends LatePolicy = 'deadLetter'> = Wind
  * window when stream time (the largest event time seen) reaches its
  * `end + grace`. Windows of a key come out in window order. The messages stay
  * unsettled while their window is open, so a crash replays them; settle the
- * emitted window to settle them all. On completion every open window is
- * emitted; on error or unsubscribe nothing is settled.
+ * emitted window to settle them all. When the source completes every open
+ * window is emitted, flagged `partial`; on a graceful stop (`close()`) the
+ * open windows give their messages back unemitted, to be replayed whole; on
+ * error or unsubscribe nothing is settled. Which windows were emitted and
+ * settled is remembered in the store per group and `name`, so a restart
+ * neither re-emits a settled window nor emits one with part of its messages.
+ * Per-key windows need one consumer per key (see `key`).
  *
  * ## Example
  * ```ts

@@ -47,7 +47,14 @@ export interface WindowOptions<T, L extends LatePolicy = 'deadLetter'> {
    * runs two such operators.
    */
   readonly name?: string
-  /** Groups messages into separate windows per key. Default: one key, `''`, for all. */
+  /**
+   * Groups messages into separate windows per key. Default: one key, `''`, for all.
+   * The windows of a key live in the process that reads its messages: per-key
+   * windows need one consumer per key (run the group with one consumer), else
+   * a key's events are split between consumers and each emits part of its
+   * window; the operator emits a process warning (`RX_REDIS_STREAMS_SPLIT_WINDOW`)
+   * when it sees that happen.
+   */
   readonly key?: (value: T) => string
   /** Event time of a value, in ms. Default: `value.event.timestamp`. A non-finite time dead-letters the value. */
   readonly timestamp?: (value: T) => number
@@ -55,9 +62,9 @@ export interface WindowOptions<T, L extends LatePolicy = 'deadLetter'> {
   readonly grace?: number
   /**
    * A window holding this many messages is emitted at once, flagged `early`;
-   * later messages of the same bounds start a new window. (With sliding
-   * windows, an early window may come out before an older, still open window
-   * of its key.) Default: no limit.
+   * later messages of the same bounds start a new window. The open windows
+   * of its key that start before it are emitted first (early too), so the
+   * results of a key come out in window order. Default: no limit.
    */
   readonly maxMessages?: number
   /**
@@ -72,7 +79,11 @@ export interface WindowOptions<T, L extends LatePolicy = 'deadLetter'> {
    * Idle advancement, in ms of scheduler time: when stream time has not moved
    * for this long, it follows the clock (grows by the time elapsed since it
    * last moved), so the last windows close without waiting for a future
-   * event. Default: stream time moves only with events.
+   * event. Only while the source is genuinely idle: messages of a
+   * subscription tell whether it has nothing left to deliver (its last read
+   * came back empty, no read in flight, credit not exhausted), so a pause
+   * caused by backpressure never makes in-order events late. Default: stream
+   * time moves only with events.
    */
   readonly idleTimeout?: number
   /** What to do with late events (see {@link LatePolicy}). Default `'deadLetter'`. */
@@ -99,7 +110,8 @@ export interface Window<T> extends Settleable {
   readonly messages: readonly T[]
   /**
    * True when emitted before stream time reached `end + grace`: on `maxMessages`
-   * or `maxOpenMessages`. Later messages with the same bounds form another window.
+   * or `maxOpenMessages` (or because a later window of its key was). Later
+   * messages with the same bounds form another window.
    */
   readonly early: boolean
   /**
