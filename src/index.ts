@@ -1,7 +1,9 @@
 export { createEventManager, EventManager, type EventManagerOptions, type Topic, type EventConsumer, type SubscribeOptions, type HandlerSubscription } from './manager.js'
 export { newEvent, uuidv7, safeJsonParse, encodeEvent, decodeEntry, assertJsonPayload, DEFAULT_MAX_PAYLOAD_DEPTH, StoredEvent, type Event, type NewEventOptions } from './event.js'
 export type { Message, RetryDefaults } from './consumer/message.js'
+export { declareDemand, releaseUnhandled, isWithdrawn } from './consumer/message.js'
 export type { ConsumeOptions, SubscriptionState, SubscriptionStatus } from './consumer/subscription.js'
+export { CONSUMER_READER_CLIENT_SETTINGS } from './consumer/options.js'
 export { isSettleable, reasonText, type Settleable, type Outcome, type NackOptions } from './settle.js'
 export { BatchPublisher, type EventPublisher } from './publisher.js'
 export { DeadLetterQueue, type DeadLetter, type ReplayAllOptions } from './dead-letter.js'
@@ -29,6 +31,8 @@ export {
   CommandTimeoutError,
   NotMasterError,
   ReplicationTimeoutError,
+  ConsumerNameInUseError,
+  MalformedPayloadError,
   type DecodeReason,
   type ConfigIssue,
 } from './errors.js'
