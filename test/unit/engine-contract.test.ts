@@ -305,6 +305,34 @@ describe('lifecycle through the Observable (issue 10, item 5)', () => {
     expect(status?.error).toMatch(/NOPERM/)
   })
 
+  it('health states: reconnecting while reads fail, stalled while a read hangs, pulling once a read of new entries succeeds', async () => {
+    const inner = new MemoryBackend()
+    const { backend, faults } = faulty(inner)
+    let hang = false
+    const hanging = new Proxy(backend, {
+      get(target, prop, receiver) {
+        if (prop !== 'createReader') return Reflect.get(target, prop, receiver) as unknown
+        return () => {
+          const reader = target.createReader()
+          return {
+            read: (...args: Parameters<GroupReader['read']>) => (hang ? new Promise<never>(() => undefined) : reader.read(...args)),
+            close: () => reader.close(),
+          } satisfies GroupReader
+        }
+      },
+    })
+    const events = manager(hanging)
+    const state = (): string | undefined => events.internals.subscriptions()[0]?.state
+    faults.reads = true
+    events.topic(name('health')).consume({ group: 'g', blockMs: 20, drainTimeout: 0 }).subscribe()
+    await waitFor(() => state() === 'reconnecting', 'reconnecting')
+    faults.reads = false
+    await waitFor(() => state() === 'pulling', 'pulling')
+    hang = true
+    // A read that does not return within blockMs + 5 s is stalled.
+    await waitFor(() => state() === 'stalled', 'stalled', 10_000)
+  }, 15_000)
+
   it('past the drain timeout, a running message is told to stop through its signal (issue 13, item 3)', async () => {
     const events = createEventManager({ backend: 'memory', env: {} })
     const topic = name('drain')
