@@ -101,7 +101,7 @@ describe('MemoryBackend: groups and reads', () => {
     const { backend, reader } = setup()
     await backend.ensureGroup('fresh', G, 'latest')
     expect(await backend.topicInfo('fresh')).toEqual({ length: 0, firstId: null, lastId: null })
-    expect(await backend.groups('fresh')).toEqual([{ name: G, consumers: 0, pending: 0, lastDeliveredId: '0-0', lag: 0 }])
+    expect(await backend.groups('fresh')).toEqual([{ name: G, consumers: 0, pending: 0, lastDeliveredId: '0-0', lag: 0, lost: 0 }])
 
     await backend.append(T, [ev(1), ev(2)])
     await backend.ensureGroup(T, 'from-start', 'beginning')
@@ -594,8 +594,8 @@ describe('MemoryBackend: introspection and lifecycle', () => {
     await reader.read(T, 'slow', 'c1', NEW(1))
     expect(await backend.topicInfo(T)).toEqual({ length: 4, firstId: '1000-0', lastId: '1000-3' })
     expect(await backend.groups(T)).toEqual([
-      { name: 'fast', consumers: 2, pending: 3, lastDeliveredId: '1000-3', lag: 0 },
-      { name: 'slow', consumers: 1, pending: 1, lastDeliveredId: '1000-0', lag: 3 },
+      { name: 'fast', consumers: 2, pending: 3, lastDeliveredId: '1000-3', lag: 0, lost: 0 },
+      { name: 'slow', consumers: 1, pending: 1, lastDeliveredId: '1000-0', lag: 3, lost: 0 },
     ])
     expect(await backend.groups('missing')).toEqual([])
     expect(await backend.ping()).toBe(0)
