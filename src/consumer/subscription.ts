@@ -931,7 +931,8 @@ export class Subscription implements MessageHost {
       return reason === 'close' || reason === 'takeover' ? this.#stopping.then(() => this.#finished) : this.#stopping
     }
     if (reason !== 'unsubscribe' && reason !== 'signal') {
-      // A stronger stop while stopping: what is not started goes back now.
+      // A stronger stop while stopping: nothing more may begin, and what is not started goes back now.
+      this.#stopReason = reason
       this.#giveBackUnstartedNow()
       return this.#stopping.then(() => this.#finished)
     }

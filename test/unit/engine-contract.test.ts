@@ -394,6 +394,20 @@ describe('lifecycle through the Observable (issue 10, item 5)', () => {
   })
 })
 
+describe('close() after an unsubscribe', () => {
+  it('a message kept after the downstream unsubscribed cannot begin once close() began, and is given back', async () => {
+    const inner = new MemoryBackend()
+    const events = createEventManager({ backend: inner, env: {} })
+    const topic = name('kept')
+    await events.publish(topic, newEvent('e', 0))
+    const kept = await firstValueFrom(events.topic(topic).consume({ group: 'g', drainTimeout: 10 }))
+    const closing = events.close()
+    expect(kept.begin()).toBe(false)
+    await closing
+    expect(kept.outcome).toBe('withdrawn')
+  })
+})
+
 describe('settlement never rejects (issue 10, item 6)', () => {
   it('a failed dead-letter move resolves failed, the entry stays pending, and a later settlement retries', async () => {
     const inner = new MemoryBackend()
