@@ -252,14 +252,23 @@ export function assertJsonPayload(payload: unknown, maxDepth: number = DEFAULT_M
   checkJsonValue(payload, maxDepth, [], [])
 }
 
+/** Whether the text holds more than `limit` `{` and `[` (strings included): native searches, no per-character loop. */
+function hasMoreOpenersThan(text: string, limit: number): boolean {
+  let count = 0
+  for (let i = text.indexOf('{'); i !== -1; i = text.indexOf('{', i + 1)) if (++count > limit) return true
+  for (let i = text.indexOf('['); i !== -1; i = text.indexOf('[', i + 1)) if (++count > limit) return true
+  return false
+}
+
 /**
  * Whether JSON text nests containers deeper than `maxDepth`. A scan of the text
  * before parsing it: a hostile entry nested 100,000 deep is refused without
  * building it.
  */
 export function jsonDepthExceeds(text: string, maxDepth: number): boolean {
-  // Each level needs an opening and a closing bracket.
-  if (text.length <= 2 * maxDepth) return false
+  // Each level needs an opening and a closing bracket, and at most as many
+  // levels as opening brackets: most payloads are ruled out without a scan.
+  if (text.length <= 2 * maxDepth || !hasMoreOpenersThan(text, maxDepth)) return false
   let depth = 0
   const n = text.length
   for (let i = 0; i < n; i++) {
