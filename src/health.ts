@@ -168,7 +168,9 @@ export async function checkHealth(source: HealthSource, options: HealthOptions =
       redis = { kind: source.backend.kind, reachable: true, latencyMs: Math.round(latencyMs * 1_000) / 1_000 }
     } catch (error) {
       const message = reasonText(error, 300)
-      reasons.push(`${source.backend.kind === 'redis' ? 'Redis' : 'the store'} is unreachable: ${message}`)
+      // A node that answers but is not a master (after a failover) is not "unreachable": say what it is.
+      const notMaster = (error as { code?: unknown } | null)?.code === 'NOT_MASTER'
+      reasons.push(notMaster ? message : `${source.backend.kind === 'redis' ? 'Redis' : 'the store'} is unreachable: ${message}`)
       redis = { kind: source.backend.kind, reachable: false, latencyMs: null, error: message }
     }
   }

@@ -692,6 +692,16 @@ function createBackend(options: EventManagerOptions, config: Config, logger: Log
     createBlockingClient: () => (user === undefined ? createBlockingClient(config, { onError }) : duplicateClient(user, config, { autoPipelining: false })),
     createControlClient: () =>
       user === undefined ? createControlClient(config) : duplicateClient(user, config, { autoPipelining: false, lazyConnect: true, commandTimeout: timeout }),
+    ...(config.publishWaitReplicas > 0
+      ? {
+          waitReplicas: { count: config.publishWaitReplicas, timeoutMs: config.publishWaitTimeoutMs },
+          // WAIT counts the writes of its own connection: appends then go through this one.
+          createWriteClient: () =>
+            user === undefined
+              ? createBlockingClient(config, { commandTimeout: timeout, onError })
+              : duplicateClient(user, config, { autoPipelining: false, commandTimeout: timeout }),
+        }
+      : {}),
     keyPrefix: config.keyPrefix,
     ownsClient: user === undefined,
     sanitizeError: (error) => sanitizeRedisError(error, config),

@@ -60,6 +60,16 @@ export interface ConfigOptions {
    * queueing and internal retries included.
    */
   readonly commandTimeout?: number | string | undefined
+  /**
+   * `EVENT_PUBLISH_WAIT_REPLICAS`, default 0 (off): after each publish, wait
+   * until this many replicas have it (`WAIT`, on a connection of its own);
+   * fewer within the wait timeout reject with `ReplicationTimeoutError`.
+   * Reduces what a failover can lose; does not make Redis strongly consistent.
+   * Standalone and Sentinel only.
+   */
+  readonly publishWaitReplicas?: number | undefined
+  /** `EVENT_PUBLISH_WAIT_TIMEOUT`, default `1s`: how long a publish waits for its replicas. */
+  readonly publishWaitTimeout?: number | string | undefined
   /** `EVENT_CONSUMER_TIMEOUT`, default `30s`. */
   readonly consumerTimeout?: number | string | undefined
   /** `EVENT_MAX_RETRIES`, default 3 (0 = no retry). */
@@ -147,6 +157,8 @@ const SETTINGS = [
   ['keyPrefix', 'keyPrefix', 'EVENT_KEY_PREFIX', KeyPrefix, 'event:'],
   ['maxPayloadBytes', 'maxPayloadBytes', 'EVENT_MAX_PAYLOAD_BYTES', PositiveInteger, 1024 * 1024],
   ['commandTimeoutMs', 'commandTimeout', 'EVENT_COMMAND_TIMEOUT', PositiveDurationInput, 10_000],
+  ['publishWaitReplicas', 'publishWaitReplicas', 'EVENT_PUBLISH_WAIT_REPLICAS', NonNegativeInteger, 0],
+  ['publishWaitTimeoutMs', 'publishWaitTimeout', 'EVENT_PUBLISH_WAIT_TIMEOUT', PositiveDurationInput, 1_000],
   ['maxPayloadDepth', 'maxPayloadDepth', 'EVENT_MAX_PAYLOAD_DEPTH', PositiveInteger, 64],
   ['publishDedupeWindowMs', 'publishDedupeWindow', 'EVENT_PUBLISH_DEDUPE_WINDOW', DurationInput, 5 * 60_000],
 ] as const satisfies readonly (readonly [keyof Config, OptionName, string, t.Decoder<unknown, unknown>, unknown])[]
@@ -174,6 +186,8 @@ export const ENV_VARIABLES: Readonly<Record<OptionName, string>> = Object.freeze
   redisTlsServername: 'EVENT_REDIS_TLS_SERVERNAME',
   redisTlsRejectUnauthorized: 'EVENT_REDIS_TLS_REJECT_UNAUTHORIZED',
   commandTimeout: 'EVENT_COMMAND_TIMEOUT',
+  publishWaitReplicas: 'EVENT_PUBLISH_WAIT_REPLICAS',
+  publishWaitTimeout: 'EVENT_PUBLISH_WAIT_TIMEOUT',
   consumerTimeout: 'EVENT_CONSUMER_TIMEOUT',
   maxRetries: 'EVENT_MAX_RETRIES',
   retryBackoff: 'EVENT_RETRY_BACKOFF',
@@ -522,6 +536,10 @@ export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv =
   }
   const streamMaxLen = decoder.decode(PositiveInteger, decoder.source('streamMaxLen'))
   if (streamMaxLen !== undefined) config['streamMaxLen'] = streamMaxLen
+  if (redis?.mode === 'cluster' && config['publishWaitReplicas'] !== 0) {
+    const source = decoder.source('publishWaitReplicas')
+    if (source !== undefined) decoder.report(source, 'is not supported with Redis Cluster yet (WAIT must run on the node of the topic)')
+  }
   if (decoder.issues.length > 0 || redis === undefined) throw new ConfigError(decoder.redactedIssues())
   return recursiveFreeze(config as unknown as Config)
 }

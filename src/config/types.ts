@@ -62,6 +62,10 @@ export interface Config {
    * queueing and internal retries included (`EVENT_COMMAND_TIMEOUT`, default 10 s).
    */
   readonly commandTimeoutMs: number
+  /** Replicas each publish waits for (`WAIT`); 0 = off. */
+  readonly publishWaitReplicas: number
+  /** How long a publish waits for them, ms. */
+  readonly publishWaitTimeoutMs: number
   /** Containers (objects, arrays) nested at most this deep in a payload, on publish and on read. */
   readonly maxPayloadDepth: number
   /** Window in ms within which a publish retried with the same event id is appended once; 0 = off. */

@@ -469,3 +469,158 @@ export async function makeTestCertificates(): Promise<TestCertificates> {
     throw error
   }
 }
+
+/** Options of {@link startSentinelGroup}. */
+export interface SentinelGroupOptions {
+  /** Replicas of the master (default 2). */
+  readonly replicas?: number
+  /** Sentinels (default 3; the quorum is a majority). */
+  readonly sentinels?: number
+  /** Default `rrs-master`. */
+  readonly masterName?: string
+  /** `down-after-milliseconds` (default 1000). */
+  readonly downAfterMs?: number
+  /** `failover-timeout` (default 5000). */
+  readonly failoverTimeoutMs?: number
+  /** Extra arguments for every data node (e.g. AOF). */
+  readonly serverOptions?: RedisServerOptions
+}
+
+/** A master, its replicas and sentinels on loopback ports (see {@link startSentinelGroup}). */
+export interface SentinelGroup {
+  readonly masterName: string
+  /** Every data node; the first one is the initial master. */
+  readonly servers: readonly RedisServer[]
+  readonly sentinelPorts: readonly number[]
+  /** `EVENT_REDIS_HOSTS` for the sentinels. */
+  readonly hosts: string
+  /** The master the sentinels report now. */
+  currentMaster(): Promise<{ host: string; port: number }>
+  /** The data node on `port`. */
+  server(port: number): RedisServer
+  /** Asks a sentinel for a graceful failover (`SENTINEL FAILOVER`). */
+  failover(): Promise<void>
+  /** Resolves once the sentinels report a master other than `port` (or rejects after `timeoutMs`). */
+  waitForNewMaster(port: number, timeoutMs?: number): Promise<{ host: string; port: number }>
+  /** Stops sentinels and servers, removes their directories. */
+  stop(): Promise<void>
+}
+
+async function replicationUp(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const info = await redisCli(['-h', HOST, '-p', String(port), 'info', 'replication'], 5_000).catch(() => '')
+    if (info.includes('master_link_status:up')) return
+    if (Date.now() > deadline) throw new Error(`replica ${port} did not sync with its master:\n${info}`)
+    await sleep(50)
+  }
+}
+
+/**
+ * Starts a master with replicas and sentinels that monitor it (quorum: a
+ * majority), on free loopback ports, and waits until replication is up and
+ * every sentinel knows the replicas.
+ *
+ * @example
+ * ```ts
+ * const group = await startSentinelGroup({ replicas: 2, sentinels: 3 })
+ * const events = createEventManager({ env: { EVENT_REDIS_HOSTS: group.hosts, EVENT_REDIS_MASTER_NAME: group.masterName } })
+ * await group.failover()
+ * ```
+ */
+export async function startSentinelGroup(options: SentinelGroupOptions = {}): Promise<SentinelGroup> {
+  const binary = redisServerBinary()
+  const masterName = options.masterName ?? 'rrs-master'
+  const servers: RedisServer[] = []
+  const sentinels: ChildProcess[] = []
+  const sentinelPorts: number[] = []
+  const dirs: string[] = []
+  const stop = async (): Promise<void> => {
+    await Promise.all(sentinels.map((c) => terminate(c, 'SIGKILL')))
+    await Promise.all(servers.map((s) => s.stop()))
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })))
+  }
+  try {
+    const master = await startRedisServer(options.serverOptions ?? {})
+    servers.push(master)
+    for (let i = 0; i < (options.replicas ?? 2); i++) {
+      const base = options.serverOptions ?? {}
+      servers.push(await startRedisServer({ ...base, extraArgs: [...(base.extraArgs ?? []), '--replicaof', HOST, String(master.port)] }))
+    }
+    await Promise.all(servers.slice(1).map((s) => replicationUp(s.port, 15_000)))
+    const count = options.sentinels ?? 3
+    const quorum = Math.floor(count / 2) + 1
+    for (let i = 0; i < count; i++) {
+      const port = await freePort()
+      const dir = await mkdtemp(join(tmpdir(), 'rx-redis-streams-sentinel-'))
+      dirs.push(dir)
+      const conf = join(dir, 'sentinel.conf')
+      await writeFile(
+        conf,
+        [
+          `port ${port}`,
+          `bind ${HOST}`,
+          `dir ${dir}`,
+          `sentinel monitor ${masterName} ${HOST} ${master.port} ${quorum}`,
+          `sentinel down-after-milliseconds ${masterName} ${options.downAfterMs ?? 1_000}`,
+          `sentinel failover-timeout ${masterName} ${options.failoverTimeoutMs ?? 5_000}`,
+          `sentinel parallel-syncs ${masterName} 1`,
+          '',
+        ].join('\n'),
+      )
+      const child = spawn(binary, [conf, '--sentinel'], { stdio: 'ignore' })
+      trackChild(child)
+      sentinels.push(child)
+      sentinelPorts.push(port)
+      await waitForRedis(port, START_TIMEOUT_MS, () => isRunning(child))
+    }
+    // Every sentinel has discovered the replicas (and the other sentinels) before a test fails anything over.
+    const deadline = Date.now() + 15_000
+    for (const port of sentinelPorts) {
+      for (;;) {
+        const reply = await redisCli(['-h', HOST, '-p', String(port), 'sentinel', 'master', masterName], 5_000).catch(() => '')
+        const lines = reply.split('\n')
+        const field = (name: string): number => Number(lines[lines.indexOf(name) + 1] ?? 0)
+        if (field('num-slaves') >= servers.length - 1 && field('num-other-sentinels') >= count - 1) break
+        if (Date.now() > deadline) throw new Error(`sentinel ${port} did not discover the group:\n${reply}`)
+        await sleep(100)
+      }
+    }
+    const currentMaster = async (): Promise<{ host: string; port: number }> => {
+      for (const port of sentinelPorts) {
+        const reply = await redisCli(['-h', HOST, '-p', String(port), 'sentinel', 'get-master-addr-by-name', masterName], 5_000).catch(() => '')
+        const [host, p] = reply.trim().split('\n')
+        if (host !== undefined && p !== undefined && p.length > 0) return { host, port: Number(p) }
+      }
+      throw new Error('no sentinel answered get-master-addr-by-name')
+    }
+    return {
+      masterName,
+      servers,
+      sentinelPorts,
+      hosts: sentinelPorts.map((p) => `${HOST}:${p}`).join(','),
+      currentMaster,
+      server(port) {
+        const found = servers.find((s) => s.port === port)
+        if (found === undefined) throw new Error(`no data node on port ${port}`)
+        return found
+      },
+      async failover() {
+        await redisCli(['-h', HOST, '-p', String(sentinelPorts[0]), 'sentinel', 'failover', masterName], 5_000)
+      },
+      async waitForNewMaster(port, timeoutMs = 30_000) {
+        const until = Date.now() + timeoutMs
+        for (;;) {
+          const now = await currentMaster().catch(() => undefined)
+          if (now !== undefined && now.port !== port) return now
+          if (Date.now() > until) throw new Error(`the sentinels still report master ${port} after ${timeoutMs} ms`)
+          await sleep(50)
+        }
+      },
+      stop,
+    }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+}

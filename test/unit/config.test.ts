@@ -114,7 +114,7 @@ describe('loadConfig reads every variable', () => {
       delayedQueueEnabled: true, delayedQueueCheckInterval: true, keyPrefix: true, maxPayloadBytes: true, streamMaxLen: true,
       maxPayloadDepth: true, publishDedupeWindow: true,
       redisTlsCa: true, redisTlsCert: true, redisTlsKey: true, redisTlsServername: true, redisTlsRejectUnauthorized: true,
-      commandTimeout: true,
+      commandTimeout: true, publishWaitReplicas: true, publishWaitTimeout: true,
     }
     expect(Object.keys(ENV_VARIABLES).sort()).toEqual(Object.keys(options).sort())
     for (const variable of Object.values(ENV_VARIABLES)) expect(variable).toMatch(/^EVENT_[A-Z_]+$/)

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
-import type { Cluster, Redis } from 'ioredis'
-import { BackendError, GroupMissingError, PublishOutcomeUnknownError } from '../../errors.js'
+import { Redis, type Cluster } from 'ioredis'
+import { BackendError, GroupMissingError, NotMasterError, PublishOutcomeUnknownError, ReplicationTimeoutError } from '../../errors.js'
 import type {
   ClaimResult,
   ConsumerInfo,
@@ -21,6 +21,7 @@ import type {
   TopicInfo,
 } from '../types.js'
 import { capUtf8, MAX_DLQ_STACK_BYTES } from '../types.js'
+import { Fields } from '../../event.js'
 import { redisKeys, type RedisKeys } from './keys.js'
 
 /** An ioredis client: standalone/Sentinel or Cluster. */
@@ -45,6 +46,15 @@ export interface RedisBackendOptions {
    * writes on it, so a paused write path never delays it. Default: the shared client.
    */
   readonly createControlClient?: () => RedisClient
+  /**
+   * Durability on demand: after each append, `WAIT count timeoutMs` on the
+   * connection that wrote it (appends then go through a connection of their
+   * own, made by `createWriteClient`); fewer acknowledgements reject with a
+   * {@link ReplicationTimeoutError} (the entry *is* on the master).
+   */
+  readonly waitReplicas?: { readonly count: number; readonly timeoutMs: number }
+  /** Makes the connection appends use when `waitReplicas` is set. */
+  readonly createWriteClient?: () => RedisClient
 }
 
 const SCRIPTS = {
@@ -133,6 +143,77 @@ function readReplyEntries(reply: unknown): { id: string; fields: string[] | null
   }
   if (typeof reply === 'object') return parseEntries(Object.values(reply)[0])
   return []
+}
+
+/** The field names the engine reads, as bytes and as one shared string each. */
+const KNOWN_FIELD_NAMES: readonly (readonly [Buffer, string])[] = Object.values(Fields).map((name) => [Buffer.from(name), name] as const)
+
+/** A field name read as bytes: a known one is the shared string (no allocation), others are decoded. */
+function fieldName(bytes: Buffer): string {
+  const length = bytes.length
+  for (const [known, name] of KNOWN_FIELD_NAMES) {
+    if (known.length !== length) continue
+    let i = 0
+    while (i < length && known[i] === bytes[i]) i++
+    if (i === length) return name
+  }
+  return bytes.toString('utf8')
+}
+
+const text = (value: unknown): string => (Buffer.isBuffer(value) ? value.toString('utf8') : String(value))
+
+/** A reply of `callBuffer` with every Buffer decoded as UTF-8 (what `call` would have returned). */
+function decodeBuffers(value: unknown): unknown {
+  if (Buffer.isBuffer(value)) return value.toString('utf8')
+  if (Array.isArray(value)) return value.map(decodeBuffers)
+  if (value instanceof Map) return new Map([...value].map(([k, v]) => [decodeBuffers(k), decodeBuffers(v)]))
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, decodeBuffers(v)]))
+  return value
+}
+
+/**
+ * The entries of an XREADGROUP reply read with `callBuffer`, in one pass: each
+ * entry becomes its ReadEntry directly, with the known field names as shared
+ * strings and the values decoded once (the hot path of consuming: `call` would
+ * decode every Buffer into a copy of the reply, which is then copied again).
+ * Replies of another shape (a RESP3 map) take the general path.
+ */
+function readBufferReplyEntries(reply: unknown, deliveryCount: number): ReadEntry[] {
+  if (reply === null || reply === undefined) return []
+  const first: unknown = Array.isArray(reply) ? reply[0] : undefined
+  // [[key, entries]] (RESP2, RESP3 legacy mapping), or [key, entries].
+  const entries: unknown = Array.isArray(first) ? first[1] : Buffer.isBuffer(first) || typeof first === 'string' ? (reply as unknown[])[1] : undefined
+  if (!Array.isArray(entries)) {
+    return readReplyEntries(decodeBuffers(reply)).map((e) => ({ id: e.id, fields: e.fields, deliveryCount }))
+  }
+  const out: ReadEntry[] = []
+  for (const item of entries as unknown[]) {
+    if (!Array.isArray(item) || item.length === 0) continue
+    const raw: unknown = item[1]
+    let fields: string[] | null
+    if (Array.isArray(raw)) {
+      const values = raw as unknown[]
+      fields = new Array<string>(values.length)
+      for (let i = 0; i < values.length; i++) {
+        const value = values[i]
+        fields[i] = i % 2 === 0 && Buffer.isBuffer(value) ? fieldName(value) : text(value)
+      }
+    } else {
+      fields = toFields(decodeBuffers(raw))
+    }
+    out.push({ id: text(item[0]), fields, deliveryCount })
+  }
+  return out
+}
+
+/**
+ * XREADGROUP with a reply of Buffers (`callBuffer`), decoded by
+ * {@link readBufferReplyEntries}; on an autopipelined client with `call`
+ * (strings), since ioredis 6's autopipelining drops the command name of
+ * `callBuffer` (it puts it back for `call` only).
+ */
+function readGroup(client: RedisClient, args: readonly (string | number)[]): Promise<unknown> {
+  return client.options.enableAutoPipelining === true ? client.call('XREADGROUP', ...args) : client.callBuffer('XREADGROUP', ...args)
 }
 
 /** An XAUTOCLAIM reply, read (see {@link parseAutoClaimReply}). */
@@ -228,6 +309,7 @@ export class RedisBackend implements StreamBackend {
   readonly #registered = new Set<string>()
   readonly #streamKeys = new Map<string, string>()
   #control: RedisClient | undefined
+  #writeClient: RedisClient | undefined
   #closed = false
 
   constructor(options: RedisBackendOptions) {
@@ -279,10 +361,11 @@ export class RedisBackend implements StreamBackend {
       return this.append(topic, [fields], options).then((ids) => ids[0] as string)
     }
     // The hot path of publishing: one autopipelined XADD and one promise on top of it.
-    return this.#client.xadd(this.#streamKey(topic), '*', ...(fields as string[])).then(
+    const appended = this.#writer().xadd(this.#streamKey(topic), '*', ...(fields as string[])).then(
       (id) => String(id),
       (error: unknown) => this.#failAppend(topic, [fields], error, false),
     )
+    return this.#options.waitReplicas === undefined ? appended : appended.then(async (id) => (await this.#replicated(), id))
   }
 
   /**
@@ -294,6 +377,7 @@ export class RedisBackend implements StreamBackend {
   async appendOnce(topic: string, entries: readonly IdentifiedEntry[], options: { readonly windowMs: number; readonly maxLen?: number }): Promise<string[]> {
     if (entries.length === 0) return []
     const key = this.#streamKey(topic)
+    let ids: string[]
     try {
       const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
       registering?.catch(() => undefined)
@@ -301,12 +385,14 @@ export class RedisBackend implements StreamBackend {
       for (const entry of entries) args.push(this.#keys.published(topic, entry.eventId))
       args.push(options.maxLen === undefined ? '' : options.maxLen, Math.max(1, Math.ceil(options.windowMs)))
       for (const entry of entries) args.push(entry.fields.length, ...entry.fields)
-      const reply = (await script(this.#client, 'rrsAppendOnce')(...args)) as unknown[]
+      const reply = (await script(this.#writer(), 'rrsAppendOnce')(...args)) as unknown[]
       if (registering !== undefined) await registering
-      return reply.map(String)
+      ids = reply.map(String)
     } catch (error) {
       this.#failAppend(topic, entries.map((e) => e.fields), error, true)
     }
+    await this.#replicated()
+    return ids
   }
 
   /** Stream keys of recently used topics, built once. */
@@ -322,27 +408,31 @@ export class RedisBackend implements StreamBackend {
 
   async append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
     const key = this.#streamKey(topic)
+    let appended: string[]
     try {
       const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
       // Awaited below; if the append fails first, its rejection must not go unhandled.
       registering?.catch(() => undefined)
       let ids: string[]
+      const writer = this.#writer()
       if (entries.length === 1 && options.maxLen === undefined) {
-        ids = [String(await this.#client.xadd(key, '*', ...(entries[0] as string[])))]
+        ids = [String(await writer.xadd(key, '*', ...(entries[0] as string[])))]
       } else if (entries.length === 1) {
-        ids = [String(await this.#client.xadd(key, 'MAXLEN', '~', options.maxLen as number, '*', ...(entries[0] as string[])))]
+        ids = [String(await writer.xadd(key, 'MAXLEN', '~', options.maxLen as number, '*', ...(entries[0] as string[])))]
       } else {
         // One script for the batch: atomic, and cheaper than MULTI or a pipeline.
         const args: (string | number)[] = [options.maxLen === undefined ? '' : options.maxLen]
         for (const fields of entries) args.push(fields.length, ...fields)
-        const reply = (await script(this.#client, 'rrsAppend')(key, ...args)) as unknown[]
+        const reply = (await script(writer, 'rrsAppend')(key, ...args)) as unknown[]
         ids = reply.map(String)
       }
       if (registering !== undefined) await registering
-      return ids
+      appended = ids
     } catch (error) {
       this.#failAppend(topic, entries, error, false)
     }
+    await this.#replicated()
+    return appended
   }
 
   async ensureGroup(topic: string, group: string, startFrom: StartFrom): Promise<void> {
@@ -761,6 +851,24 @@ export class RedisBackend implements StreamBackend {
     }
   }
 
+  /** The connection appends go through: the shared client, or the WAIT connection when `waitReplicas` is set. */
+  #writer(): RedisClient {
+    if (this.#options.waitReplicas === undefined || this.#options.createWriteClient === undefined) return this.#client
+    if (this.#writeClient === undefined) {
+      this.#writeClient = this.#options.createWriteClient()
+      defineScripts(this.#writeClient)
+    }
+    return this.#writeClient
+  }
+
+  /** WAIT on the connection that wrote (in order after its writes); too few replicas reject. */
+  async #replicated(): Promise<void> {
+    const wanted = this.#options.waitReplicas
+    if (wanted === undefined || this.#writeClient === undefined) return
+    const acknowledged = Number(await this.#writeClient.call('WAIT', wanted.count, wanted.timeoutMs))
+    if (acknowledged < wanted.count) throw new ReplicationTimeoutError(wanted.count, acknowledged, wanted.timeoutMs)
+  }
+
   /** The control connection (made on first use), or the shared client when none is configured. */
   get control(): RedisClient {
     if (this.#options.createControlClient === undefined) return this.#client
@@ -771,7 +879,17 @@ export class RedisBackend implements StreamBackend {
   async ping(): Promise<number> {
     const started = performance.now()
     try {
-      await this.control.ping()
+      const control = this.control
+      await control.ping()
+      if (control instanceof Redis) {
+        // A node that is no longer a master (a failover not followed yet, a replica given as the address) is not healthy.
+        const role = (await control.call('ROLE')) as unknown[]
+        const name = String(role[0])
+        if (name !== 'master') {
+          const options = control.options
+          throw new NotMasterError(options.sentinels ? `the master of ${String(options.name)}` : `${String(options.host)}:${String(options.port)}`, name)
+        }
+      }
     } catch (error) {
       this.#fail(error)
     }
@@ -783,6 +901,7 @@ export class RedisBackend implements StreamBackend {
     this.#closed = true
     await Promise.all([...this.#readers].map((r) => r.close()))
     this.#control?.disconnect()
+    this.#writeClient?.disconnect()
     if (this.#options.ownsClient) {
       try {
         await this.#client.quit()
@@ -860,13 +979,13 @@ class RedisGroupReader implements GroupReader {
     let timer: NodeJS.Timeout | undefined
     try {
       const reply = await Promise.race([
-        client.call('XREADGROUP', ...args),
+        readGroup(client, args),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new BackendError(`read of ${topic} did not answer within ${limitMs} ms`)), limitMs)
         }),
       ])
-      const entries = readReplyEntries(reply)
-      if (!pending) return entries.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: 1 }))
+      const entries = readBufferReplyEntries(reply, 1)
+      if (!pending) return entries
       const counts = await this.#backend.deliveryCounts(topic, group, consumer, entries.map((e) => e.id))
       await this.#backend.countLost(topic, group, entries.filter((e) => e.fields === null).length)
       return entries.map((e) => ({ id: e.id, fields: e.fields, deliveryCount: counts.get(e.id) ?? 1 }))
