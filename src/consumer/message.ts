@@ -202,6 +202,8 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   lastError: unknown
   /** @internal An attempt began and has not returned (no settlement call since). */
   attemptOpen = false
+  /** @internal Its place in the order the subscription emitted messages. */
+  seq = 0
   #phase: Phase = 'queued'
   #outcome: Outcome | undefined
   #result: Promise<Outcome> | undefined

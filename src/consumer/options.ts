@@ -45,7 +45,9 @@ export interface ConsumeOptions {
   /**
    * Bounds each handler attempt (from `begin()`; paused by `holdUntil(Infinity)`): an attempt
    * running longer is failed (its `signal` aborts, the message is nacked). A message emitted
-   * and not started within it is given back without counting a delivery.
+   * and not started within it, while later messages were started or nothing was started, is
+   * given back without counting a delivery (one waiting in an in-order queue that makes
+   * progress keeps its lease).
    */
   readonly consumerTimeout?: number
   /** Where a new group starts: `beginning` (retained history, default) or `latest`. */

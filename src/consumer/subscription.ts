@@ -175,6 +175,11 @@ export class Subscription implements MessageHost {
   #lostUnlogged = 0
   #claimerAlive = false
   #warnedNeverStarted = false
+  /** Emission order, and the latest emitted message that was started: an older unstarted one was skipped (dropped). */
+  #seq = 0
+  #maxStartedSeq = 0
+  /** When any message was last started. */
+  #lastBeginAt = 0
   /** Give-backs waiting to be sent (one call per tick), and the calls in flight. */
   #giveBackQueue: GiveBackItem[] = []
   readonly #giveBackCalls = new Set<Promise<void>>()
@@ -502,6 +507,7 @@ export class Subscription implements MessageHost {
     }
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
     const message = new DeliveredMessage(this, entry, event, Date.now())
+    message.seq = ++this.#seq
     this.#held.set(entry.id, message)
     if (replacing === undefined) this.#ledger.hold(fromReservation)
     // Before it is emitted: a window that parks it at once ends its probation at once.
@@ -705,6 +711,8 @@ export class Subscription implements MessageHost {
 
   /** @internal */
   begun(message: DeliveredMessage): void {
+    if (message.seq > this.#maxStartedSeq) this.#maxStartedSeq = message.seq
+    this.#lastBeginAt = Date.now()
     // Started: it is no longer "given back unstarted".
     if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
   }
@@ -767,7 +775,10 @@ export class Subscription implements MessageHost {
       if (message.deadline > now) continue
       const phase = message.phase
       if (phase === 'running') message.expireAttempt()
-      else if (phase === 'queued') {
+      else if (phase === 'queued' && (message.seq < this.#maxStartedSeq || now - this.#lastBeginAt >= this.#o.consumerTimeoutMs)) {
+        // Dropped: a message emitted after it was started (a filter skipped it), or nothing started for a whole
+        // timeout. An unstarted message at the head of a queue that is progressing in order (a mergeMap buffer)
+        // keeps its lease.
         neverStarted++
         this.#giveBackUnstarted(message)
       }

@@ -188,6 +188,39 @@ describe('time and credit follow handling (issue 10, items 1-2)', () => {
   })
 })
 
+describe('ordinary RxJS queues (issue 10, table row 1)', () => {
+  for (const how of ['mergeMap(…, 2)', 'concatMap'] as const) {
+    it(`${how} with begin() as its first step and a credit larger than its concurrency: each message handled once, every ack acked, nothing dead-lettered`, async () => {
+      const inner = new MemoryBackend()
+      const events = manager(inner)
+      const topic = name('row1')
+      await events.publishBatch(topic, Array.from({ length: 60 }, (_, i) => newEvent('job', i)))
+      const runs = new Map<number, number>()
+      const outcomes: string[] = []
+      const work = async (m: Message): Promise<void> => {
+        if (!m.begin()) return
+        const n = m.event.payload as number
+        runs.set(n, (runs.get(n) ?? 0) + 1)
+        await sleep(20)
+        outcomes.push(await m.ack())
+      }
+      const { concatMap, mergeMap } = await import('rxjs')
+      events
+        .topic(topic)
+        .consume({ group: 'g', consumerTimeout: 200, maxPendingMessages: 50, claimInterval: 50, claimMinIdleTime: 100 })
+        .pipe(how === 'concatMap' ? concatMap(work) : mergeMap(work, 2))
+        .subscribe()
+      await waitFor(() => runs.size === 60, 'every job run', 20_000).catch(async (e: unknown) => {
+        throw new Error(`${String(e)}: runs ${String(runs.size)} outcomes ${String(outcomes.length)} status ${JSON.stringify(events.internals.subscriptions())} pending ${String(await pendingOf(inner, topic, 'g'))} dlq ${String(await inner.dlqCount(topic))}`)
+      })
+      await waitFor(async () => (await pendingOf(inner, topic, 'g')) === 0, 'nothing pending', 10_000)
+      expect([...runs.values()].every((r) => r === 1)).toBe(true)
+      expect(outcomes.filter((o) => o !== 'acked')).toEqual([])
+      expect(await inner.dlqCount(topic)).toBe(0)
+    }, 40_000)
+  }
+})
+
 describe('a closed subscriber gets nothing more (issue 10, item 3)', () => {
   it('take(1): the unemitted rest of the batch is given back at once with its count, the taken message keeps its lease and acks', async () => {
     const inner = new MemoryBackend()
