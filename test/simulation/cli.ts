@@ -10,8 +10,8 @@ import { CI_SEED_COUNT, type KnownFailing } from './seeds.js'
 
 /** A first diagnosis per kind of violation (the report refines it). */
 const DIAGNOSES: readonly (readonly [RegExp, string])[] = [
-  [/two concurrent runs/, 'A copy redelivered after a consumer timeout (or nack) was started while the timed-out run of the same entry still ran in the same consumer; #10 requires the redelivered copy to wait until the timed-out run returned.'],
-  [/re-read of .* pending entries raised/, 'Bug 3 of #11: after a failed read, the re-read of the consumer\'s own pending entries covered an id it still held, and XREADGROUP with an id raised its delivery count.'],
+  [/two concurrent runs/, 'The copy redelivered after a consumer timeout was started while the timed-out run of the same entry still ran in the same consumer: Subscription.#redeliver waits for the open attempt only until deadline + consumerTimeout (every such seed overlaps at 2.0-2.2 x the timeout, a handler that ignores its AbortSignal); #10 says the new copy waits until the timed-out run returned. Either the engine waits (or gives the entry back), or the bound is documented and OVERLAP_AFTER_TIMEOUTS in harness.ts set to 2.'],
+  [/re-read of .* pending entries raised/, 'Bug 3 of #11, a remaining case: after a failed read (lost reply), the re-read of the consumer\'s own pending entries covered an id it held (claimed, or being handled), and XREADGROUP with an id raised its delivery count; the re-read must start above, or skip, every held id.'],
   [/unsettled messages emitted, more than its credit|held \d+ messages, more than its credit/, 'The credit was exceeded: more messages were emitted/held unsettled than maxPendingMessages (or, unset, concurrency + 4 x batchSize).'],
   [/give-back counted a delivery/, 'A message that reached no handler came back with a higher delivery count: the give-back (unsubscribe, close, unstarted timeout) did not keep its count.'],
   [/stall/, 'No progress while work was pending and no fault was active (the pull loop parked with free credit, or nothing claimed idle entries).'],
