@@ -75,7 +75,7 @@ describe('rx-redis-streams CLI', { timeout: 180_000 }, () => {
       if (userId === 2 && failUser2) throw new Error('mailbox full')
       handled.push(userId)
     })
-    await waitFor(async () => handled.length === 1 && (await events.deadLetters.count(topic)) === 1)
+    await waitFor(async () => handled.length === 1 && (await events.deadLetters.count(topic)) === 1, 60_000)
     const [letter] = await events.deadLetters.list(topic)
     expect(letter!.event?.headers).toEqual({})
 
@@ -108,7 +108,7 @@ describe('rx-redis-streams CLI', { timeout: 180_000 }, () => {
     const replay = await cli(['dlq', 'replay', topic, letter!.dlqId])
     expect(replay.code).toBe(0)
     expect(replay.stdout).toMatch(new RegExp(`^replayed ${letter!.dlqId} to ${topic} as \\d+-\\d+ \\(for group ${group}\\)\\n$`))
-    await waitFor(() => handled.includes(2))
+    await waitFor(() => handled.includes(2), 60_000)
     expect(await events.deadLetters.count(topic)).toBe(0)
     const again = await cli(['dlq', 'replay', topic, letter!.dlqId])
     expect(again.code).toBe(4)
@@ -122,7 +122,7 @@ describe('rx-redis-streams CLI', { timeout: 180_000 }, () => {
     await events.publish(topic, newEvent('old.event', { n: 0 }))
     for (const json of [false, true]) {
       const tail = start(['tail', topic, '--count', '1', ...(json ? ['--json'] : [])])
-      await waitFor(() => tail.stderr().includes('tailing'), 10_000, 'tail to start')
+      await waitFor(() => tail.stderr().includes('tailing'), 60_000, 'tail to start') // generous: a loaded machine starts processes slowly
       let result: Run | undefined
       void tail.done.then((r) => (result = r))
       // Published after the tail began: it must print this one, not the old one.
@@ -166,7 +166,7 @@ describe('rx-redis-streams CLI', { timeout: 180_000 }, () => {
     const sub = events.subscribe(topic, 'workers', () => {
       throw new Error('down')
     })
-    await waitFor(async () => (await events.deadLetters.count(topic)) === 5)
+    await waitFor(async () => (await events.deadLetters.count(topic)) === 5, 60_000)
     await sub.unsubscribe()
     const replayAll = await cli(['dlq', 'replay-all', topic, '--group', 'workers', '--json'])
     expect(replayAll.code).toBe(0)
@@ -176,7 +176,7 @@ describe('rx-redis-streams CLI', { timeout: 180_000 }, () => {
     const sub2 = events.subscribe(topic, 'workers', () => {
       throw new Error('still down')
     })
-    await waitFor(async () => (await events.deadLetters.count(topic)) === 5)
+    await waitFor(async () => (await events.deadLetters.count(topic)) === 5, 60_000)
     await sub2.unsubscribe()
     const refused = await cli(['dlq', 'purge', topic])
     expect(refused.code).toBe(2)
@@ -243,12 +243,12 @@ describe('rx-redis-streams CLI', { timeout: 180_000 }, () => {
     const topic = randomName('promote-watch')
     const promoter = start(['delayed', 'promote', topic, '--watch', '--interval', '50ms'])
     await events.publish(topic, newEvent('registered', {})) // the topic exists before the promoter looks it up
-    await waitFor(() => promoter.stderr().includes('promoting due delayed events'), 10_000, 'the promoter to start')
+    await waitFor(() => promoter.stderr().includes('promoting due delayed events'), 60_000, 'the promoter to start')
     await events.publishWithDelay(topic, newEvent('reminder.send', { n: 1 }), 100)
     // The manager that scheduled it would promote it too: stop its promoter by closing it first.
     await events.close()
     const reader = testEvents({ delayedQueueEnabled: false })
-    await waitFor(async () => (await reader.stats(topic)).topics[topic]?.length === 2, 10_000, 'the CLI to promote the event')
+    await waitFor(async () => (await reader.stats(topic)).topics[topic]?.length === 2, 60_000, 'the CLI to promote the event')
     promoter.child.kill('SIGINT')
     const result = await promoter.done
     expect(result.code).toBe(0)
