@@ -94,13 +94,6 @@ export function onFailure(target: Settleable, callback: () => void): () => void 
   }
 }
 
-/** True when a share of this delivery failed it (nack or dead letter). */
-export function hasFailed(target: Settleable): boolean {
-  const delivery = deliveryIdOf(target)
-  const holding = delivery === undefined ? byObject.get(target) : byEntry.get(delivery)
-  return holding?.failed === true || target.outcome === 'nacked' || target.outcome === 'dead-lettered'
-}
-
 function attempt(settle: () => Promise<Outcome>): Promise<Outcome> {
   try {
     return settle()

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { windowSliding } from '../../operators/window-sliding.js'
 import { windowTumbling } from '../../operators/window-tumbling.js'
 import type { Window } from '../../operators/window-types.js'
-import { CompositeSettleable, holdOpen, releaseHold, Share } from '../../src/shared-settlement.js'
+import { CompositeSettleable, holdOpen, onFailure, releaseHold, Share } from '../../src/shared-settlement.js'
 import type { Outcome } from '../../src/settle.js'
 import { FakeMessage, msg } from './window-fakes.js'
 
@@ -177,5 +177,36 @@ describe('holds', () => {
       [Number.POSITIVE_INFINITY, 42],
       [Number.POSITIVE_INFINITY, 42],
     ])
+  })
+})
+
+describe('holders per stream entry (issue 12, item 3)', () => {
+  it('counts two views of one delivery as one entry: acked only when both holders settled', async () => {
+    const m = msg('a', 0)
+    const first = new Share(m.view())
+    const second = new Share(m.view())
+    await first.ack()
+    expect(m.acks).toBe(0)
+    await second.ack()
+    expect(m.acks).toBe(1)
+  })
+
+  it('counts a redelivered copy apart: the failed delivery does not fail its redelivery', async () => {
+    const m = msg('a', 0)
+    await new Share(m).nack(new Error('boom'))
+    const again = m.redelivered()
+    await new Share(again).ack()
+    expect([m.nacks, again.acks]).toEqual([1, 1])
+  })
+
+  it('tells watchers once when a holder fails the entry', async () => {
+    const m = msg('a', 0)
+    const calls: string[] = []
+    new Share(m) // another holder
+    const stop = onFailure(m.view(), () => calls.push('failed'))
+    await new Share(m).deadLetter('poison')
+    await new Share(m).nack('again')
+    stop()
+    expect(calls).toEqual(['failed'])
   })
 })
