@@ -1,5 +1,7 @@
-import { retry, throwError, timer, type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs'
+import { EMPTY, map, retry, takeWhile, throwError, timer, type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs'
 import { isPermanentError } from '../src/errors.js'
+import type { Settleable } from '../src/settle.js'
+import { beginAttempt, holdForLater, releaseHeld } from './handle-each.js'
 
 /** Options of {@link retryWithBackoff}. */
 export interface RetryWithBackoffConfig {
@@ -19,6 +21,15 @@ export interface RetryWithBackoffConfig {
   readonly resetOnSuccess?: boolean
   /** Scheduler for the delays (tests pass a TestScheduler or the `VirtualClock` of `rx-redis-streams/testing`); jitter then defaults to 0. */
   readonly scheduler?: SchedulerLike
+  /**
+   * The message (or window, or pair) being retried, when the retries run inside
+   * its handling (`defer(work).pipe(retryWithBackoff({ message: msg }), toDeadLetter(msg), ackOnComplete(msg))`):
+   * its consumer timeout is paused during each backoff and restarted
+   * (`begin()`) at each retry, so the timeout bounds each attempt; a message
+   * that `begin()` refuses (its attempt timed out, it was given back, its
+   * subscription is stopping) ends the retries: the result completes.
+   */
+  readonly message?: Settleable
 }
 
 /** The delay before retry number `retryIndex` (1-based), before jitter. */
@@ -49,9 +60,25 @@ export function retryWithBackoff<T>(config: RetryWithBackoffConfig = {}): MonoTy
     delay: (error: unknown, retryIndex: number) => {
       if (!policy.shouldRetry(error)) return throwError(() => error)
       const delay = policy.delayFor(retryIndex)
-      return config.scheduler === undefined ? timer(delay) : timer(delay, config.scheduler)
+      const wait = config.scheduler === undefined ? timer(delay) : timer(delay, config.scheduler)
+      const message = config.message
+      if (message === undefined) return wait
+      if (message.outcome !== undefined) return EMPTY
+      holdForLater(message)
+      return wait.pipe(
+        map((tick) => {
+          releaseHeld(message, config.scheduler?.now() ?? Date.now())
+          return tick
+        }),
+        takeWhileStarted(message),
+      )
     },
   })
+}
+
+/** Lets the retry go on only when the message can be started again (`begin()`); otherwise completes. */
+function takeWhileStarted<T>(message: Settleable): MonoTypeOperatorFunction<T> {
+  return (source) => source.pipe(takeWhile(() => beginAttempt(message)))
 }
 
 /** A retry configuration with its defaults applied. */

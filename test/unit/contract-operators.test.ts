@@ -6,7 +6,7 @@
 import { concatMap, defer, delay, from, lastValueFrom, map, of, Subject, switchMap, takeUntil, throwError, timer, toArray, type Observable } from 'rxjs'
 import { TestScheduler } from 'rxjs/testing'
 import { describe, expect, it } from 'vitest'
-import { ackOnComplete, filterMessages, handleEach, matchPattern, orderedBy, toDeadLetter, type Handled } from '../../operators/index.js'
+import { ackOnComplete, filterMessages, handleEach, matchPattern, orderedBy, retryWithBackoff, toDeadLetter, type Handled } from '../../operators/index.js'
 import type { Message } from '../../src/consumer/message.js'
 import { DecodeError } from '../../src/errors.js'
 import type { NackOptions, Outcome, Settleable } from '../../src/settle.js'
@@ -302,6 +302,33 @@ describe('ackOnComplete, filterMessages, matchPattern', () => {
     const kept = await lastValueFrom(from(messages as Message<number>[]).pipe(matchPattern({ eventName: 'user.*' }), toArray()))
     expect(kept).toHaveLength(1)
     expect(messages.map((m) => m.outcome)).toEqual([undefined, 'acked'])
+  })
+})
+
+describe('retryWithBackoff({ message }) inside a per-message pipeline', () => {
+  it('pauses the timeout during each backoff and begins each retry, so the timeout bounds each attempt', async () => {
+    const msg = createTestMessage('x')
+    let runs = 0
+    const work = defer(() => (++runs < 3 ? throwError(() => new Error('flaky')) : of('done')))
+    await lastValueFrom(work.pipe(retryWithBackoff({ initialDelay: 1, jitter: 0, message: msg }), toDeadLetter(msg), ackOnComplete(msg)), { defaultValue: undefined })
+    expect(runs).toBe(3)
+    expect(msg.attempts).toBe(3) // ackOnComplete's begin(), then one per retry
+    expect(msg.holds).toEqual([Infinity, Infinity])
+    expect(msg.outcome).toBe('acked')
+  })
+
+  it('stops retrying a message that begin() refuses (given back during the backoff)', async () => {
+    const msg = createTestMessage('x')
+    let runs = 0
+    const work = defer(() => {
+      runs++
+      ;(msg as unknown as Record<symbol, () => void>)[Symbol.for('rx-redis-streams.releaseMessage')]?.()
+      return throwError(() => new Error('flaky'))
+    })
+    await lastValueFrom(work.pipe(retryWithBackoff({ initialDelay: 1, message: msg }), toDeadLetter(msg), ackOnComplete(msg)), { defaultValue: undefined })
+    expect(runs).toBe(1)
+    expect(msg.outcome).toBeUndefined()
+    expect(msg.withdrawn).toBe(true)
   })
 })
 
