@@ -14,8 +14,8 @@ import { drain, latency, publishBatch, publishOne, type DrainOptions, type Side 
 
 /** What the parent asks for. */
 export type ChildSpec =
-  | { readonly kind: 'publish'; readonly side: Side; readonly url: string; readonly count: number; readonly concurrency: number }
-  | { readonly kind: 'batch'; readonly side: Side; readonly url: string; readonly count: number; readonly size: number }
+  | { readonly kind: 'publish'; readonly side: Side; readonly url: string; readonly count: number; readonly concurrency: number; readonly retrySafe?: boolean }
+  | { readonly kind: 'batch'; readonly side: Side; readonly url: string; readonly count: number; readonly size: number; readonly retrySafe?: boolean }
   | { readonly kind: 'drain'; readonly side: Side; readonly url: string; readonly topic: string; readonly count: number; readonly options: DrainOptions }
   | { readonly kind: 'latency'; readonly side: Side; readonly url: string; readonly rate: number; readonly seconds: number }
 
@@ -51,10 +51,10 @@ async function main(): Promise<void> {
   let result: Omit<ChildResult, 'maxRssMiB' | 'baselineMiB' | 'cpuMs'>
   switch (spec.kind) {
     case 'publish':
-      result = { rate: await publishOne(spec.side, spec.url, spec.count, spec.concurrency) }
+      result = { rate: await publishOne(spec.side, spec.url, spec.count, spec.concurrency, spec.retrySafe ?? true) }
       break
     case 'batch':
-      result = { rate: await publishBatch(spec.side, spec.url, spec.count, spec.size) }
+      result = { rate: await publishBatch(spec.side, spec.url, spec.count, spec.size, spec.retrySafe ?? true) }
       break
     case 'drain':
       result = { rate: await drain(spec.side, spec.url, spec.topic, spec.count, spec.options) }

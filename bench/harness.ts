@@ -7,11 +7,12 @@ const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url))
 
 /**
  * Runs one scenario in a fresh Node process and resolves to its result.
- * `extraEnv` is added to the child's environment (e.g. `BENCH_CPU_PROFILE`).
+ * `extraEnv` is added to the child's environment (e.g. `BENCH_CPU_PROFILE`);
+ * `childScript` is another checkout's bench/child.ts (see ab.ts).
  */
-export function runChild(spec: ChildSpec, extraEnv: Readonly<Record<string, string>> = {}): Promise<ChildResult> {
+export function runChild(spec: ChildSpec, extraEnv: Readonly<Record<string, string>> = {}, childScript: string = CHILD): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(spec)], {
+    const proc = spawn(process.execPath, ['--import', 'tsx', childScript, JSON.stringify(spec)], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, ...extraEnv },
     })

@@ -89,13 +89,19 @@ try {
   }
   if (only.has('publish')) {
     const count = n(100_000)
-    const spec = (side: Side) => (url: string): ChildSpec => ({ kind: 'publish', side, url, count, concurrency: 1_000 })
-    await measure('publish', (['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `publish-${side}`, side, messages: count, spec: spec(side) })))
+    const spec = (side: Side, retrySafe = true) => (url: string): ChildSpec => ({ kind: 'publish', side, url, count, concurrency: 1_000, retrySafe })
+    await measure('publish', [
+      ...(['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `publish-${side}`, side, messages: count, spec: spec(side) })),
+      { label: 'publish-library-unsafe', side: 'library', messages: count, spec: spec('library', false) },
+    ])
   }
   if (only.has('batch')) {
     const count = n(100_000)
-    const spec = (side: Side) => (url: string): ChildSpec => ({ kind: 'batch', side, url, count, size: 100 })
-    await measure('batch', (['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `batch-${side}`, side, messages: count, spec: spec(side) })))
+    const spec = (side: Side, retrySafe = true) => (url: string): ChildSpec => ({ kind: 'batch', side, url, count, size: 100, retrySafe })
+    await measure('batch', [
+      ...(['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `batch-${side}`, side, messages: count, spec: spec(side) })),
+      { label: 'batch-library-unsafe', side: 'library', messages: count, spec: spec('library', false) },
+    ])
   }
   if (only.has('latency')) {
     const spec = (side: Side) => (url: string): ChildSpec => ({ kind: 'latency', side, url, rate: 5_000, seconds: latencySeconds })
@@ -152,8 +158,10 @@ function throughputRow(work: string, libLabel: string, raw1Label: string, raw5La
 throughputRow('drain, payload read (handleEach c=100, batchSize 100)', 'drain-lib-read', 'drain-raw1', 'drain-raw5', 1.0)
 throughputRow('drain, payload never read (lazy decoding)', 'drain-lib-lazy', 'drain-raw1', 'drain-raw5', 1.2)
 throughputRow('subscribe(), default batch 10, concurrency 10, payload read', 'drain-lib-subscribe', 'drain-raw1', 'drain-raw5', 0.8)
-throughputRow('publish, 1,000 concurrent (raw: autopipelined XADD)', 'publish-library', 'publish-raw1', 'publish-raw5', 0.95)
-throughputRow('publishBatch of 100 (raw: pipeline of 100 XADDs)', 'batch-library', 'batch-raw1', 'batch-raw5', 1.0)
+throughputRow('publish, 1,000 concurrent (raw: autopipelined XADD); retry-safe (default)', 'publish-library', 'publish-raw1', 'publish-raw5', 0.95)
+throughputRow('the same, dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0)', 'publish-library-unsafe', 'publish-raw1', 'publish-raw5', 0.95)
+throughputRow('publishBatch of 100 (raw: pipeline of 100 XADDs); retry-safe (default)', 'batch-library', 'batch-raw1', 'batch-raw5', 1.0)
+throughputRow('the same, dedupe window off', 'batch-library-unsafe', 'batch-raw1', 'batch-raw5', 1.0)
 
 if (results.has('latency-library')) {
   const p = (label: string, q: 'p50' | 'p99'): number => med(label, (r) => r[q])
@@ -213,8 +221,10 @@ const cpuRows: [string, string, string, string][] = [
   ['drain, payload read', 'drain-lib-read', 'drain-raw1', 'drain-raw5'],
   ['drain, payload never read', 'drain-lib-lazy', 'drain-raw1', 'drain-raw5'],
   ['subscribe(), defaults', 'drain-lib-subscribe', 'drain-raw1', 'drain-raw5'],
-  ['publish, 1,000 concurrent', 'publish-library', 'publish-raw1', 'publish-raw5'],
-  ['publishBatch of 100', 'batch-library', 'batch-raw1', 'batch-raw5'],
+  ['publish, 1,000 concurrent, retry-safe', 'publish-library', 'publish-raw1', 'publish-raw5'],
+  ['publish, dedupe off', 'publish-library-unsafe', 'publish-raw1', 'publish-raw5'],
+  ['publishBatch of 100, retry-safe', 'batch-library', 'batch-raw1', 'batch-raw5'],
+  ['publishBatch of 100, dedupe off', 'batch-library-unsafe', 'batch-raw1', 'batch-raw5'],
 ]
 
 console.log('')

@@ -52,8 +52,9 @@ function oneField(i: number): string[] {
 
 export const fieldsFor = (format: WireFormat): ((i: number) => string[]) => (format === 'one-field' ? oneField : fiveFields)
 
-function manager(url: string): EventManager {
-  return createEventManager({ redisUrl: url, env: {}, delayedQueueEnabled: false })
+/** A manager on `url`; `retrySafe: false` turns the publish dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0). */
+function manager(url: string, retrySafe = true): EventManager {
+  return createEventManager({ redisUrl: url, env: {}, delayedQueueEnabled: false, ...(retrySafe ? {} : { publishDedupeWindow: 0 }) })
 }
 
 export function rawClient(url: string, autoPipelining = true): Redis {
@@ -75,9 +76,9 @@ async function pool(total: number, concurrency: number, task: (i: number) => Pro
 // ---------------------------------------------------------------- publishing
 
 /** One XADD (or `publish()`) at a time per worker, `concurrency` workers; messages/s. */
-export async function publishOne(side: Side, url: string, count: number, concurrency: number): Promise<number> {
+export async function publishOne(side: Side, url: string, count: number, concurrency: number, retrySafe = true): Promise<number> {
   if (side === 'library') {
-    const events = manager(url)
+    const events = manager(url, retrySafe)
     const topic = randomTopic('pub-lib')
     try {
       await events.publish(topic, newEvent('warm.up', {})) // registers the topic: the steady state is measured
@@ -97,10 +98,10 @@ export async function publishOne(side: Side, url: string, count: number, concurr
 }
 
 /** Batches of `size`: `publishBatch()` (one script) against a pipeline of XADDs; 8 batches in flight; messages/s. */
-export async function publishBatch(side: Side, url: string, count: number, size: number): Promise<number> {
+export async function publishBatch(side: Side, url: string, count: number, size: number, retrySafe = true): Promise<number> {
   const batches = Math.max(1, Math.round(count / size))
   if (side === 'library') {
-    const events = manager(url)
+    const events = manager(url, retrySafe)
     const topic = randomTopic('batch-lib')
     try {
       await events.publish(topic, newEvent('warm.up', {}))

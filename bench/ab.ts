@@ -1,0 +1,53 @@
+/**
+ * A/B: the same scenario on two checkouts of this repository (each with
+ * node_modules and, for BENCH_DIST=1, a build), interleaved, a fresh process
+ * per run, on one private redis-server. Prints rates and CPU per message per
+ * run and their medians: the way to see a change of a few per cent on a busy
+ * machine.
+ *
+ *   npx tsx bench/ab.ts <dirA> <dirB> [drain|drain-lazy|subscribe|publish|batch] [count] [runs]
+ */
+import { join, resolve } from 'node:path'
+import { startRedisServer } from '../test/support/redis-server.js'
+import type { ChildResult, ChildSpec } from './child.js'
+import { median, runChild } from './harness.js'
+import { prefill, randomTopic, rawClient, type DrainOptions } from './scenarios.js'
+
+const [dirA, dirB, kind = 'drain', countText = '100000', runsText = '5'] = process.argv.slice(2)
+if (dirA === undefined || dirB === undefined) throw new Error('usage: ab.ts <dirA> <dirB> [scenario] [count] [runs]')
+const count = Number(countText)
+const runs = Number(runsText)
+const dirs = [resolve(dirA), resolve(dirB)]
+const server = await startRedisServer()
+const admin = rawClient(server.url, false)
+const results: ChildResult[][] = [[], []]
+try {
+  for (let run = 0; run < runs; run++) {
+    for (const side of run % 2 === 0 ? [0, 1] : [1, 0]) {
+      await admin.flushall()
+      const url = server.url
+      let spec: ChildSpec
+      if (kind === 'publish') spec = { kind: 'publish', side: 'library', url, count, concurrency: 1_000 }
+      else if (kind === 'batch') spec = { kind: 'batch', side: 'library', url, count, size: 100 }
+      else {
+        const topic = randomTopic('ab')
+        await prefill(url, topic, count, 'five-field')
+        const options: DrainOptions =
+          kind === 'subscribe' ? { concurrency: 10, readPayload: true, viaSubscribe: true } : { batchSize: 100, concurrency: 100, readPayload: kind === 'drain' }
+        spec = { kind: 'drain', side: 'library', url, topic, count, options }
+      }
+      const result = await runChild(spec, {}, join(dirs[side] as string, 'bench/child.ts'))
+      results[side]?.push(result)
+      console.log(`  run ${run + 1} ${side === 0 ? 'A' : 'B'}: ${Math.round(result.rate ?? 0).toLocaleString('en-US')} msg/s, CPU ${((result.cpuMs * 1_000) / count).toFixed(2)} µs/msg`)
+    }
+  }
+} finally {
+  await admin.quit()
+  await server.stop()
+}
+const summary = (list: ChildResult[]): [number, number] => [median(list.map((r) => r.rate ?? 0)), median(list.map((r) => (r.cpuMs * 1_000) / count))]
+const [rateA, cpuA] = summary(results[0] ?? [])
+const [rateB, cpuB] = summary(results[1] ?? [])
+console.log(`A ${dirs[0] ?? ''}: median ${Math.round(rateA).toLocaleString('en-US')} msg/s, ${cpuA.toFixed(2)} µs/msg`)
+console.log(`B ${dirs[1] ?? ''}: median ${Math.round(rateB).toLocaleString('en-US')} msg/s, ${cpuB.toFixed(2)} µs/msg`)
+console.log(`B/A: rate ${(rateB / rateA).toFixed(3)}, CPU per message ${(cpuB / cpuA).toFixed(3)}`)
