@@ -53,7 +53,7 @@ describe('hostile entries', () => {
       ).subscribe()
       await waitFor(async () => handled.length === 200 && (await events.deadLetters.count(topic)) === 4, 20_000, '200 handled, 4 dead letters')
       const letters = await events.deadLetters.list(topic)
-      const reason = (id: string): string => letters.find((l) => l.originalId === id)?.error ?? 'missing'
+      const reason = (id: string | null): string => letters.find((l) => l.originalId === id)?.error ?? 'missing'
       expect(reason(ids.deep)).toMatch(/payload_too_deep/)
       expect(reason(ids.deepHeaders)).toMatch(/payload_too_deep|invalid_headers/)
       expect(reason(ids.duplicateName)).toMatch(/duplicate_field/)
