@@ -163,9 +163,9 @@ cp "$repo/test/src/mailer.ts" "$app/src/mailer.ts"
 node -e '
   const readme = require("node:fs").readFileSync(process.argv[1], "utf8")
   const section = readme.slice(readme.indexOf("## Testing your own handlers"))
-  const block = /```ts\n([\s\S]*?)\n```/.exec(section)
-  if (block === null) throw new Error("no TypeScript block under ## Testing your own handlers")
-  process.stdout.write(block[1] + "\n")
+  const block = [...section.matchAll(/```ts\n([\s\S]*?)\n```/g)].map((m) => m[1]).find((b) => b.includes("afterEach(closeTestEventManagers)"))
+  if (block === undefined) throw new Error("no example with afterEach(closeTestEventManagers) under ## Testing your own handlers")
+  process.stdout.write(block + "\n")
 ' "$repo/README.md" >"$app/test/readme.test.ts"
 (cd "$app" && npx --no-install vitest run --reporter=dot test/readme.test.ts) || fail "the README's testing example fails against the package"
 

@@ -93,7 +93,8 @@ describe('closeTestEventManagers: one manager per test', () => {
   it("the README's testing example is test/unit/readme-testing.test.ts, verbatim but for the package name", () => {
     const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
     const section = readme.slice(readme.indexOf('## Testing your own handlers'))
-    const block = /```ts\n([\s\S]*?)\n```/.exec(section)?.[1]
+    // The section's example that closes its managers (the section has other examples too).
+    const block = [...section.matchAll(/```ts\n([\s\S]*?)\n```/g)].map((m) => m[1]).find((b) => b?.includes('afterEach(closeTestEventManagers)'))
     const test = readFileSync(new URL('./readme-testing.test.ts', import.meta.url), 'utf8')
       .replace(/^(\/\/.*\n)+/, '')
       .replaceAll("'../../src/index.js'", "'rx-redis-streams'")
