@@ -147,4 +147,23 @@ describe('retry-safe publishing through a proxy that loses the XADD reply', () =
       await events.close()
     }
   })
+
+  it('the memory backend deduplicates the same way (one entry, the first stream id, appended again after the window)', async () => {
+    let now = 1_000_000
+    const { MemoryBackend } = await import('../../src/index.js')
+    const backend = new MemoryBackend({ now: () => now })
+    const events = createEventManager({ backend, env: {}, delayedQueueEnabled: false, publishDedupeWindow: 1_000 })
+    try {
+      const event = newEvent('a', 1)
+      const first = await events.publish('mem', event)
+      expect(await events.publish('mem', event)).toBe(first)
+      expect((await events.publishBatch('mem', [event, newEvent('b', 2)]))[0]).toBe(first)
+      expect((await backend.topicInfo('mem')).length).toBe(2)
+      now += 1_001
+      expect(await events.publish('mem', event)).not.toBe(first)
+      expect((await backend.topicInfo('mem')).length).toBe(3)
+    } finally {
+      await events.close()
+    }
+  })
 })
