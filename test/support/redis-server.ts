@@ -69,11 +69,15 @@ export interface RedisServer {
 export interface RedisClusterOptions {
   /** Number of masters (at least 3, as Redis Cluster requires). */
   readonly masters: number
+  /** Replicas per master (default 0), for failover tests. */
+  readonly replicas?: number
 }
 
-/** A running private Redis Cluster without replicas. */
+/** A running private Redis Cluster (replicas when asked for). */
 export interface RedisCluster {
   readonly nodes: readonly { readonly host: string; readonly port: number }[]
+  /** Every node's server (to kill, pause or restart one); the first `masters` start as masters. */
+  readonly servers: readonly RedisServer[]
   /** Stops every node and removes their directories. Idempotent. */
   stop(): Promise<void>
 }
@@ -370,7 +374,8 @@ export async function startRedisCluster(options: RedisClusterOptions = { masters
     await Promise.all(servers.map((s) => s.stop()))
   }
   try {
-    for (let i = 0; i < options.masters; i++) {
+    const total = options.masters * (1 + (options.replicas ?? 0))
+    for (let i = 0; i < total; i++) {
       // The cluster bus gets a free port of its own (instead of port + 10000, which may be taken).
       const busPort = await freePort()
       servers.push(
@@ -385,7 +390,7 @@ export async function startRedisCluster(options: RedisClusterOptions = { masters
       )
     }
     const endpoints = servers.map((s) => `${s.host}:${s.port}`)
-    await redisCli(['--cluster', 'create', ...endpoints, '--cluster-replicas', '0', '--cluster-yes'])
+    await redisCli(['--cluster', 'create', ...endpoints, '--cluster-replicas', String(options.replicas ?? 0), '--cluster-yes'])
     const deadline = Date.now() + 15_000
     for (const server of servers) {
       for (;;) {
@@ -395,7 +400,7 @@ export async function startRedisCluster(options: RedisClusterOptions = { masters
         await sleep(50)
       }
     }
-    return { nodes: servers.map((s) => ({ host: s.host, port: s.port })), stop }
+    return { nodes: servers.map((s) => ({ host: s.host, port: s.port })), servers, stop }
   } catch (err) {
     await stop()
     throw err

@@ -257,6 +257,8 @@ class ConnectionMonitor {
     readonly secrets: readonly (string | undefined)[],
     readonly fatal: FatalTest,
     readonly failFastMs: number,
+    /** Sentinel and Cluster: topology errors are retried within the bound (standalone has no other node to wait for). */
+    readonly followsTopology = false,
   ) {
     client.on('error', (error: unknown) => this.#onError(error))
     client.on('ready', () => this.#onReady())
@@ -371,11 +373,29 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function'
 }
 
-/** Runs one call under the monitor: rejects with the connection error when failing, bounded by `timeoutMs` from now. */
+/**
+ * Replies that mean "not executed here, the topology is changing": a slot
+ * moved or is migrating, the node is a replica now, a MULTI was discarded for
+ * one of those, the cluster or master is down for a moment. Retrying them is
+ * safe (nothing ran) and they must not reach users during a failover.
+ */
+const TOPOLOGY_ERROR = /^(?:MOVED|ASK|READONLY|EXECABORT|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING)\b/
+const TOPOLOGY_RETRY_MS = 100
+
+function isTopologyError(error: unknown): boolean {
+  return error instanceof Error && TOPOLOGY_ERROR.test(error.message)
+}
+
+/**
+ * Runs one call under the monitor: rejects with the connection error when
+ * failing, bounded by `timeoutMs` from now; a topology error (see
+ * {@link TOPOLOGY_ERROR}) is retried after a short pause while the bound allows.
+ */
 function boundCall(monitor: ConnectionMonitor, command: string, timeoutMs: number | undefined, run: () => unknown): unknown {
   if (monitor.failing) return Promise.reject(monitor.connectionError())
   const result = run()
   if (!isThenable(result)) return result
+  const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs
   return new Promise((resolve, reject) => {
     const call: PendingCall = { reject, timer: undefined }
     monitor.pending.add(call)
@@ -384,31 +404,67 @@ function boundCall(monitor: ConnectionMonitor, command: string, timeoutMs: numbe
         if (monitor.pending.delete(call)) reject(monitor.timeoutError(command, timeoutMs))
       }, timeoutMs)
     }
-    result.then(
-      (value) => {
-        if (!monitor.pending.delete(call)) return
-        clearTimeout(call.timer)
-        resolve(value)
-      },
-      (error: unknown) => {
-        if (!monitor.pending.delete(call)) return
-        clearTimeout(call.timer)
-        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes ioredis' rejection on unchanged (an Error)
-        reject(monitor.translate(error))
-      },
-    )
+    const settle = (attempt: PromiseLike<unknown>): void => {
+      attempt.then(
+        (value) => {
+          if (!monitor.pending.delete(call)) return
+          clearTimeout(call.timer)
+          resolve(value)
+        },
+        (error: unknown) => {
+          if (!monitor.pending.has(call)) return
+          if (monitor.followsTopology && isTopologyError(error) && Date.now() + TOPOLOGY_RETRY_MS < deadline) {
+            setTimeout(() => {
+              if (!monitor.pending.has(call)) return
+              try {
+                const again = run()
+                if (isThenable(again)) settle(again)
+                else settle(Promise.resolve(again))
+              } catch (thrown) {
+                settle(Promise.reject(thrown instanceof Error ? thrown : new Error(String(thrown))))
+              }
+            }, TOPOLOGY_RETRY_MS)
+            return
+          }
+          monitor.pending.delete(call)
+          clearTimeout(call.timer)
+          // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes ioredis' rejection on unchanged (an Error)
+          reject(monitor.translate(error))
+        },
+      )
+    }
+    settle(result)
   })
 }
 
-/** A pipeline or MULTI whose `exec` is bounded like any call (chained methods keep the wrapper). */
-function boundPipeline(pipeline: object, monitor: ConnectionMonitor, timeoutMs: number | undefined): object {
-  const proxy: object = new Proxy(pipeline, {
+/**
+ * A pipeline or MULTI whose `exec` is bounded like any call (chained methods
+ * keep the wrapper). The queued commands are recorded, so that a retried
+ * `exec` (after a topology error) replays them on a fresh pipeline.
+ */
+function boundPipeline(create: () => object, monitor: ConnectionMonitor, timeoutMs: number | undefined): object {
+  const first = create()
+  const queued: { name: string | symbol; args: unknown[] }[] = []
+  let used = false
+  const proxy: object = new Proxy(first, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target)
       if (typeof value !== 'function') return value
       const fn = value as (...args: unknown[]) => unknown
-      if (prop === 'exec') return (...args: unknown[]) => boundCall(monitor, 'EXEC', timeoutMs, () => fn.apply(target, args))
+      if (prop === 'exec') {
+        return (...args: unknown[]) =>
+          boundCall(monitor, 'EXEC', timeoutMs, () => {
+            if (!used) {
+              used = true
+              return fn.apply(target, args)
+            }
+            const fresh = create() as Record<string | symbol, (...a: unknown[]) => unknown>
+            for (const q of queued) (fresh[q.name] as (...a: unknown[]) => unknown).apply(fresh, q.args)
+            return (fresh['exec'] as (...a: unknown[]) => unknown).apply(fresh, args)
+          })
+      }
       return (...args: unknown[]) => {
+        queued.push({ name: prop, args })
         const out = fn.apply(target, args)
         return out === target ? proxy : out
       }
@@ -435,7 +491,7 @@ function bounded<C extends RedisClient>(client: C, monitor: ConnectionMonitor, t
       if (typeof prop === 'symbol' || PASS_THROUGH.has(prop)) {
         wrapper = fn.bind(target)
       } else if (PIPELINES.has(prop)) {
-        wrapper = (...args: unknown[]) => boundPipeline(fn.apply(target, args) as object, monitor, timeoutMs)
+        wrapper = (...args: unknown[]) => boundPipeline(() => fn.apply(target, args) as object, monitor, timeoutMs)
       } else if (prop === 'callBuffer' && target instanceof Redis) {
         // ioredis 6.0.0 drops the command name of callBuffer() on an autopipelined client (only
         // call() gets it back): send the command directly, with Buffer replies.
@@ -589,7 +645,8 @@ export function superviseClient<C extends RedisClient>(
   const given = describeClient(client)
   const address = given?.address ?? describeAddress(config)
   const secrets = [config.redis.password, config.redis.tlsOptions?.key, given?.password]
-  const monitor = new ConnectionMonitor(client, address, secrets, fatalTest(given?.mode ?? config.redis.mode), CONNECT_FAIL_FAST_MS)
+  const mode = given?.mode ?? config.redis.mode
+  const monitor = new ConnectionMonitor(client, address, secrets, fatalTest(mode), CONNECT_FAIL_FAST_MS, mode === 'sentinel' || mode === 'cluster')
   attachErrorListener(client, config, options)
   hideSecrets(client, address)
   return bounded(client, monitor, options.commandTimeout)
