@@ -131,6 +131,8 @@ export interface MessageHost {
   settleNack(message: DeliveredMessage, error: unknown, options: NackOptions | undefined): void
   settleDeadLetter(message: DeliveredMessage, reason: unknown): Promise<Outcome>
   giveBack(message: DeliveredMessage): void
+  /** An ack or dead-letter move was stored (or failed). */
+  storeDone(message: DeliveredMessage): void
   begun(message: DeliveredMessage): void
   parked(message: DeliveredMessage): void
   attemptReturned(message: DeliveredMessage): void
@@ -307,6 +309,7 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
 
   /** @internal The store result of an ack or dead-letter move. */
   stored(outcome: Outcome, ok: boolean): Outcome {
+    this.#host.storeDone(this)
     if (ok) {
       this.transition('stored')
       return outcome

@@ -144,6 +144,8 @@ export class Subscription implements MessageHost {
   readonly #signalOptions: Pick<ConsumeOptions, 'signal' | 'until'>
   /** Every message holding credit, by stream id (one copy per entry). */
   readonly #held = new Map<string, DeliveredMessage>()
+  /** Ids acked here whose XACK has not returned yet: a claim scan that finds one (idle, not yet acked) skips it. */
+  readonly #acking = new Set<string>()
   readonly #ledger: CreditLedger
   readonly #demands = new Map<object, number>()
   readonly #maxDeliveries: number
@@ -479,6 +481,7 @@ export class Subscription implements MessageHost {
   #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
     const current = this.#held.get(entry.id)
     if (current !== undefined && current !== replacing) return 'skipped'
+    if (via === 'claim' && this.#acking.has(entry.id)) return 'skipped'
     if (entry.fields === null) {
       this.#ctx.instruments.lost.add(1, this.#attributes)
       void this.#ctx.acker.ack(this.topic, this.group, entry.id)
@@ -578,6 +581,7 @@ export class Subscription implements MessageHost {
   /** @internal */
   settleAck(message: DeliveredMessage): Promise<Outcome> {
     this.#drop(message)
+    if (this.#o.claimIntervalMs > 0) this.#acking.add(message.streamId)
     if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
     this.#ctx.instruments.acked.add(1, this.#attributes)
     return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message)
@@ -707,6 +711,11 @@ export class Subscription implements MessageHost {
 
   #giveBackKey(id: string): string {
     return `${this.topic}\u0000${this.group}\u0000${id}`
+  }
+
+  /** @internal */
+  storeDone(message: DeliveredMessage): void {
+    if (this.#acking.size > 0) this.#acking.delete(message.streamId)
   }
 
   /** @internal */

@@ -194,7 +194,7 @@ describe('ordinary RxJS queues (issue 10, table row 1)', () => {
       const inner = new MemoryBackend()
       const events = manager(inner)
       const topic = name('row1')
-      await events.publishBatch(topic, Array.from({ length: 60 }, (_, i) => newEvent('job', i)))
+      await events.publishBatch(topic, Array.from({ length: 100 }, (_, i) => newEvent('job', i)))
       const runs = new Map<number, number>()
       const outcomes: string[] = []
       const work = async (m: Message): Promise<void> => {
@@ -207,10 +207,11 @@ describe('ordinary RxJS queues (issue 10, table row 1)', () => {
       const { concatMap, mergeMap } = await import('rxjs')
       events
         .topic(topic)
-        .consume({ group: 'g', consumerTimeout: 200, maxPendingMessages: 50, claimInterval: 50, claimMinIdleTime: 100 })
+        // The tail of the queue waits longer than consumerTimeout (60 × 20 ms / 2 > 500 ms); each attempt takes 20 ms.
+        .consume({ group: 'g', consumerTimeout: 500, maxPendingMessages: 60, claimInterval: 50, claimMinIdleTime: 300 })
         .pipe(how === 'concatMap' ? concatMap(work) : mergeMap(work, 2))
         .subscribe()
-      await waitFor(() => runs.size === 60, 'every job run', 20_000).catch(async (e: unknown) => {
+      await waitFor(() => runs.size === 100, 'every job run', 20_000).catch(async (e: unknown) => {
         throw new Error(`${String(e)}: runs ${String(runs.size)} outcomes ${String(outcomes.length)} status ${JSON.stringify(events.internals.subscriptions())} pending ${String(await pendingOf(inner, topic, 'g'))} dlq ${String(await inner.dlqCount(topic))}`)
       })
       await waitFor(async () => (await pendingOf(inner, topic, 'g')) === 0, 'nothing pending', 10_000)
