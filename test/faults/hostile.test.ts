@@ -38,11 +38,17 @@ describe('hostile entries', () => {
     try {
       const key = streamKey(topic)
       const deep = `${'['.repeat(100_000)}1${']'.repeat(100_000)}`
+      // XADD answers nil only with NOMKSTREAM or a failed MAXLEN/MINID id check: neither applies here, so nil fails the test.
+      const xadd = async (...fields: string[]): Promise<string> => {
+        const id = await redis.xadd(key, '*', ...fields)
+        if (id === null) throw new Error(`XADD to ${key} answered nil`)
+        return id
+      }
       const ids = {
-        deep: await redis.xadd(key, '*', ...base('deep'), 'payload', deep),
-        deepHeaders: await redis.xadd(key, '*', 'id', 'deep-headers', 'name', 'hostile', 'headers', `${'{"a":'.repeat(1_000)}"x"${'}'.repeat(1_000)}`, 'payload', '1'),
-        duplicateName: await redis.xadd(key, '*', ...base('dup-name'), 'payload', '{"userId":1}', 'name', 'forged'),
-        duplicatePayload: await redis.xadd(key, '*', ...base('dup-payload'), 'payload', '{"userId":1}', 'payload', '{"userId":2}'),
+        deep: await xadd(...base('deep'), 'payload', deep),
+        deepHeaders: await xadd('id', 'deep-headers', 'name', 'hostile', 'headers', `${'{"a":'.repeat(1_000)}"x"${'}'.repeat(1_000)}`, 'payload', '1'),
+        duplicateName: await xadd(...base('dup-name'), 'payload', '{"userId":1}', 'name', 'forged'),
+        duplicatePayload: await xadd(...base('dup-payload'), 'payload', '{"userId":1}', 'payload', '{"userId":2}'),
       }
       await events.publishBatch(topic, Array.from({ length: 200 }, (_, i) => newEvent('good', { userId: i })))
       const Payload = t.type({ userId: t.number })
@@ -53,7 +59,7 @@ describe('hostile entries', () => {
       ).subscribe()
       await waitFor(async () => handled.length === 200 && (await events.deadLetters.count(topic)) === 4, 20_000, '200 handled, 4 dead letters')
       const letters = await events.deadLetters.list(topic)
-      const reason = (id: string | null): string => letters.find((l) => l.originalId === id)?.error ?? 'missing'
+      const reason = (id: string): string => letters.find((l) => l.originalId === id)?.error ?? 'missing'
       expect(reason(ids.deep)).toMatch(/payload_too_deep/)
       expect(reason(ids.deepHeaders)).toMatch(/payload_too_deep|invalid_headers/)
       expect(reason(ids.duplicateName)).toMatch(/duplicate_field/)
@@ -93,6 +99,7 @@ describe('hostile entries', () => {
     try {
       const payload = Buffer.concat([Buffer.from('{"s":"a'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('b"}')])
       const id = await redis.xadd(streamKey(topic), '*', ...base('bad-utf8'), 'payload', payload)
+      expect(id).toEqual(expect.any(String)) // nil would be a failed append
       const seen: string[] = []
       sub = events.topic(topic).consume({ group }).subscribe((m: Message) => {
         seen.push((m.event.payload as { s: string }).s)
