@@ -119,7 +119,7 @@ export function newEvent<P>(name: string, payload: P, options: NewEventOptions =
   return Object.freeze(event)
 }
 
-/** Stream entry field names (DESIGN.md §3). */
+/** Stream entry field names (README, "Redis layout"). */
 export const Fields = {
   id: 'id',
   name: 'name',

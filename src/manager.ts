@@ -335,8 +335,9 @@ export class EventManager implements EventPublisher, EventConsumer {
     }
   }
 
-  #assertOpen(what: string): void {
-    if (this.#closed) throw new ClosedError(what)
+  /** A closed manager's publishing calls reject (they never throw synchronously). */
+  #rejectIfClosed(): Promise<never> | undefined {
+    return this.#closed ? Promise.reject(new ClosedError('event manager')) : undefined
   }
 
   /**
@@ -449,7 +450,8 @@ export class EventManager implements EventPublisher, EventConsumer {
    * ```
    */
   publish(topic: string, event: Event): Promise<string> {
-    this.#assertOpen('event manager')
+    const closed = this.#rejectIfClosed()
+    if (closed) return closed
     // Without a tracer provider, skip the span wrapper (and its allocations): publishing is a hot path.
     if (!isTracingEnabled()) return this.#publisher.publish(topic, event)
     return withSendSpan(topic, [event], () => this.#publisher.publish(topic, event))
@@ -464,7 +466,8 @@ export class EventManager implements EventPublisher, EventConsumer {
    * ```
    */
   publishBatch(topic: string, events: readonly Event[]): Promise<string[]> {
-    this.#assertOpen('event manager')
+    const closed = this.#rejectIfClosed()
+    if (closed) return closed
     return withSendSpan(topic, Array.isArray(events) ? events : [], () => this.#publisher.publishBatch(topic, events))
   }
 
@@ -477,7 +480,8 @@ export class EventManager implements EventPublisher, EventConsumer {
    * ```
    */
   publishWithDelay(topic: string, event: Event, delayMs: number): Promise<string> {
-    this.#assertOpen('event manager')
+    const closed = this.#rejectIfClosed()
+    if (closed) return closed
     return withSendSpan(topic, [event], () => this.#publisher.publishWithDelay(topic, event, delayMs))
   }
 
@@ -490,7 +494,8 @@ export class EventManager implements EventPublisher, EventConsumer {
    * ```
    */
   publishAt(topic: string, event: Event, date: Date | number): Promise<string> {
-    this.#assertOpen('event manager')
+    const closed = this.#rejectIfClosed()
+    if (closed) return closed
     return withSendSpan(topic, [event], () => this.#publisher.publishAt(topic, event, date))
   }
 

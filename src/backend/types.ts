@@ -91,7 +91,7 @@ export function capUtf8(text: string, maxBytes: number): string {
   return text.slice(0, end)
 }
 
-/** Dead-letter stream field names (DESIGN.md §3). */
+/** Dead-letter stream field names (README, "Redis layout"). */
 export const DlqFields = {
   originalId: 'dlq_original_id',
   group: 'dlq_group',
