@@ -1,7 +1,8 @@
 import { Writable } from 'node:stream'
+import { inspect } from 'node:util'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createLogger, newEvent, type Event } from '../../src/index.js'
+import { ConnectionError, createLogger, newEvent, type Event } from '../../src/index.js'
 import { startRedisServer, type RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { testEvents, waitFor } from '../support/events.js'
@@ -50,12 +51,24 @@ describe('logging never shows a password', () => {
     events.logger.error({ err: new Error(`AUTH failed for redis://default:${PASSWORD}@cache:6379`) }, 'careless error')
     await sub.unsubscribe()
 
-    // A manager with a wrong password: failing commands and reads get logged.
+    // A manager with a wrong password: a failing command rejects, and a consumer's Observable errors
+    // (a wrong password is a permanent failure: no retrying) with a typed error that is logged.
     const wrongUrl = url.replace(encodeURIComponent(PASSWORD), WRONG_PASSWORD)
     const wrong = testEvents({ redisUrl: wrongUrl, logger })
     await expect(wrong.deadLetters.count(topic)).rejects.toThrow(/WRONGPASS|NOAUTH|authentication/i)
-    wrong.consume(topic, { group: randomName('g'), drainTimeout: 50 }).subscribe()
-    await waitFor(() => lines.some((l) => l.includes('read failed')), 10_000, 'a failed read to be logged')
+    const failures: unknown[] = []
+    const failing = wrong.consume(topic, { group: randomName('g'), drainTimeout: 50 }).subscribe({ error: (e: unknown) => void failures.push(e) })
+    await waitFor(() => failures.length > 0, 20_000, 'the consumer to error')
+    expect(failing.closed).toBe(true)
+    const [failure] = failures
+    expect(failure).toBeInstanceOf(ConnectionError)
+    expect((failure as ConnectionError).message).toMatch(/WRONGPASS|NOAUTH|authentication/i)
+    for (const text of [String(failure), (failure as Error).stack ?? '', inspect(failure, { depth: 5 }), JSON.stringify(failure)]) {
+      expect(text).not.toContain(PASSWORD)
+      expect(text).not.toContain(encodeURIComponent(PASSWORD))
+      expect(text).not.toContain(WRONG_PASSWORD)
+    }
+    await waitFor(() => lines.some((l) => l.includes('"subscription failed"') && /WRONGPASS|NOAUTH|authentication/i.test(l)), 10_000, 'the failure to be logged')
     await wrong.close()
 
     expect(lines.length).toBeGreaterThan(3)
