@@ -365,7 +365,7 @@ const PASS_THROUGH = new Set<string>([
   'on', 'once', 'off', 'addListener', 'removeListener', 'removeAllListeners', 'emit', 'listeners', 'listenerCount',
   'prependListener', 'prependOnceListener', 'setMaxListeners', 'getMaxListeners', 'eventNames', 'rawListeners',
   'defineCommand', 'duplicate', 'disconnect', 'nodes', 'toString', 'valueOf', 'constructor', 'silentEmit', 'setStatus',
-  'createBuiltinCommand', 'getBuiltinCommands', 'end',
+  'createBuiltinCommand', 'getBuiltinCommands', 'end', 'flushQueue',
 ])
 const PIPELINES = new Set(['multi', 'pipeline'])
 
