@@ -1,8 +1,8 @@
-import type { ReadEntry } from '../backend/types.js'
+import type { ReadEntry, StreamBackend } from '../backend/types.js'
 import { ConsumerTimeoutError, DecodeError, type MalformedPayloadError } from '../errors.js'
 import type { Event, StoredEvent } from '../event.js'
 import { reasonText, type NackOptions, type Outcome, type Settleable } from '../settle.js'
-import { creditLimit, creditLimitOf } from '../shared-settlement.js'
+import { creditLimit, creditLimitOf, operatorStateOf, operatorStateStore } from '../shared-settlement.js'
 import { isSettleablePhase, step, type Phase } from './lifecycle.js'
 
 /** Retry defaults carried by a message (from the Config), used by `retryWithBackoff` and `handleEach`. */
@@ -125,6 +125,8 @@ export interface MessageHost {
   readonly consumerTimeoutMs: number
   /** The current credit limit. */
   readonly creditLimit: number
+  /** The store the subscription reads from: window and join operators keep their state there. */
+  readonly backend: StreamBackend
   /** Whether an attempt may start now on a message in `phase` (false once the subscription stops, but for messages the user took out of a pipeline that unsubscribed). */
   mayBegin(phase: Phase): boolean
   settleAck(message: DeliveredMessage): Promise<Outcome>
@@ -351,6 +353,11 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     return this.#host.idle()
   }
 
+  /** Where window and join operators keep their state across restarts: the subscription's store. */
+  get [operatorStateStore](): StreamBackend {
+    return this.#host.backend
+  }
+
   withPayload<A>(payload: A): Message<A> {
     return new DecodedView<A>(this, payload)
   }
@@ -463,6 +470,9 @@ class DecodedView<A> implements Message<A> {
   }
   get [messageWithdrawn](): boolean {
     return isWithdrawn(this.#inner)
+  }
+  get [operatorStateStore](): unknown {
+    return operatorStateOf(this.#inner)
   }
   [demandDeclaration](holder: object, n: number): void {
     declareDemand(this.#inner, holder, n)

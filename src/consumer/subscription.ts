@@ -272,6 +272,11 @@ export class Subscription implements MessageHost {
     return s
   }
 
+  /** @internal The store it reads from (messages carry it for window and join state). */
+  get backend(): StreamBackend {
+    return this.#ctx.backend
+  }
+
   /** True once this subscription stopped pulling (it may still be draining or holding emitted messages). */
   get stopping(): boolean {
     return this.#aborted

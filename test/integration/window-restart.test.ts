@@ -9,12 +9,11 @@
  * unsubscribes without settling and closes it, so what its operators held stays
  * pending and the next one re-reads it (a higher delivery count).
  */
-import { tap, type Observable } from 'rxjs'
+import type { Observable } from 'rxjs'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { newEvent, type EventManager, type Message } from '../../src/index.js'
 import { joinWithin, windowSliding, type JoinedPair, type Window } from '../../operators/index.js'
-import { operatorStateStore } from '../../src/shared-settlement.js'
 import { randomName, redisUrl } from '../support/redis.js'
 import { testEvents, waitFor } from '../support/events.js'
 
@@ -35,19 +34,11 @@ async function pendingIds(topic: string, group: string): Promise<string[]> {
 }
 
 /**
- * The consumer's messages with the store that keeps operator state: the
- * engine is to put it on every message it delivers (`operatorStateStore`);
- * until it does, the test puts it there.
+ * A plain consumer: the engine puts the store that keeps operator state on
+ * every message it delivers (`operatorStateStore`), so nothing is attached here.
  */
 function consume(events: EventManager, topic: string, group: string): Observable<Message> {
-  return events
-    .topic(topic)
-    .consume({ group, consumer: 'restarting', consumerTimeout: 30_000, drainTimeout: 50, claimInterval: 0 })
-    .pipe(
-      tap((message) => {
-        if (!(operatorStateStore in message)) Object.defineProperty(message, operatorStateStore, { value: events.backend })
-      }),
-    )
+  return events.topic(topic).consume({ group, consumer: 'restarting', consumerTimeout: 30_000, drainTimeout: 50, claimInterval: 0 })
 }
 
 const show = (w: Window<Message>): string => `[${w.start - BASE},${w.end - BASE}):${w.messages.map((m) => m.event.name).join('')}`
