@@ -284,7 +284,7 @@ async function lastEntryId(client: RedisClient, key: string): Promise<string> {
 function printEntry(conn: Connection, parsed: ParsedArgs, io: CliIo, entry: { id: string; fields: string[] }): void {
   let decoded
   try {
-    decoded = decodeEntry(entry.fields, conn.config.maxPayloadBytes)
+    decoded = decodeEntry(entry.fields, conn.config.maxPayloadBytes, conn.config.maxPayloadDepth)
   } catch (error) {
     const fields = Object.fromEntries(entry.fields.flatMap((v, i, a) => (i % 2 === 0 ? [[v, a[i + 1] ?? '']] : [])))
     if (parsed.json) io.out(json({ streamId: entry.id, malformed: reasonText(error), fields }, true))
@@ -523,7 +523,7 @@ async function delayedList(conn: Connection, parsed: ParsedArgs, io: CliIo): Pro
   const rows = entries.map((e) => {
     let event: Event | null
     try {
-      event = decodeEntry(e.fields, conn.config.maxPayloadBytes).event
+      event = decodeEntry(e.fields, conn.config.maxPayloadBytes, conn.config.maxPayloadDepth).event
     } catch {
       event = null
     }

@@ -500,7 +500,7 @@ export class Subscription implements MessageHost {
     }
     let event: StoredEvent
     try {
-      event = decodeEntry(entry.fields, this.#ctx.config.maxPayloadBytes).event
+      event = decodeEntry(entry.fields, this.#ctx.config.maxPayloadBytes, this.#ctx.config.maxPayloadDepth).event
     } catch (error) {
       const reason = error instanceof DecodeError ? error.message : `decode failed: ${reasonText(error)}`
       // A failed move is logged; the entry stays pending and is moved on its next delivery.
