@@ -175,18 +175,28 @@ export async function checkHealth(source: HealthSource, options: HealthOptions =
     }
   }
   const now = Date.now()
-  const subscriptions = source.subscriptions().map((s): SubscriptionHealth => ({
-    topic: s.topic,
-    group: s.group,
-    consumer: s.consumer,
-    state: s.state,
-    held: s.held,
-    lastReadAt: s.lastReadAt,
-    lastReadAgoMs: s.lastReadAt === null ? null : now - s.lastReadAt,
-    claimerAlive: s.claimerAlive,
-  }))
+  const subscriptions = source.subscriptions().map((s): SubscriptionHealth => {
+    const out: { -readonly [K in keyof SubscriptionHealth]: SubscriptionHealth[K] } = {
+      topic: s.topic,
+      group: s.group,
+      consumer: s.consumer,
+      state: s.state,
+      held: s.held,
+      lastReadAt: s.lastReadAt,
+      lastReadAgoMs: s.lastReadAt === null ? null : now - s.lastReadAt,
+      claimerAlive: s.claimerAlive,
+    }
+    if (s.credit !== undefined) out.credit = s.credit
+    if (s.error !== undefined) out.error = s.error
+    return out
+  })
   for (const s of subscriptions) {
-    if (s.state === 'reconnecting') reasons.push(`subscription ${s.topic}/${s.group} (consumer ${s.consumer}) is reconnecting`)
+    const which = `subscription ${s.topic}/${s.group} (consumer ${s.consumer})`
+    // `pulling` only once a read of new entries succeeded (re-reads of its own pending entries do not count):
+    // a subscription whose reads of new entries keep failing stays `starting` or `reconnecting`.
+    if (s.state === 'reconnecting') reasons.push(`${which} is reconnecting`)
+    else if (s.state === 'stalled') reasons.push(`${which} is stalled: a read has not returned for far longer than its block time`)
+    else if (s.state === 'errored') reasons.push(`${which} failed: ${s.error ?? 'unknown error'}`)
   }
   const promoters = source.promoters().map((p) => ({ topic: p.topic, alive: p.alive, lastRunAt: p.lastRunAt }))
   const stuckAfter = Math.max(STUCK_MIN_MS, STUCK_INTERVALS * source.promoterIntervalMs)

@@ -56,6 +56,18 @@ describe('checkHealth', () => {
     expect(report.reasons).toEqual(['subscription orders/billing (consumer c1) is reconnecting'])
   })
 
+  it('an errored or stalled subscription makes it not ok, with the reason; credit and error are reported', async () => {
+    const errored: SubscriptionStatus = { ...status('errored'), credit: 12, error: 'MalformedPayloadError: entry 1-0 cannot be decoded' }
+    const report = await checkHealth(source(() => Promise.resolve(1), { subscriptions: [errored, status('stalled'), status('pulling'), status('starting', null)] }))
+    expect(report.ok).toBe(false)
+    expect(report.reasons).toEqual([
+      'subscription orders/billing (consumer c1) failed: MalformedPayloadError: entry 1-0 cannot be decoded',
+      'subscription orders/billing (consumer c1) is stalled: a read has not returned for far longer than its block time',
+    ])
+    expect(report.subscriptions[0]).toMatchObject({ state: 'errored', credit: 12, error: 'MalformedPayloadError: entry 1-0 cannot be decoded' })
+    expect(report.subscriptions[2]).not.toHaveProperty('error')
+  })
+
   it('reports a stopped or stuck promoter, and a closed manager', async () => {
     const stuck = await checkHealth(
       source(() => Promise.resolve(1), {
