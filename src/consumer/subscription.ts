@@ -174,6 +174,8 @@ export class Subscription implements MessageHost {
   /** A claim scan is unfinished (out of credit): the next release goes on with it, before the pull loop reads new entries. */
   #claimWanted = false
   #claiming = false
+  /** Settles when the claim scan under way ends. */
+  #claimRunning: Promise<void> | undefined
   #lostUnlogged = 0
   #claimerAlive = false
   #warnedNeverStarted = false
@@ -377,6 +379,9 @@ export class Subscription implements MessageHost {
           await this.#ctx.backend.ensureGroup(this.topic, this.group, this.#o.startFrom)
           groupReady = true
         }
+        // A claim step in flight may still hold entries above the re-read's start: it finishes first (claiming
+        // does not start again while own pending entries are re-read).
+        if (this.#readPending && this.#claimRunning !== undefined) await this.#claimRunning
         const credit = this.#ledger.free
         const pending = this.#readPending
         // Re-reading own pending entries bumps the delivery count of each entry read: read no more than the recovery window lets in.
@@ -392,6 +397,9 @@ export class Subscription implements MessageHost {
         this.#readStartedAt = Date.now()
         try {
           if (pending) {
+            // XREADGROUP with an id bumps the count of every entry it returns, held or not: the re-read starts above
+            // every id held now, including entries a claim step took while this re-read was under way.
+            this.#pendingCursor = this.#aboveHeld(this.#pendingCursor)
             entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: 0, from: 'pending', after: this.#pendingCursor })
             const last = entries[entries.length - 1]
             if (last === undefined) {
@@ -466,11 +474,17 @@ export class Subscription implements MessageHost {
    * messages still being handled (claimed, redelivered or read earlier).
    */
   #restartPending(after: string): void {
-    let from = after
-    for (const id of this.#held.keys()) if (compareStreamIds(id, from) > 0) from = id
     this.#readPending = true
-    this.#pendingCursor = from
+    this.#pendingCursor = this.#aboveHeld(after)
     this.#recoveryWindow = 1
+  }
+
+  /** The greatest of `from` and every id held here or acked here with its XACK in flight. */
+  #aboveHeld(from: string): string {
+    let max = from
+    for (const id of this.#held.keys()) if (compareStreamIds(id, max) > 0) max = id
+    for (const id of this.#acking) if (compareStreamIds(id, max) > 0) max = id
+    return max
   }
 
   /** How many more recovered messages the recovery window lets in now. */
@@ -486,7 +500,8 @@ export class Subscription implements MessageHost {
   #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
     const current = this.#held.get(entry.id)
     if (current !== undefined && current !== replacing) return 'skipped'
-    if (via === 'claim' && this.#acking.has(entry.id)) return 'skipped'
+    // Acked here, its XACK in flight: not run again (a claim, or a re-read of own pending entries, may return it).
+    if (via !== 'read' && this.#acking.has(entry.id)) return 'skipped'
     if (entry.fields === null) {
       this.#ctx.instruments.lost.add(1, this.#attributes)
       void this.#ctx.acker.ack(this.topic, this.group, entry.id)
@@ -586,7 +601,7 @@ export class Subscription implements MessageHost {
   /** @internal */
   settleAck(message: DeliveredMessage): Promise<Outcome> {
     this.#drop(message)
-    if (this.#o.claimIntervalMs > 0) this.#acking.add(message.streamId)
+    this.#acking.add(message.streamId)
     if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
     this.#ctx.instruments.acked.add(1, this.#attributes)
     return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message)
@@ -641,8 +656,11 @@ export class Subscription implements MessageHost {
       this.#giveBackMessage(message, message.deliveryCount)
       return
     }
-    // A timed-out run still going: its new copy is not started here until it returned (or another timeout passed).
-    if (message.attemptOpen && Date.now() < message.deadline + this.#o.consumerTimeoutMs) {
+    // A timed-out run still going: its new copy is not started here until that run returned, however long it
+    // takes (issue 10: never two runs of one entry in one consumer). Meanwhile this copy stays held and its lease
+    // is renewed, so a run that never returns keeps its entry in this consumer (and its credit) until the
+    // subscription stops; another consumer gets it only by claiming it after this one stopped renewing.
+    if (message.attemptOpen) {
       this.#after(Math.min(100, this.#o.consumerTimeoutMs), () => void this.#redeliver(message))
       return
     }
@@ -857,6 +875,8 @@ export class Subscription implements MessageHost {
     // Claiming bumps delivery counts: a new scan (of entries of consumers that may have been killed by one of them) starts slow.
     if (this.#claimCursor === '0-0') this.#recoveryWindow = 1
     this.#claiming = true
+    let claimEnded = (): void => undefined
+    this.#claimRunning = new Promise<void>((resolve) => (claimEnded = resolve))
     const lost = { count: 0 }
     try {
       let rounds = 0
@@ -878,6 +898,8 @@ export class Subscription implements MessageHost {
       throw error
     } finally {
       this.#claiming = false
+      this.#claimRunning = undefined
+      claimEnded()
       if (lost.count > 0) this.#logger.warn({ count: lost.count }, 'idle pending entries were deleted or trimmed; acked them as lost')
     }
   }

@@ -1,0 +1,133 @@
+/**
+ * Engine follow-ups of issues 10 and 11: a timed-out run and its redelivered
+ * copy never overlap in one consumer; the re-read after a failed read never
+ * raises the count of an entry a claim in flight took.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { MemoryBackend } from '../../src/backend/memory/index.js'
+import type { GroupReader, StreamBackend } from '../../src/backend/types.js'
+import { BackendError } from '../../src/errors.js'
+import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(5)
+  }
+}
+
+let n = 0
+const name = (p: string): string => `${p}-${String(process.pid)}-${String(n++)}`
+
+const managers: EventManager[] = []
+afterEach(async () => {
+  await Promise.all(managers.splice(0).map((m) => m.close()))
+})
+
+function manager(backend: StreamBackend, options: Record<string, unknown> = {}): EventManager {
+  const m = createEventManager({ backend, env: {}, ...options })
+  managers.push(m)
+  return m
+}
+
+describe('engine follow-ups', () => {
+  it('a copy redelivered after a consumer timeout is not started here until the timed-out run returned, however long it runs', async () => {
+    const events = manager(new MemoryBackend(), { maxRetries: 5, retryBackoff: 1 })
+    const topic = name('overlap')
+    await events.publish(topic, newEvent('slow', 0))
+    const runs: { count: number; start: number; end?: number }[] = []
+    let running = 0
+    let maxRunning = 0
+    const outcomes: string[] = []
+    events
+      .topic(topic)
+      .consume({ group: 'g', consumerTimeout: 100, claimInterval: 0 })
+      .subscribe((m: Message) => {
+        if (!m.begin()) return
+        const run: { count: number; start: number; end?: number } = { count: m.deliveryCount, start: Date.now() }
+        runs.push(run)
+        running++
+        maxRunning = Math.max(maxRunning, running)
+        // The first run ignores its AbortSignal and runs 5 timeouts long; the copy acks at once.
+        void sleep(m.deliveryCount === 1 ? 500 : 0).then(async () => {
+          running--
+          run.end = Date.now()
+          outcomes.push(`${String(m.deliveryCount)}:${await m.ack()}`)
+        })
+      })
+    await waitFor(() => outcomes.length === 2, 'both runs settled')
+    expect(runs.map((r) => r.count)).toEqual([1, 2])
+    expect(maxRunning).toBe(1)
+    expect(runs[1]?.start ?? 0).toBeGreaterThanOrEqual(runs[0]?.end ?? Number.POSITIVE_INFINITY)
+    // The late run's ack says it was taken; the copy's ack acks.
+    expect(outcomes).toEqual(['1:withdrawn', '2:acked'])
+  })
+
+  it('the re-read after a failed read does not raise the count of an entry a claim in flight took', async () => {
+    const inner = new MemoryBackend()
+    let failReads = 0
+    let claims = 0
+    // claimIdle runs at once in the store and answers 150 ms later (over a network); the first claim makes the
+    // next read fail, so the re-read of own pending entries is planned while the claim's answer is on its way.
+    const backend = new Proxy(inner, {
+      get(target, prop, receiver) {
+        const value: unknown = Reflect.get(target, prop, receiver)
+        if (typeof value !== 'function') return value
+        const fn = value as (...args: unknown[]) => unknown
+        if (prop === 'createReader') {
+          return () => {
+            const reader = fn.call(target) as GroupReader
+            const wrapped: GroupReader = {
+              read: async (...args) => {
+                if (failReads > 0) {
+                  failReads--
+                  await sleep(1)
+                  throw new BackendError('connection lost')
+                }
+                return reader.read(...args)
+              },
+              close: () => reader.close(),
+            }
+            return wrapped
+          }
+        }
+        if (prop === 'claimIdle') {
+          return async (...args: unknown[]) => {
+            const result = await (fn.apply(target, args) as Promise<unknown>)
+            if (claims++ === 0) failReads = 1
+            await sleep(150)
+            return result
+          }
+        }
+        return (...args: unknown[]) => fn.apply(target, args)
+      },
+    }) as StreamBackend
+    const events = manager(backend, { maxRetries: 5, retryBackoff: 1 })
+    const topic = name('claimed')
+    await events.publish(topic, newEvent('orphan', 0))
+    await inner.ensureGroup(topic, 'g', 'beginning')
+    // A consumer that died holding the entry (delivered once).
+    await inner.createReader().read(topic, 'g', 'dead', { count: 1, blockMs: 1, from: 'new' })
+    await sleep(330)
+    const copies: Message[] = []
+    events
+      .topic(topic)
+      .consume({ group: 'g', consumer: 'w', blockMs: 20, claimInterval: 10, claimMinIdleTime: 300, drainTimeout: 50 })
+      .subscribe((m) => {
+        if (!m.begin()) return
+        copies.push(m)
+      })
+    await waitFor(() => copies.length === 1, 'the claim')
+    // Claimed: 2. Past its probation, so that nothing else holds the redelivery back.
+    expect(copies[0]?.deliveryCount).toBe(2)
+    await sleep(1_300)
+    await copies[0]?.nack(new Error('once more'), { delay: 0 })
+    await waitFor(() => copies.length === 2, 'the redelivery')
+    // 2 + 1 for the nack: the re-read after the failed read did not touch the claimed entry.
+    expect(copies[1]?.deliveryCount).toBe(3)
+    expect(claims).toBeGreaterThan(0)
+  })
+})
