@@ -89,6 +89,14 @@ function defineScripts(client: RedisClient): void {
   for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
     if (typeof (client as unknown as Record<string, unknown>)[name] !== 'function') client.defineCommand(name, loadScript(name))
   }
+  // ioredis files an autopipelined call under the slot of its first argument; for a `-n.lua` script that is the key
+  // count, not a key, so on a Cluster the call could join a pipeline of commands for another node, which ioredis then
+  // rejects unsent ("All keys in the pipeline should belong to the same slots allocation group"). Those go on their own.
+  if (!(client instanceof Redis)) {
+    const ignored = client.options.autoPipeliningIgnoredCommands ?? []
+    const variable = (Object.keys(SCRIPTS) as ScriptName[]).filter((name) => SCRIPTS[name].endsWith('-n.lua') && !ignored.includes(name))
+    if (variable.length > 0) client.options.autoPipeliningIgnoredCommands = [...ignored, ...variable]
+  }
 }
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>
