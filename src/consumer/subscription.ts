@@ -229,8 +229,12 @@ export class Subscription implements MessageHost {
     // Runs while draining and lingering too: unstarted messages are given back when their time is up.
     this.#every(Math.max(20, Math.min(1_000, Math.floor(timeout / 10))), () => this.#expireTimedOut(), true)
     const leaseEvery = Math.max(50, Math.floor(this.#o.claimMinIdleMs / 3))
+    // A message is renewed once older than this: it idles at most leaseEvery + renewAfter (+ the call's latency),
+    // two thirds of claimMinIdleTime, or leaseEvery where the 50 ms floor applies (seed 500101 was claimed away
+    // at exactly claimMinIdleTime 100 ms while queued here).
+    const renewAfter = Math.max(0, Math.min(leaseEvery, this.#o.claimMinIdleMs - 2 * leaseEvery))
     // Leases are renewed while draining and lingering: a message still held must not be claimed.
-    this.#every(leaseEvery, () => this.#renewLeases(leaseEvery), true)
+    this.#every(leaseEvery, () => this.#renewLeases(renewAfter), true)
     if (this.#o.claimIntervalMs > 0) {
       this.#claimerAlive = true
       this.#every(this.#o.claimIntervalMs, () => this.#claimTick())
@@ -843,10 +847,10 @@ export class Subscription implements MessageHost {
     this.#giveBackMessage(message, message.deliveryCount - 1)
   }
 
-  async #renewLeases(everyMs: number): Promise<void> {
+  async #renewLeases(afterMs: number): Promise<void> {
     const now = Date.now()
     const ids: string[] = []
-    for (const message of this.#held.values()) if (now - message.deliveredAt >= everyMs) ids.push(message.streamId)
+    for (const message of this.#held.values()) if (now - message.deliveredAt >= afterMs) ids.push(message.streamId)
     if (ids.length === 0) return
     const renewed = new Set(await this.#ctx.backend.renewLeases(this.topic, this.group, this.consumer, ids))
     for (const id of ids) {
