@@ -34,6 +34,7 @@ describe('delayed events under concurrent promoters', () => {
     // The processes start the clock together, when all are up: a slow start of one (tsx, a loaded machine) must not
     // leave the others promoting alone, nor count against the time the scheduling takes.
     const goFile = join(dirname(ledger.path), 'go')
+    const startedAt = Date.now()
     try {
       for (let p = 0; p < PROCESSES; p++) {
         const schedule: { i: number; delayMs: number }[] = []
@@ -44,6 +45,7 @@ describe('delayed events under concurrent promoters', () => {
       }
       // Generous bounds: they cover process start and scheduling on a loaded machine, and assert nothing about speed.
       await waitFor(() => readLedger(ledger.path).filter((l) => l.k === 'ready').length === PROCESSES, 60_000, 'every process connected')
+      const goAt = Date.now()
       writeFileSync(goFile, '')
       await waitFor(() => readLedger(ledger.path).filter((l) => l.k === 'scheduled').length === PROCESSES, 60_000, 'every process scheduled')
       await waitFor(async () => (await redis.xlen(streamKey(topic))) >= EVENTS, SPREAD_MS + 30_000, 'every event promoted')
@@ -65,8 +67,10 @@ describe('delayed events under concurrent promoters', () => {
       }
       expect(seen.size).toBe(EVENTS) // each exactly once
       expect(Math.min(...lateness)).toBeGreaterThanOrEqual(0) // none before its due time
+      const lastReady = Math.max(...readLedger(ledger.path).filter((l) => l.k === 'ready').map((l) => l.t))
       console.log(
-        `[delayed] ${EVENTS} events, ${PROCESSES} promoters: lateness p50 ${percentile(lateness, 50)} ms, p99 ${percentile(lateness, 99)} ms, max ${Math.max(...lateness)} ms; ` +
+        `[delayed] processes connected ${lastReady - startedAt} ms after spawn; stored ${storedBy - goAt} ms after go. ` +
+          `${EVENTS} events, ${PROCESSES} promoters: lateness p50 ${percentile(lateness, 50)} ms, p99 ${percentile(lateness, 99)} ms, max ${Math.max(...lateness)} ms; ` +
           `for the ${promoterLateness.length} due after all were stored: p50 ${percentile(promoterLateness, 50)} ms, p99 ${percentile(promoterLateness, 99)} ms`,
       )
     } finally {
