@@ -8,7 +8,7 @@ import type { Outcome, Settleable } from '../src/settle.js'
 import { holdOpen, releaseHold } from '../src/shared-settlement.js'
 import { currentInstruments, messagingAttributes, type Instruments } from '../src/telemetry/instruments.js'
 import { messageLogFields } from '../src/telemetry/logging.js'
-import { startProcessSpan, type ProcessSpan } from '../src/telemetry/tracing.js'
+import { isTracingEnabled, startProcessSpan, type ProcessSpan } from '../src/telemetry/tracing.js'
 import { retryPolicy, type RetryPolicy, type RetryWithBackoffConfig } from './retry-with-backoff.js'
 
 /** What a handler is given besides the message. */
@@ -231,12 +231,39 @@ export function declareDemandOf(value: unknown, holder: object, n: number): void
   for (const delivery of deliveriesOf(value)) declareDemand(delivery, holder, n)
 }
 
+const toFailed = (): Outcome => 'failed'
+
 /** Runs a settlement call so that it can never produce a rejection: a throw or rejection resolves to `'failed'`. */
 export function settleQuietly(settle: () => Promise<Outcome>): Promise<Outcome> {
   try {
-    return settle().catch(() => 'failed' as const)
+    return settle().catch(toFailed)
   } catch {
     return Promise.resolve('failed' as const)
+  }
+}
+
+/** `settleQuietly(() => value.ack())` without the closure (the hot path: once per handled message). */
+function ackQuietly(value: Settleable): Promise<Outcome> {
+  try {
+    return value.ack().catch(toFailed)
+  } catch {
+    return Promise.resolve('failed' as const)
+  }
+}
+
+/**
+ * The context of one attempt. Its `signal` is looked up on first read: a
+ * message creates its AbortController only then, and most handlers never
+ * read it. An abort before the first read still yields an aborted signal.
+ */
+function attemptContext(value: Settleable, attempt: number): HandlerContext {
+  let signal: AbortSignal | undefined
+  return {
+    attempt,
+    get signal(): AbortSignal {
+      signal ??= signalOf(value)
+      return signal
+    },
   }
 }
 
@@ -361,7 +388,7 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
     let attempts = 0
     let lastError: unknown
     const settled = (intended: Outcome, outcome: Promise<Outcome>): void => done({ outcome, intended, attempts, lastError, ran: true })
-    const succeeded = (): void => settled('acked', settleQuietly(() => value.ack()))
+    const succeeded = (): void => settled('acked', ackQuietly(value))
     const failed = (error: unknown): void => {
       lastError = error
       logger?.warn({ ...logFields(representative), err: error, attempt: attempts, deliveryCount: representative?.deliveryCount }, 'handler failed')
@@ -396,7 +423,7 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
         return
       }
       attempts++
-      const handlerContext: HandlerContext = { signal: signalOf(value), attempt: attempts }
+      const handlerContext = attemptContext(value, attempts)
       let finished = false
       const finish = (error: unknown, ok: boolean): void => {
         if (finished) return
@@ -418,7 +445,10 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
             from(result as ObservableInput<unknown>).subscribe({ error: (error: unknown) => finish(error, false), complete: () => finish(undefined, true) })
           }
         }
-        span.run(() => (context === undefined ? run() : runInHandlingContext(context, run)))
+        // Without tracing, no wrapper closure per attempt.
+        if (span !== NO_SPAN) span.run(() => (context === undefined ? run() : runInHandlingContext(context, run)))
+        else if (context === undefined) run()
+        else runInHandlingContext(context, run)
       } catch (error) {
         finish(error, false)
       }
@@ -459,7 +489,7 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
         const startedAt = performance.now()
         const instruments = currentInstruments()
         const representative = representativeOf(value)
-        const span = representative === undefined ? NO_SPAN : startProcessSpan(representative)
+        const span = representative === undefined || !isTracingEnabled() ? NO_SPAN : startProcessSpan(representative)
         handleOne(value, representative, span, instruments, (attempted) => {
           // The slot frees once the handler is done; the outcome is reported once the settlement is stored.
           active--

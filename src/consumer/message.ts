@@ -214,6 +214,9 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   /** The engine failed the attempt (timeout): later settlement calls resolve 'withdrawn'. */
   #taken = false
   #controller: AbortController | undefined
+  /** An abort before anyone read `signal`: the signal is created aborted, with this reason. */
+  #aborted = false
+  #abortReason: unknown
   readonly #host: MessageHost
 
   constructor(host: MessageHost, entry: ReadEntry, event: StoredEvent, now: number) {
@@ -249,14 +252,23 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     return this.#phase
   }
 
+  /** Created on first read (most handlers never read it); already aborted when an abort came first. */
   get signal(): AbortSignal {
-    this.#controller ??= new AbortController()
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController()
+      if (this.#aborted) this.#controller.abort(this.#abortReason)
+    }
     return this.#controller.signal
   }
 
-  /** @internal Aborts the current attempt's signal. */
+  /** @internal Aborts the current attempt's signal (only recorded when nobody read it yet). */
   abort(reason: unknown): void {
-    this.#controller ??= new AbortController()
+    if (this.#controller === undefined) {
+      if (this.#aborted) return
+      this.#aborted = true
+      this.#abortReason = reason
+      return
+    }
     if (!this.#controller.signal.aborted) this.#controller.abort(reason)
   }
 
