@@ -10,6 +10,7 @@ import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls'
 import { BackendError, CommandTimeoutError, ConfigError, ConnectionError } from '../../errors.js'
 import { MASK, redactSecrets } from '../../config/secrets.js'
 import type { Config } from '../../config/types.js'
+import { CONSUMER_READER_CLIENT_SETTINGS } from '../../consumer/options.js'
 
 /**
  * An ioredis client: standalone or Sentinel (`Redis`), or `Cluster`.
@@ -49,6 +50,14 @@ export interface RedisClientOptions {
    * none for {@link createBlockingClient}, whose reads are bounded by the engine.
    */
   readonly commandTimeout?: number | undefined
+  /**
+   * Whether this connection is the engine's blocking reader: it then takes
+   * `CONSUMER_READER_CLIENT_SETTINGS` (a read cut by a reconnect fails instead
+   * of being re-sent; one retry per request). Default: true for
+   * {@link createBlockingClient} and {@link duplicateClient} without a
+   * `commandTimeout` (reads bounded by the engine), false otherwise.
+   */
+  readonly reader?: boolean | undefined
 }
 
 /** The default bound of one call, from the call. */
@@ -137,10 +146,10 @@ export function describeAddress(config: Config): string {
   }
 }
 
-function build(config: Config, options: RedisClientOptions, autoPipelining: boolean): RedisClient {
+function build(config: Config, options: RedisClientOptions, autoPipelining: boolean, extra: Partial<RedisOptions> = {}): RedisClient {
   assertRedisMode(config)
   const { redis } = config
-  const common = connectionOptions(config, options)
+  const common = { ...connectionOptions(config, options), ...extra }
   switch (redis.mode) {
     case 'cluster': {
       const { retryStrategy: _perNodeRetry, lazyConnect, ...nodeOptions } = common
@@ -262,6 +271,7 @@ class ConnectionMonitor {
   ) {
     client.on('error', (error: unknown) => this.#onError(error))
     client.on('ready', () => this.#onReady())
+    client.on('reconnecting', () => this.#failCutCommands())
     client.on('end', () => {
       // ioredis gave up (or was closed): nothing will connect again.
       this.#onError(this.lastError?.cause ?? new Error('Connection is closed.'))
@@ -297,6 +307,25 @@ class ConnectionMonitor {
     } else if (this.#failing) {
       this.#failPending()
     }
+  }
+
+  /**
+   * A client that does not re-send commands cut by a reconnect
+   * (`autoResendUnfulfilledCommands: false`, the engine's reader) would leave
+   * them unsettled for ever: they reject now with a connection error, so the
+   * caller knows the reply was lost (the engine then re-reads its pending entries).
+   */
+  #failCutCommands(): void {
+    if (!(this.client instanceof Redis)) return
+    const c = this.client as unknown as {
+      readonly options?: { readonly autoResendUnfulfilledCommands?: boolean }
+      readonly prevCommandQueue?: { shift(): { readonly command: { reject(error: unknown): void } } | undefined } | null
+    }
+    if (c.options?.autoResendUnfulfilledCommands !== false) return
+    const queue = c.prevCommandQueue
+    if (queue === undefined || queue === null) return
+    const error = this.connectionError(new Error('the connection closed while the command was in flight (not re-sent: its reply is lost)'))
+    for (let item = queue.shift(); item !== undefined; item = queue.shift()) item.command.reject(error)
   }
 
   #onReady(): void {
@@ -697,7 +726,8 @@ export function createRedisClient(config: Config, options: RedisClientOptions = 
  * @throws {ConfigError} when the configuration selects the in-memory backend
  */
 export function createBlockingClient(config: Config, options: RedisClientOptions = {}): RedisClient {
-  return superviseClient(build(config, options, false), config, { commandTimeout: options.commandTimeout, onError: options.onError })
+  const reader = options.reader ?? options.commandTimeout === undefined
+  return superviseClient(build(config, options, false, reader ? CONSUMER_READER_CLIENT_SETTINGS : {}), config, { commandTimeout: options.commandTimeout, onError: options.onError })
 }
 
 /**
@@ -786,8 +816,16 @@ export function sanitizeRedisError(error: unknown, config: Config): BackendError
  * const reader = duplicateClient(userClient, config, { autoPipelining: false })
  * ```
  */
-export function duplicateClient(client: RedisClient, config: Config, options: { readonly autoPipelining: boolean; readonly lazyConnect?: boolean; readonly commandTimeout?: number | undefined }): RedisClient {
+export function duplicateClient(
+  client: RedisClient,
+  config: Config,
+  options: { readonly autoPipelining: boolean; readonly lazyConnect?: boolean; readonly commandTimeout?: number | undefined; readonly reader?: boolean | undefined },
+): RedisClient {
   const override = { enableAutoPipelining: options.autoPipelining, ...(options.lazyConnect === undefined ? {} : { lazyConnect: options.lazyConnect }) }
-  const copy: RedisClient = client instanceof Cluster ? client.duplicate(undefined, override) : client.duplicate(override)
+  const reader = options.reader ?? options.commandTimeout === undefined
+  const copy: RedisClient =
+    client instanceof Cluster
+      ? client.duplicate(undefined, reader ? ({ ...override, redisOptions: { ...client.options.redisOptions, ...CONSUMER_READER_CLIENT_SETTINGS } } as Parameters<Cluster['duplicate']>[1]) : override)
+      : client.duplicate(reader ? { ...override, ...CONSUMER_READER_CLIENT_SETTINGS } : override)
   return superviseClient(copy, config, { commandTimeout: options.commandTimeout })
 }
