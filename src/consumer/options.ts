@@ -17,6 +17,7 @@ import { MAX_TIMER_MS } from './timers.js'
  * | `claimMinIdleTime` | 1 … 2^31−1 ms | — |
  * | `claimInterval` | 0 … 2^31−1 ms | claiming off |
  * | `maxGiveBacks` | integer ≥ 1 | — |
+ * | `maxConnectAttempts` | integer ≥ 1 | — (unset: never give up) |
  */
 export interface ConsumeOptions {
   /** The consumer group: every group receives every event. */
@@ -60,6 +61,22 @@ export interface ConsumeOptions {
   readonly claimInterval?: number
   /** An entry given back this many times without any consumer starting it goes to the DLQ (`never_started`). Default 3. */
   readonly maxGiveBacks?: number
+  /**
+   * Give up after this many consecutive failed reads (or group checks) whose error has
+   * `kind: 'connection'` (a `ConnectionError`: refused, unknown host, TLS or auth failure):
+   * the `consume()` Observable errors with that error and `health()` shows the subscription
+   * `errored`. A successful read, or a failure of another kind (a timeout), resets the count.
+   * Default: never (the subscription keeps retrying, state `reconnecting`, and logs each
+   * failed read as a warning).
+   *
+   * ## Example
+   * ```ts
+   * // A worker that should exit when Redis cannot be reached for ~10 tries:
+   * events.topic('orders').consume({ group: 'billing', maxConnectAttempts: 10 })
+   *   .subscribe({ next: (m) => void handle(m), error: (e) => { console.error(e); process.exit(1) } })
+   * ```
+   */
+  readonly maxConnectAttempts?: number
   /** A graceful stop: when it aborts, the subscription stops pulling, drains, flushes acks and completes. */
   readonly signal?: AbortSignal
   /** A graceful stop when this promise settles (as `signal`). */
@@ -76,6 +93,7 @@ const RANGES: readonly (readonly [keyof ConsumeOptions, number, number, boolean]
   ['claimMinIdleTime', 1, MAX_TIMER_MS, false],
   ['claimInterval', 0, MAX_TIMER_MS, false],
   ['maxGiveBacks', 1, 1_000_000, true],
+  ['maxConnectAttempts', 1, Number.MAX_SAFE_INTEGER, true],
 ]
 
 /**
@@ -107,6 +125,8 @@ export interface ResolvedOptions {
   readonly claimIntervalMs: number
   readonly startFrom: StartFrom
   readonly maxGiveBacks: number
+  /** Consecutive connection failures of the pull loop before it gives up; Infinity = never. */
+  readonly maxConnectAttempts: number
 }
 
 /** The Config's default credit: a Config holding another value (or the variable set) counts as "set by the user". */
@@ -128,6 +148,7 @@ export function resolveOptions(options: ConsumeOptions, c: Config): ResolvedOpti
     claimIntervalMs: options.claimInterval ?? c.claimIntervalMs,
     startFrom: options.startFrom ?? 'beginning',
     maxGiveBacks: options.maxGiveBacks ?? 3,
+    maxConnectAttempts: options.maxConnectAttempts ?? Number.POSITIVE_INFINITY,
   }
 }
 

@@ -125,6 +125,14 @@ const sleep = (ms: number, signal: { wake?: () => void }): Promise<void> =>
     }
   })
 
+/** The error, or the first of its causes, of kind 'connection' (a ConnectionError): Redis cannot be reached. */
+function connectionFailureIn(error: unknown): unknown {
+  for (let e = error, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { kind?: unknown }).kind === 'connection') return e
+  }
+  return undefined
+}
+
 /**
  * One consumer of a group: the credit-based pull loop and the timers (consumer
  * timeout, leases, claiming) of one subscription to a topic Observable.
@@ -376,6 +384,8 @@ export class Subscription implements MessageHost {
   async #run(): Promise<void> {
     if (this.#predecessor !== undefined) await this.#predecessor.catch(() => undefined)
     let failures = 0
+    /** Consecutive failures whose error has kind 'connection' (maxConnectAttempts). */
+    let connectFailures = 0
     let groupReady = false
     while (!this.#isAborted()) {
       try {
@@ -426,6 +436,7 @@ export class Subscription implements MessageHost {
         }
         this.#lastReadAt = Date.now()
         failures = 0
+        connectFailures = 0
         if (!pending && !this.#isAborted()) this.#state = 'pulling'
         let held = 0
         let i = 0
@@ -449,6 +460,13 @@ export class Subscription implements MessageHost {
           break
         }
         failures++
+        const connectionError = connectionFailureIn(error)
+        connectFailures = connectionError === undefined ? 0 : connectFailures + 1
+        if (connectFailures >= this.#o.maxConnectAttempts) {
+          // maxConnectAttempts: the Observable errors with the ConnectionError itself.
+          this.#fail(connectionError)
+          break
+        }
         if (error instanceof GroupMissingError) groupReady = false
         // Only what the failed read may have delivered unseen is re-read: ids after every id seen or held.
         this.#restartPending(this.#readPending ? this.#pendingCursor : (this.#lastNewId ?? '0'))

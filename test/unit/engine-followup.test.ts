@@ -6,8 +6,9 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { MemoryBackend } from '../../src/backend/memory/index.js'
 import type { GroupReader, StreamBackend } from '../../src/backend/types.js'
-import { BackendError } from '../../src/errors.js'
-import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
+import { BackendError, ConnectionError } from '../../src/errors.js'
+import { createEventManager, newEvent, type EventManager, type Logger, type Message } from '../../src/index.js'
+import { freePort } from '../support/redis-server.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
@@ -129,5 +130,44 @@ describe('engine follow-ups', () => {
     // 2 + 1 for the nack: the re-read after the failed read did not touch the claimed entry.
     expect(copies[1]?.deliveryCount).toBe(3)
     expect(claims).toBeGreaterThan(0)
+  })
+
+  it('maxConnectAttempts: a consumer on a closed port errors its Observable with the ConnectionError after N failed reads, warning through the logger', async () => {
+    const port = await freePort()
+    const warnings: string[] = []
+    const logger = {
+      level: 'warn',
+      trace: () => undefined,
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (obj: unknown, msg?: string) => void warnings.push(typeof obj === 'string' ? obj : (msg ?? '')),
+      error: () => undefined,
+      fatal: () => undefined,
+      child: () => logger,
+    }
+    const events = createEventManager({ redisUrl: `redis://127.0.0.1:${String(port)}`, env: {}, commandTimeout: '30s', logger: logger as unknown as Logger })
+    managers.push(events)
+    const failed = new Promise<unknown>((resolve, reject) => {
+      events
+        .topic(name('unreachable'))
+        .consume({ group: 'g', maxConnectAttempts: 2, claimInterval: 0 })
+        .subscribe({ next: () => reject(new Error('a message from a closed port')), error: resolve, complete: () => reject(new Error('completed')) })
+    })
+    const error = await Promise.race([failed, sleep(20_000).then(() => 'still retrying')])
+    expect(error).toBeInstanceOf(ConnectionError)
+    expect((error as ConnectionError).kind).toBe('connection')
+    expect((error as ConnectionError).address).toBe(`127.0.0.1:${String(port)}`)
+    // The read failures were logged as warnings through the given logger (the manager adds its own once).
+    expect(warnings.some((w) => /read failed/.test(w))).toBe(true)
+    expect(warnings.some((w) => /Redis connection failed/.test(w))).toBe(true)
+    const health = await events.health()
+    expect(JSON.stringify(health)).toMatch(/errored/)
+  }, 30_000)
+
+  it('maxConnectAttempts is validated (integer >= 1)', () => {
+    const events = manager(new MemoryBackend())
+    for (const bad of [0, -1, 1.5, Number.NaN]) {
+      expect(() => events.topic(name('t')).consume({ group: 'g', maxConnectAttempts: bad })).toThrow(/^maxConnectAttempts/)
+    }
   })
 })
