@@ -334,9 +334,14 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
   const scheduler = options.scheduler ?? (retry === false ? undefined : retry?.scheduler)
   const now = (): number => (scheduler === undefined ? Date.now() : scheduler.now())
   const attributeCache = new Map<string, AttributesEntry>()
+  // The last topic and group looked up: a pipeline mostly reads one (no key string per message).
+  let lastTopic: string | undefined
+  let lastGroup: string | undefined
+  let lastAttributes: AttributesEntry | undefined
   const attributesOf = (message: Message | undefined): AttributesEntry => {
     const topic = message?.topic ?? ''
     const group = message?.group ?? ''
+    if (lastAttributes !== undefined && topic === lastTopic && group === lastGroup) return lastAttributes
     const key = `${topic}\u0000${group}`
     let cached = attributeCache.get(key)
     if (cached === undefined) {
@@ -354,22 +359,34 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
       }
       attributeCache.set(key, cached)
     }
+    lastTopic = topic
+    lastGroup = group
+    lastAttributes = cached
     return cached
   }
   const policies = new WeakMap<RetryDefaults, RetryPolicy>()
   let defaultPolicy: RetryPolicy | undefined
+  // The last defaults seen (one subscription's): no WeakMap lookup per message.
+  let lastDefaults: RetryDefaults | undefined
+  let lastPolicy: RetryPolicy | undefined
   const policyOf = (value: T): RetryPolicy | undefined => {
     if (retry === false) return undefined
     const defaults = retryDefaultsOf(value)
+    if (defaults !== undefined && defaults === lastDefaults && lastPolicy !== undefined) return lastPolicy
     const cached = defaults === undefined ? defaultPolicy : policies.get(defaults)
-    if (cached !== undefined) return cached
-    const policy = retryPolicy({
-      ...(defaults === undefined ? {} : { maxRetries: defaults.maxRetries, initialDelay: defaults.initialDelay }),
-      ...(scheduler === undefined ? {} : { jitter: 0 }),
-      ...retry,
-    })
+    const policy =
+      cached ??
+      retryPolicy({
+        ...(defaults === undefined ? {} : { maxRetries: defaults.maxRetries, initialDelay: defaults.initialDelay }),
+        ...(scheduler === undefined ? {} : { jitter: 0 }),
+        ...retry,
+      })
     if (defaults === undefined) defaultPolicy = policy
-    else policies.set(defaults, policy)
+    else {
+      if (cached === undefined) policies.set(defaults, policy)
+      lastDefaults = defaults
+      lastPolicy = policy
+    }
     return policy
   }
   const wait = (ms: number, then: () => void): void => {
