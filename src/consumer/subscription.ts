@@ -154,6 +154,8 @@ export class Subscription implements MessageHost {
   readonly #held = new Map<string, DeliveredMessage>()
   /** Ids acked here whose XACK has not returned yet: a claim scan that finds one (idle, not yet acked) skips it. */
   readonly #acking = new Set<string>()
+  /** Ids whose ack or dead-letter move failed here ('failed'): still pending here, maybe settled again by the handler; a re-read skips them (a claim recovers them once idle). */
+  readonly #storeFailed = new Set<string>()
   readonly #ledger: CreditLedger
   readonly #demands = new Map<object, number>()
   readonly #maxDeliveries: number
@@ -506,6 +508,7 @@ export class Subscription implements MessageHost {
     let max = from
     for (const id of this.#held.keys()) if (compareStreamIds(id, max) > 0) max = id
     for (const id of this.#acking) if (compareStreamIds(id, max) > 0) max = id
+    for (const id of this.#storeFailed) if (compareStreamIds(id, max) > 0) max = id
     return max
   }
 
@@ -524,6 +527,7 @@ export class Subscription implements MessageHost {
     if (current !== undefined && current !== replacing) return 'skipped'
     // Acked here, its XACK in flight: not run again (a claim, or a re-read of own pending entries, may return it).
     if (via !== 'read' && this.#acking.has(entry.id)) return 'skipped'
+    if (via === 'pending' && this.#storeFailed.has(entry.id)) return 'skipped'
     if (entry.fields === null) {
       this.#ctx.instruments.lost.add(1, this.#attributes)
       void this.#ctx.acker.ack(this.topic, this.group, entry.id)
@@ -626,7 +630,20 @@ export class Subscription implements MessageHost {
     this.#acking.add(message.streamId)
     if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
     this.#ctx.instruments.acked.add(1, this.#attributes)
-    return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message)
+    return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message).then((outcome) => {
+      this.#storeResult(message.streamId, outcome !== 'failed')
+      return outcome
+    })
+  }
+
+  /** Tracks entries whose store failed (still pending here, unleased) until a later settlement of them succeeds. */
+  #storeResult(id: string, ok: boolean): void {
+    if (ok) {
+      if (this.#storeFailed.size > 0) this.#storeFailed.delete(id)
+      return
+    }
+    if (this.#storeFailed.size >= MAX_TRACKED_GIVE_BACKS) this.#storeFailed.clear()
+    this.#storeFailed.add(id)
   }
 
   /** @internal */
@@ -645,6 +662,7 @@ export class Subscription implements MessageHost {
     } catch {
       // Logged by the move; the entry stays pending ('failed').
     }
+    this.#storeResult(message.streamId, ok)
     this.#drop(message)
     return message.stored('dead-lettered', ok)
   }
