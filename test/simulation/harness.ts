@@ -583,6 +583,9 @@ class Simulation {
           inc.state = 'stopped'
           inc.stoppedAt = this.#clock.now()
           this.log(`${inc.view.name} stopped`)
+          // A run still going when the stop resolved outlived drainTimeout: its entry stays pending without a
+          // lease (README, "Delivery guarantees"), so another consumer may claim it, as after a crash.
+          for (const [id, running] of inc.active) if (running > 0) this.#disturb(id)
         }
       },
       (error: unknown) => this.violation(`${how} of ${inc.view.name} rejected: ${String(error)}`),
