@@ -6,36 +6,15 @@
  */
 import { firstValueFrom, lastValueFrom, map, retry, take } from 'rxjs'
 import { pino } from 'pino'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { MemoryBackend } from '../../src/backend/memory/index.js'
 import type { GroupReader, StreamBackend } from '../../src/backend/types.js'
 import { declareDemand } from '../../src/consumer/message.js'
 import { BackendError, ClosedError } from '../../src/errors.js'
-import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
+import { createEventManager, newEvent, type Message } from '../../src/index.js'
+import { name, sleep, trackManagers, waitFor } from '../support/engine.js'
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(5)
-  }
-}
-
-let n = 0
-const name = (p: string): string => `${p}-${String(process.pid)}-${String(n++)}`
-
-const managers: EventManager[] = []
-afterEach(async () => {
-  await Promise.all(managers.splice(0).map((m) => m.close()))
-})
-
-function manager(backend: StreamBackend, options: Record<string, unknown> = {}): EventManager {
-  const m = createEventManager({ backend, env: {}, ...options })
-  managers.push(m)
-  return m
-}
+const manager = trackManagers()
 
 /** Port faults switched on and off by the test. */
 function faulty(inner: MemoryBackend) {

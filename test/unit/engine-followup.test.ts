@@ -3,36 +3,15 @@
  * copy never overlap in one consumer; the re-read after a failed read never
  * raises the count of an entry a claim in flight took.
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { MemoryBackend } from '../../src/backend/memory/index.js'
 import type { GroupReader, StreamBackend } from '../../src/backend/types.js'
 import { BackendError, ConnectionError } from '../../src/errors.js'
-import { createEventManager, newEvent, type EventManager, type Logger, type Message } from '../../src/index.js'
+import { createEventManager, newEvent, type Logger, type Message } from '../../src/index.js'
 import { freePort } from '../support/redis-server.js'
+import { name, sleep, trackManagers, waitFor } from '../support/engine.js'
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(5)
-  }
-}
-
-let n = 0
-const name = (p: string): string => `${p}-${String(process.pid)}-${String(n++)}`
-
-const managers: EventManager[] = []
-afterEach(async () => {
-  await Promise.all(managers.splice(0).map((m) => m.close()))
-})
-
-function manager(backend: StreamBackend, options: Record<string, unknown> = {}): EventManager {
-  const m = createEventManager({ backend, env: {}, ...options })
-  managers.push(m)
-  return m
-}
+const manager = trackManagers()
 
 describe('engine follow-ups', () => {
   it('a copy redelivered after a consumer timeout is not started here until the timed-out run returned, however long it runs', async () => {
@@ -146,7 +125,7 @@ describe('engine follow-ups', () => {
       child: () => logger,
     }
     const events = createEventManager({ redisUrl: `redis://127.0.0.1:${String(port)}`, env: {}, commandTimeout: '30s', logger: logger as unknown as Logger })
-    managers.push(events)
+    manager.track(events)
     const failed = new Promise<unknown>((resolve, reject) => {
       events
         .topic(name('unreachable'))
