@@ -303,14 +303,16 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   /** @internal The attempt timed out: its signal aborts, and it is nacked (a failed delivery). */
   expireAttempt(): void {
     const error = new ConsumerTimeoutError(this.streamId, this.#host.consumerTimeoutMs)
+    if (this.#phase === 'running') {
+      // The run is still going: its new copy waits until it returns (its next settlement call).
+      const open = this.attemptOpen
+      void this.nack(error)
+      this.attemptOpen = open
+      // The late run's own settlement then resolves 'withdrawn'.
+      this.#taken = true
+    }
+    // Recorded first, aborted second: a handler that settles from its abort listener is already too late.
     this.abort(error)
-    if (this.#phase !== 'running') return
-    // The run is still going: its new copy waits until it returns (its next settlement call).
-    const open = this.attemptOpen
-    void this.nack(error)
-    this.attemptOpen = open
-    // The late run's own settlement then resolves 'withdrawn'.
-    this.#taken = true
   }
 
   /** @internal Given back (not started in time, stopping, or released): later calls resolve 'withdrawn'. */

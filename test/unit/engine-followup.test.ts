@@ -150,3 +150,23 @@ describe('engine follow-ups', () => {
     }
   })
 })
+
+describe('a timed-out attempt', () => {
+  it('is recorded before its signal aborts: a settlement from the abort listener resolves withdrawn', async () => {
+    const events = manager(new MemoryBackend(), { maxRetries: 3, retryBackoff: 1 })
+    const topic = name('abort-order')
+    await events.publish(topic, newEvent('slow', {}))
+    const fromListener: Promise<string>[] = []
+    const seen: Message[] = []
+    const sub = events.topic(topic).consume({ group: 'g', consumerTimeout: 100 }).subscribe((m) => {
+      if (!m.begin()) return
+      seen.push(m)
+      if (m.deliveryCount === 1) m.signal.addEventListener('abort', () => fromListener.push(m.ack()))
+      else void m.ack()
+    })
+    await waitFor(() => seen.length === 2, 'the redelivery after the timed-out run settled')
+    expect(await Promise.all(fromListener)).toEqual(['withdrawn'])
+    expect(seen[1]!.deliveryCount).toBe(2)
+    sub.unsubscribe()
+  })
+})
