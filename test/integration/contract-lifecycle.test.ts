@@ -4,35 +4,13 @@
  */
 import { firstValueFrom } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Message } from '../../src/consumer/message.js'
-import type { EventManager, EventManagerOptions } from '../../src/index.js'
-import { newEvent } from '../../src/index.js'
-import { closeTestEventManagers, createTestEventManager } from '../../src/testing.js'
-import { sleep, testEvents, waitFor } from '../support/events.js'
+import { closeTestEventManagers } from '../../src/testing.js'
+import { sleep, waitFor } from '../support/events.js'
 import { randomName } from '../support/redis.js'
+import { BACKENDS, managerOn, payloadN, publishMany } from '../support/contract.js'
 
 afterEach(closeTestEventManagers)
 
-const BACKENDS = ['memory', 'redis'] as const
-type BackendKind = (typeof BACKENDS)[number]
-
-/** Test-sized timeouts: a queued or dropped message would be punished within a second. */
-const FAST: EventManagerOptions = { consumerTimeout: 300, retryBackoff: 10, claimMinIdleTime: 100, claimInterval: 50, delayedQueueCheckInterval: 50 }
-
-function managerOn(kind: BackendKind, options: EventManagerOptions = {}): EventManager {
-  return kind === 'memory' ? createTestEventManager({ ...FAST, ...options }) : testEvents({ ...FAST, ...options })
-}
-
-async function publishMany(events: EventManager, topic: string, count: number): Promise<void> {
-  for (let i = 0; i < count; i += 500) {
-    await events.publishBatch(
-      topic,
-      Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j })),
-    )
-  }
-}
-
-const payloadN = (m: Message): number => (m.event.payload as { n: number }).n
 describe.each(BACKENDS)('the consumer contract on the %s backend', (kind) => {
   it('take(1), first(), firstValueFrom as "receive one": the rest of the batch is given back at once, the one taken keeps its lease while in work, close() does not wait for the drain timeout', async () => {
     // The work (over 600 ms, 3 x claimMinIdleTime) stays within the attempt bound (consumerTimeout 5 s): after the

@@ -28,35 +28,15 @@ import {
 import { afterEach, describe, expect, it } from 'vitest'
 import { ackOnComplete, filterMessages, handleEach, orderedBy, type Handled } from '../../operators/index.js'
 import { isWithdrawn, type Message } from '../../src/consumer/message.js'
-import type { EventManager, EventManagerOptions } from '../../src/index.js'
-import { newEvent } from '../../src/index.js'
+import type { EventManager } from '../../src/index.js'
 import type { Outcome } from '../../src/settle.js'
-import { closeTestEventManagers, createTestEventManager, waitForDrained } from '../../src/testing.js'
-import { sleep, testEvents, waitFor } from '../support/events.js'
+import { closeTestEventManagers, waitForDrained } from '../../src/testing.js'
+import { sleep, waitFor } from '../support/events.js'
 import { randomName } from '../support/redis.js'
+import { BACKENDS, managerOn, payloadN, publishMany } from '../support/contract.js'
 
 afterEach(closeTestEventManagers)
 
-const BACKENDS = ['memory', 'redis'] as const
-type BackendKind = (typeof BACKENDS)[number]
-
-/** Test-sized timeouts: a queued or dropped message would be punished within a second. */
-const FAST: EventManagerOptions = { consumerTimeout: 300, retryBackoff: 10, claimMinIdleTime: 100, claimInterval: 50, delayedQueueCheckInterval: 50 }
-
-function managerOn(kind: BackendKind, options: EventManagerOptions = {}): EventManager {
-  return kind === 'memory' ? createTestEventManager({ ...FAST, ...options }) : testEvents({ ...FAST, ...options })
-}
-
-async function publishMany(events: EventManager, topic: string, count: number): Promise<void> {
-  for (let i = 0; i < count; i += 500) {
-    await events.publishBatch(
-      topic,
-      Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j })),
-    )
-  }
-}
-
-const payloadN = (m: Message): number => (m.event.payload as { n: number }).n
 const dlqCount = (events: EventManager, topic: string): Promise<number> => events.backend.dlqCount(topic)
 
 /** Per event number, how many handler runs it got. */
