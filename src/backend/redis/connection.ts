@@ -409,10 +409,16 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
  * safe (nothing ran) and they must not reach users during a failover.
  */
 const TOPOLOGY_ERROR = /^(?:MOVED|ASK|READONLY|EXECABORT|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING)\b/
+/**
+ * ioredis' own rejection of an autopipeline, unsent, whose slot map changed
+ * between queueing and sending (a MOVED of another call moved one of its
+ * slots to another node): nothing ran, so it is retried like a redirection.
+ */
+const STALE_PIPELINE = /^All keys in the pipeline should belong to the same slots allocation group/
 const TOPOLOGY_RETRY_MS = 100
 
 function isTopologyError(error: unknown): boolean {
-  return error instanceof Error && TOPOLOGY_ERROR.test(error.message)
+  return error instanceof Error && (TOPOLOGY_ERROR.test(error.message) || STALE_PIPELINE.test(error.message))
 }
 
 /**
