@@ -291,6 +291,30 @@ function eventIdOf(fields: readonly string[]): string {
   return ''
 }
 
+/**
+ * Most entries in one coalesced appendOnce script call (a single larger call
+ * is sent as it is): a script blocks the server while it runs.
+ */
+export const APPEND_COALESCE_MAX_ENTRIES = 512
+/** Most UTF-16 units of field values in one coalesced call (about 1 MiB of ASCII). */
+const APPEND_COALESCE_MAX_CHARS = 1 << 20
+
+/** appendOnce calls of one tick for one topic, sent as one script call. */
+interface AppendOnceBatch {
+  readonly topic: string
+  readonly options: { readonly windowMs: number; readonly maxLen?: number }
+  readonly callers: { readonly entries: readonly IdentifiedEntry[]; resolve(ids: string[]): void; reject(error: unknown): void }[]
+  count: number
+  chars: number
+}
+
+/** Field values' total length of some entries. */
+function entriesChars(entries: readonly IdentifiedEntry[]): number {
+  let chars = 0
+  for (const entry of entries) for (const value of entry.fields) chars += value.length
+  return chars
+}
+
 /** A Redis error reply (the command ran, or was refused, and Redis said so), anywhere in the cause chain. */
 function isReplyError(error: unknown): boolean {
   for (let e: unknown = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
@@ -316,6 +340,9 @@ export class RedisBackend implements StreamBackend {
   readonly #readers = new Set<RedisGroupReader>()
   readonly #registered = new Set<string>()
   readonly #streamKeys = new Map<string, string>()
+  /** appendOnce calls of this tick not yet sent, per topic and options. */
+  readonly #coalescing = new Map<string, AppendOnceBatch>()
+  #flushScheduled = false
   #control: RedisClient | undefined
   #writeClient: RedisClient | undefined
   #closed = false
@@ -381,26 +408,108 @@ export class RedisBackend implements StreamBackend {
    * within `windowMs` is not appended again; its first stream id comes back.
    * Each appended id leaves a key `<prefix>published:{topic}:<event id>` that
    * expires after the window.
+   *
+   * Calls for one topic made in the same tick are coalesced into one script
+   * call (see {@link APPEND_COALESCE_MAX_ENTRIES}): each call's entries stay
+   * together and in order, each caller gets its own ids, and a failure gives
+   * each caller its own error (a PublishOutcomeUnknownError naming only its
+   * event ids, or the Redis error reply).
    */
-  async appendOnce(topic: string, entries: readonly IdentifiedEntry[], options: { readonly windowMs: number; readonly maxLen?: number }): Promise<string[]> {
-    if (entries.length === 0) return []
-    const key = this.#streamKey(topic)
-    let ids: string[]
-    try {
-      const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
-      registering?.catch(() => undefined)
-      const args: (string | number)[] = [entries.length + 1, key]
-      for (const entry of entries) args.push(this.#keys.published(topic, entry.eventId))
-      args.push(options.maxLen === undefined ? '' : options.maxLen, Math.max(1, Math.ceil(options.windowMs)))
-      for (const entry of entries) args.push(entry.fields.length, ...entry.fields)
-      const reply = (await script(this.#writer(), 'rrsAppendOnce')(...args)) as unknown[]
-      if (registering !== undefined) await registering
-      ids = reply.map(String)
-    } catch (error) {
-      this.#failAppend(topic, entries.map((e) => e.fields), error, true)
+  appendOnce(topic: string, entries: readonly IdentifiedEntry[], options: { readonly windowMs: number; readonly maxLen?: number }): Promise<string[]> {
+    if (entries.length === 0) return Promise.resolve([])
+    return new Promise<string[]>((resolve, reject) => {
+      const bytes = entriesChars(entries)
+      const slot = `${topic}\n${options.maxLen ?? ''}\n${options.windowMs}`
+      let batch = this.#coalescing.get(slot)
+      if (batch !== undefined && (batch.count + entries.length > APPEND_COALESCE_MAX_ENTRIES || batch.chars + bytes > APPEND_COALESCE_MAX_CHARS)) {
+        this.#coalescing.delete(slot)
+        this.#sendAppendOnce(batch)
+        batch = undefined
+      }
+      if (batch === undefined) {
+        batch = { topic, options, callers: [], count: 0, chars: 0 }
+        this.#coalescing.set(slot, batch)
+        if (!this.#flushScheduled) {
+          this.#flushScheduled = true
+          process.nextTick(this.#flushAppends)
+        }
+      }
+      batch.callers.push({ entries, resolve, reject })
+      batch.count += entries.length
+      batch.chars += bytes
+    })
+  }
+
+  /** Sends every coalesced batch (after the tick that queued them: ioredis's autopipeline flushes right after). */
+  readonly #flushAppends = (): void => {
+    this.#flushScheduled = false
+    const batches = [...this.#coalescing.values()]
+    this.#coalescing.clear()
+    for (const batch of batches) this.#sendAppendOnce(batch)
+  }
+
+  /** One script call for a coalesced batch; settles each of its callers. */
+  #sendAppendOnce(batch: AppendOnceBatch): void {
+    const { topic, options, callers } = batch
+    const settle = (ids: string[]): void => {
+      let at = 0
+      for (const caller of callers) {
+        const n = caller.entries.length
+        caller.resolve(callers.length === 1 ? ids : ids.slice(at, at + n))
+        at += n
+      }
     }
-    await this.#replicated()
-    return ids
+    const fail = (error: unknown, outcomeUnknown: boolean): void => {
+      for (const caller of callers) {
+        if (!outcomeUnknown) {
+          caller.reject(error)
+          continue
+        }
+        try {
+          this.#failAppend(topic, caller.entries.map((e) => e.fields), error, true)
+        } catch (failure) {
+          caller.reject(failure)
+        }
+      }
+    }
+    let registering: Promise<void> | undefined
+    let sent: Promise<unknown>
+    try {
+      registering = this.#registered.has(topic) ? undefined : this.#register(topic)
+      registering?.catch(() => undefined)
+      const args: (string | number)[] = [batch.count + 1, this.#streamKey(topic)]
+      for (const caller of callers) for (const entry of caller.entries) args.push(this.#keys.published(topic, entry.eventId))
+      args.push(options.maxLen === undefined ? '' : options.maxLen, Math.max(1, Math.ceil(options.windowMs)))
+      for (const caller of callers) {
+        for (const entry of caller.entries) {
+          args.push(entry.fields.length)
+          for (const value of entry.fields) args.push(value)
+        }
+      }
+      sent = script(this.#writer(), 'rrsAppendOnce')(...args)
+    } catch (error) {
+      fail(error, true)
+      return
+    }
+    sent.then(
+      async (reply) => {
+        try {
+          if (registering !== undefined) await registering
+          const ids = Array.isArray(reply) ? reply.map(String) : []
+          if (ids.length !== batch.count) throw new BackendError(`appendOnce returned ${ids.length} ids for ${batch.count} entries`)
+          try {
+            await this.#replicated()
+          } catch (error) {
+            fail(error, false)
+            return
+          }
+          settle(ids)
+        } catch (error) {
+          fail(error, true)
+        }
+      },
+      (error: unknown) => fail(error, true),
+    )
   }
 
   /** Stream keys of recently used topics, built once. */

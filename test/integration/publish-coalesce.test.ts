@@ -1,0 +1,154 @@
+/**
+ * Retry-safe publish() calls for one topic made in the same tick go to Redis as
+ * ONE appendOnce script call (issue 14): each caller still gets its own stream
+ * id or its own error, the order of the calls is the order in the stream, and
+ * every guarantee of a single call holds (dedupe, per-call validation, a
+ * Redis error reply is a BackendError, an unknown outcome names the caller's
+ * event ids only).
+ */
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createEventManager, newEvent, PublishOutcomeUnknownError, type EventManager, type EventManagerOptions } from '../../src/index.js'
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
+import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import { randomName } from '../support/redis.js'
+
+let server: RedisServer
+let proxy: FaultProxy
+let direct: Redis
+
+beforeAll(async () => {
+  server = await startRedisServer()
+  proxy = await startFaultProxy({ host: server.host, port: server.port })
+  direct = new Redis(server.url, { maxRetriesPerRequest: 3 })
+}, 30_000)
+
+afterAll(async () => {
+  await direct.quit()
+  await proxy.close()
+  await server.stop()
+})
+
+function manager(options: EventManagerOptions = {}, url = server.url): EventManager {
+  return createEventManager({ redisUrl: url, env: {}, delayedQueueEnabled: false, commandTimeout: 3_000, ...options })
+}
+
+/** Script calls (EVALSHA and EVAL) the server has run so far. */
+async function scriptCalls(): Promise<number> {
+  const info = await direct.info('commandstats')
+  let calls = 0
+  for (const match of info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) calls += Number(match[1])
+  return calls
+}
+
+/** The event id of each entry of the topic, in stream order. */
+async function streamEventIds(topic: string): Promise<string[]> {
+  const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
+  return entries.map(([, fields]) => fields[fields.indexOf('id') + 1] ?? '')
+}
+
+describe('publish() calls of one tick are coalesced into one script call', () => {
+  it('200 concurrent publishes: one script call, each caller its own id, stream order = call order', async () => {
+    const events = manager()
+    const topic = randomName('coalesce')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0)) // script loaded, topic registered
+      const published = Array.from({ length: 200 }, (_, i) => newEvent('n', { i }))
+      const before = await scriptCalls()
+      const ids = await Promise.all(published.map((e) => events.publish(topic, e)))
+      expect(await scriptCalls()).toBe(before + 1)
+      expect(new Set(ids).size).toBe(200)
+      const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
+      const byStreamId = new Map(entries.map(([id, fields]) => [id, fields[fields.indexOf('id') + 1]]))
+      ids.forEach((id, i) => expect(byStreamId.get(id)).toBe(published[i]?.id))
+      expect((await streamEventIds(topic)).slice(1)).toEqual(published.map((e) => e.id))
+    } finally {
+      await events.close()
+    }
+  })
+
+  it('a bad event fails alone; the same event twice in one tick is appended once; a batch stays contiguous', async () => {
+    const events = manager()
+    const topic = randomName('coalesce-mixed')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0))
+      const a = newEvent('a', 1)
+      const batch = [newEvent('b1', 1), newEvent('b2', 2), newEvent('b3', 3)]
+      const c = newEvent('c', 3)
+      const results = await Promise.allSettled([
+        events.publish(topic, a),
+        events.publish(topic, newEvent('bad', { n: 1n })),
+        events.publishBatch(topic, batch),
+        events.publish(topic, a),
+        events.publish(topic, c),
+      ])
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled'])
+      expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'SERIALIZATION_FAILED' })
+      const [first, , batchIds, again] = results.map((r) => (r.status === 'fulfilled' ? r.value : undefined))
+      expect(again).toBe(first)
+      expect(batchIds).toHaveLength(3)
+      expect((await streamEventIds(topic)).slice(1)).toEqual([a.id, ...batch.map((e) => e.id), c.id])
+    } finally {
+      await events.close()
+    }
+  })
+
+  it('more than one call of entries goes as several script calls, every caller answered', async () => {
+    const events = manager()
+    const topic = randomName('coalesce-big')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0))
+      const before = await scriptCalls()
+      const ids = await Promise.all(Array.from({ length: 1_500 }, (_, i) => events.publish(topic, newEvent('n', { i }))))
+      const calls = (await scriptCalls()) - before
+      expect(calls).toBeGreaterThanOrEqual(2)
+      expect(calls).toBeLessThanOrEqual(4)
+      expect(new Set(ids).size).toBe(1_500)
+      expect(await direct.xlen(`event:stream:{${topic}}`)).toBe(1_501)
+    } finally {
+      await events.close()
+    }
+  })
+
+  it('a Redis error reply reaches every caller as a BackendError (not an unknown outcome)', async () => {
+    const events = manager()
+    const topic = randomName('coalesce-wrongtype')
+    try {
+      await direct.set(`event:stream:{${topic}}`, 'not a stream')
+      const errors = await Promise.all([1, 2, 3].map((n) => events.publish(topic, newEvent('a', n)).then(() => undefined, (e: unknown) => e)))
+      for (const error of errors) {
+        expect(error).toMatchObject({ code: 'BACKEND_ERROR' })
+        expect(error).not.toBeInstanceOf(PublishOutcomeUnknownError)
+      }
+    } finally {
+      await events.close()
+    }
+  })
+
+  it('a timed-out coalesced call: each caller gets PublishOutcomeUnknownError naming its own event ids; retries append once', async () => {
+    const events = manager({ commandTimeout: 500 }, proxy.url)
+    const topic = randomName('coalesce-blackhole')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0))
+      const single = newEvent('one', 1)
+      const batch = [newEvent('b1', 1), newEvent('b2', 2)]
+      proxy.blackhole(true)
+      const [e1, e2] = await Promise.all([
+        events.publish(topic, single).then(() => undefined, (e: unknown) => e),
+        events.publishBatch(topic, batch).then(() => undefined, (e: unknown) => e),
+      ])
+      expect(e1).toBeInstanceOf(PublishOutcomeUnknownError)
+      expect(e1).toMatchObject({ topic, eventIds: [single.id], retrySafe: true })
+      expect(e2).toBeInstanceOf(PublishOutcomeUnknownError)
+      expect(e2).toMatchObject({ topic, eventIds: batch.map((e) => e.id), retrySafe: true })
+      proxy.blackhole(false)
+      await Promise.all([events.publish(topic, single), events.publishBatch(topic, batch)])
+      await Promise.all([events.publish(topic, single), events.publishBatch(topic, batch)])
+      const ids = await streamEventIds(topic)
+      for (const e of [single, ...batch]) expect(ids.filter((id) => id === e.id)).toHaveLength(1)
+    } finally {
+      proxy.blackhole(false)
+      await events.close()
+    }
+  }, 30_000)
+})
