@@ -181,6 +181,10 @@ function build(config: Config, options: RedisClientOptions, autoPipelining: bool
         enableAutoPipelining: autoPipelining,
         // Subscribe to +switch-master and move at once, not only when the old master drops us.
         failoverDetector: true,
+        // A node demoted under us (READONLY): reconnect, so the sentinels name the master again; the
+        // refused call itself is retried within its bound (nothing ran). ioredis' ready check (INFO
+        // role) keeps a new connection from reaching `ready` on a node that is not a master.
+        reconnectOnError: (error: Error) => /^READONLY\b/.test(error.message),
         // Sentinels share the deployment's credentials unless configured otherwise.
         ...(redis.password === undefined ? {} : { sentinelPassword: redis.password }),
         ...(redis.username === undefined ? {} : { sentinelUsername: redis.username }),
@@ -422,15 +426,32 @@ function isTopologyError(error: unknown): boolean {
 }
 
 /**
+ * How often a defined script's call is sent again after `NOSCRIPT` (the
+ * node's script cache was flushed, or a promoted replica never had it).
+ * ioredis falls back to EVAL itself for a single command, but not when it
+ * re-sends a whole Cluster autopipeline after a redirection (it re-creates
+ * each command's promise, dropping the fallback). Nothing ran, so sending
+ * it again is safe; after a NOSCRIPT on a connection, ioredis sends the
+ * script's source (EVAL) on it, so one retry normally suffices.
+ */
+const NOSCRIPT_RETRIES = 5
+
+function isNoScript(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('NOSCRIPT')
+}
+
+/**
  * Runs one call under the monitor: rejects with the connection error when
  * failing, bounded by `timeoutMs` from now; a topology error (see
- * {@link TOPOLOGY_ERROR}) is retried after a short pause while the bound allows.
+ * {@link TOPOLOGY_ERROR}) is retried after a short pause while the bound
+ * allows, and so is `NOSCRIPT` for a defined script (`script`), at once.
  */
-function boundCall(monitor: ConnectionMonitor, command: string, timeoutMs: number | undefined, run: () => unknown): unknown {
+function boundCall(monitor: ConnectionMonitor, command: string, timeoutMs: number | undefined, run: () => unknown, script = false): unknown {
   if (monitor.failing) return Promise.reject(monitor.connectionError())
   const result = run()
   if (!isThenable(result)) return result
   const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs
+  let noScriptRetries = 0
   return new Promise((resolve, reject) => {
     const call: PendingCall = { reject, timer: undefined }
     monitor.pending.add(call)
@@ -448,7 +469,7 @@ function boundCall(monitor: ConnectionMonitor, command: string, timeoutMs: numbe
         },
         (error: unknown) => {
           if (!monitor.pending.has(call)) return
-          if (monitor.followsTopology && isTopologyError(error) && Date.now() + TOPOLOGY_RETRY_MS < deadline) {
+          const retry = (delayMs: number): void => {
             setTimeout(() => {
               if (!monitor.pending.has(call)) return
               try {
@@ -458,7 +479,15 @@ function boundCall(monitor: ConnectionMonitor, command: string, timeoutMs: numbe
               } catch (thrown) {
                 settle(Promise.reject(thrown instanceof Error ? thrown : new Error(String(thrown))))
               }
-            }, TOPOLOGY_RETRY_MS)
+            }, delayMs)
+          }
+          if (monitor.followsTopology && isTopologyError(error) && Date.now() + TOPOLOGY_RETRY_MS < deadline) {
+            retry(TOPOLOGY_RETRY_MS)
+            return
+          }
+          if (script && isNoScript(error) && noScriptRetries < NOSCRIPT_RETRIES && Date.now() < deadline) {
+            noScriptRetries++
+            retry(0)
             return
           }
           monitor.pending.delete(call)
@@ -551,10 +580,12 @@ function bounded<C extends RedisClient>(client: C, monitor: ConnectionMonitor, t
         }
       } else {
         const name = prop === 'call' || prop === 'sendCommand' ? undefined : prop.toUpperCase()
+        // A command made by defineCommand (the adapter's scripts): NOSCRIPT is retried (see NOSCRIPT_RETRIES).
+        const script = Object.hasOwn((target as unknown as { scriptsSet?: object }).scriptsSet ?? {}, prop)
         wrapper = (...args: unknown[]) => {
           const first = args[0]
           const command = name ?? (typeof first === 'string' ? first.toUpperCase() : prop.toUpperCase())
-          return boundCall(monitor, command, timeoutMs, () => fn.apply(target, args))
+          return boundCall(monitor, command, timeoutMs, () => fn.apply(target, args), script)
         }
       }
       wrappers.set(prop, { fn: value, wrapper })
