@@ -40,6 +40,21 @@ export interface ReadRequest {
 /** A reader with a connection of its own, so that blocking reads never delay other commands. */
 export interface GroupReader {
   read(topic: string, group: string, consumer: string, request: ReadRequest): Promise<ReadEntry[]>
+  /**
+   * Read-ahead: `counts.length` reads of new entries (`>`), the i-th asking for
+   * at most `counts[i]`, sent together in one round trip (one pipeline on the
+   * reader's connection). Only the first may block (`blockMs`, 0 = none).
+   * Returns one array per read, in order, so the entries are in id order
+   * across them. Fails as a whole (then nothing of it counts as delivered to
+   * the caller, as for a failed `read`). Optional: without it the engine reads
+   * one batch at a time with `read`.
+   *
+   * ## Example
+   * ```ts
+   * const [first, second] = (await reader.readMany?.('orders', 'billing', 'c1', [10, 10], 5_000)) ?? []
+   * ```
+   */
+  readMany?(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]>
   /** Wakes a blocked read early (it returns no entries) and releases the connection. */
   close(): Promise<void>
 }

@@ -73,6 +73,8 @@ const PROBATION_MS = 1_000
 const STALL_GRACE_MS = 5_000
 /** Credit for read-ahead when the credit follows demand: this many reads of `batchSize`. */
 const READ_AHEAD_BATCHES = 4
+/** The most reads of new entries one read-ahead round pipelines. */
+const READ_AHEAD_READS = 4
 /** The most bytes of an error's stack kept in a dead letter. */
 const MAX_STACK = 4_096
 
@@ -177,6 +179,8 @@ export class Subscription implements MessageHost {
   #pendingCursor = '0'
   /** The last id a new-entry read (`>`) delivered. */
   #lastNewId: string | undefined
+  /** The last read of new entries came back full (a backlog likely waits): the next round reads ahead. */
+  #readAhead = false
   /** Slow start of recovery (see PROBATION_MS): at most this many recovered messages on probation at once. */
   #recoveryWindow = 1
   readonly #probation = new Map<DeliveredMessage, NodeJS.Timeout>()
@@ -407,7 +411,10 @@ export class Subscription implements MessageHost {
           await new Promise<void>((resolve) => (this.#creditWaiter = resolve))
           continue
         }
-        const count = Math.min(this.#o.batchSize, credit, room)
+        // Read-ahead: after a full read of new entries, up to READ_AHEAD_READS reads of min(batchSize, the credit
+        // left) in one round trip; a short read ends it. The whole round is reserved and fails as one read.
+        const counts = pending ? [Math.min(this.#o.batchSize, credit, room)] : this.#readCounts(credit)
+        const count = counts.reduce((a, b) => a + b, 0)
         let entries: ReadEntry[]
         this.#ledger.reserve(count)
         this.#readStartedAt = Date.now()
@@ -425,12 +432,17 @@ export class Subscription implements MessageHost {
               this.#pendingCursor = last.id
             }
           } else {
-            entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#o.blockMs, from: 'new' })
+            entries =
+              counts.length > 1 && this.#reader.readMany !== undefined
+                ? (await this.#reader.readMany(this.topic, this.group, this.consumer, counts, this.#o.blockMs)).flat()
+                : await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#o.blockMs, from: 'new' })
             const last = entries[entries.length - 1]
             if (last !== undefined) this.#lastNewId = last.id
             this.#lastReadEmpty = entries.length === 0
+            this.#readAhead = entries.length >= count
           }
         } catch (error) {
+          this.#readAhead = false
           this.#ledger.unreserve(count)
           throw error
         } finally {
@@ -479,6 +491,20 @@ export class Subscription implements MessageHost {
         await sleep(delay, this.#sleeper)
       }
     }
+  }
+
+  /**
+   * The counts of the next round of new-entry reads: one of min(batchSize,
+   * credit), or (read-ahead, after a full read, when the reader pipelines and
+   * the credit allows more than one batch) up to READ_AHEAD_READS, each of
+   * min(batchSize, the credit left).
+   */
+  #readCounts(credit: number): number[] {
+    const batch = this.#o.batchSize
+    if (!this.#readAhead || credit <= batch || this.#reader.readMany === undefined) return [Math.min(batch, credit)]
+    const counts: number[] = []
+    for (let left = credit; left > 0 && counts.length < READ_AHEAD_READS; left -= batch) counts.push(Math.min(batch, left))
+    return counts
   }
 
   /** Ends the subscription by a permanent failure: `health()` shows it, the Observable errors. */

@@ -71,7 +71,7 @@ function idsOfArgs(method: string, args: readonly unknown[]): string[] {
 /** The consumer argument of a call, when it has one. */
 function consumerOf(method: string, args: readonly unknown[]): string | undefined {
   const c = args[2]
-  return ['read', 'redeliver', 'renewLeases', 'claimIdle'].includes(method) && typeof c === 'string' ? c : undefined
+  return ['read', 'readMany', 'redeliver', 'renewLeases', 'claimIdle'].includes(method) && typeof c === 'string' ? c : undefined
 }
 
 const READ_ONLY = new Set(['consumers', 'groups', 'topicInfo', 'topics', 'ping', 'dlqList', 'dlqGet', 'dlqCount', 'listScheduled', 'countScheduled'])
@@ -150,7 +150,9 @@ export class BackendView {
     this.#observe(method, args, result, lost)
     await sleep(this.#delay())
     if (lost) {
-      const got = Array.isArray(result) ? result.map((e) => (typeof e === 'string' ? e : (e as { id?: string }).id)).filter((x) => x !== undefined) : []
+      // A read-ahead round's reply is one array per read: its entries, in order.
+      const entries = method === 'readMany' ? (result as ReadEntry[][]).flat() : result
+      const got = Array.isArray(entries) ? entries.map((e) => (typeof e === 'string' ? e : (e as { id?: string }).id)).filter((x) => x !== undefined) : []
       if (got.length > 0) o.observer.disturbed(this.name, method, got, consumer)
       throw new SimulatedFault(`reply of ${method} lost`)
     }
@@ -162,6 +164,12 @@ export class BackendView {
     const o = this.#o.observer
     const consumer = typeof args[2] === 'string' ? args[2] : ''
     if (method === 'read') o.delivered(this.name, method, consumer, result as ReadEntry[], lost, args[3] as ReadRequest)
+    else if (method === 'readMany') {
+      // One call for the whole round: every entry of every sub-read is a delivery (a lost reply loses them all).
+      const counts = args[3] as readonly number[]
+      const request: ReadRequest = { count: counts.reduce((a, b) => a + b, 0), blockMs: args[4] as number, from: 'new' }
+      o.delivered(this.name, method, consumer, (result as ReadEntry[][]).flat(), lost, request)
+    }
     else if (method === 'redeliver') o.delivered(this.name, method, consumer, result as ReadEntry[], lost)
     else if (method === 'claimIdle') o.delivered(this.name, method, consumer, (result as { entries: ReadEntry[] }).entries, lost)
     else if (method === 'ack') o.settled(this.name, method, idsOfArgs(method, args))
@@ -175,9 +183,17 @@ export class BackendView {
 
   #reader(inner: GroupReader): GroupReader {
     this.#readers.add(inner)
+    const readMany = inner.readMany?.bind(inner)
     return {
       read: (topic, group, consumer, request) =>
         this.#call('read', [topic, group, consumer, request], () => inner.read(topic, group, consumer, request)).then((entries) => entries as ReadEntry[]),
+      // Read-ahead is one port call: one delay, one fault draw (a rejection, a slow call or a lost reply hits the whole round).
+      ...(readMany === undefined
+        ? {}
+        : {
+            readMany: (topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number) =>
+              this.#call('readMany', [topic, group, consumer, counts, blockMs], () => readMany(topic, group, consumer, counts, blockMs)).then((replies) => replies as ReadEntry[][]),
+          }),
       close: () => {
         this.#readers.delete(inner)
         return inner.close()

@@ -854,6 +854,28 @@ class MemoryGroupReader implements GroupReader {
     })
   }
 
+  /** Read-ahead: the first read may block, the others follow at once (as a pipeline of XREADGROUP does). */
+  async readMany(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> {
+    const out: ReadEntry[][] = []
+    for (let i = 0; i < counts.length; i++) {
+      const count = counts[i] as number
+      if (i === 0) {
+        out.push(await this.read(topic, group, consumer, { count, blockMs, from: 'new' }))
+        continue
+      }
+      if (this.#closed) {
+        out.push([])
+        continue
+      }
+      try {
+        out.push(this.#host.read(topic, group, consumer, { count, blockMs: 0, from: 'new' }))
+      } catch (error) {
+        throw error instanceof Error ? error : new BackendError(String(error))
+      }
+    }
+    return out
+  }
+
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true

@@ -285,9 +285,19 @@ export function compareStreamIds(a: string, b: string): number {
 /** Most ids per lease-renewal script call. */
 const LEASE_CHUNK = 1_000
 
-/** The `id` field (the event id) of an entry's fields, or '' when it has none. */
+/** The event id of an entry's fields (its `id` field, or the first element of the compact `meta`), or '' when it has none. */
 function eventIdOf(fields: readonly string[]): string {
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'id') return fields[i + 1] as string
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === Fields.id) return fields[i + 1] as string
+    if (fields[i] === Fields.meta) {
+      try {
+        const id: unknown = (JSON.parse(fields[i + 1] as string) as unknown[])[0]
+        return typeof id === 'string' ? id : ''
+      } catch {
+        return ''
+      }
+    }
+  }
   return ''
 }
 
@@ -1110,6 +1120,45 @@ class RedisGroupReader implements GroupReader {
       if (this.#isClosed()) return []
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       if (!pending) this.#drop()
+      this.#fail(error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /**
+   * Read-ahead: the XREADGROUP `>` commands are sent back to back on the
+   * blocking reader's connection without waiting for replies (pipelined: one
+   * round trip), only the first with BLOCK. Redis runs them in order on the
+   * connection, so ids ascend across the replies. Each is sent like `read`'s
+   * (its errors translated, a cut connection rejecting it, never re-sent); any
+   * failing fails the whole call.
+   */
+  async readMany(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> {
+    if (this.#closed) return counts.map(() => [])
+    const key = this.#keys.stream(topic)
+    const client = this.#connection()
+    const limitMs = blockMs + (this.#options.readTimeoutSlackMs ?? 10_000)
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const replies = await Promise.race([
+        Promise.all(
+          counts.map((count, i) => {
+            const args: (string | number)[] = ['GROUP', group, consumer, 'COUNT', count]
+            if (i === 0 && blockMs > 0) args.push('BLOCK', blockMs)
+            args.push('STREAMS', key, '>')
+            return readGroup(client, args)
+          }),
+        ),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new BackendError(`read of ${topic} did not answer within ${limitMs} ms`)), limitMs)
+        }),
+      ])
+      return replies.map((reply) => readBufferReplyEntries(reply, 1))
+    } catch (error) {
+      if (this.#isClosed()) return counts.map(() => [])
+      if (isNoGroup(error)) throw new GroupMissingError(topic, group)
+      this.#drop()
       this.#fail(error)
     } finally {
       clearTimeout(timer)
