@@ -1,0 +1,380 @@
+/**
+ * Issue #10, "Must show": with the defaults, a backlog of 5,000 messages with
+ * 20 ms handlers at concurrency 1 gives exactly 5,000 handler runs and 0 dead
+ * letters, for `handleEach`, `mergeMap(…, 1)` and `concatMap`.
+ *
+ * 5,000 × 20 ms is 100 s of handling, longer than every default timer that
+ * could punish a queued message (consumerTimeout 30 s, claimInterval 30 s,
+ * claimMinIdleTime 1 m), so the run must last that long: it runs in virtual
+ * time, under the simulation's clock, which replaces the global timers, `Date`
+ * and `performance.now` (the engine's own timers included) and moves only when
+ * the test runs it. Nothing here is test-sized: the manager is built with no
+ * option but the backend (and a logger), and an empty environment.
+ */
+import * as t from 'io-ts'
+import { pino } from 'pino'
+import { concatMap, map, mergeMap, tap, throwError, timer, type Observable, type OperatorFunction } from 'rxjs'
+import { TestScheduler } from 'rxjs/testing'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { decode, handleEach } from '../../operators/index.js'
+import { MemoryBackend } from '../../src/backend/memory/index.js'
+import type { Message } from '../../src/consumer/message.js'
+import { createEventManager, newEvent, type EventManager } from '../../src/index.js'
+import { advanceVirtualTime, closeTestEventManagers, createTestEventManager, createTestMessage } from '../../src/testing.js'
+import { drainMicrotasks, VirtualClock } from '../simulation/clock.js'
+
+const START_MS = Date.UTC(2026, 0, 1)
+const EVENTS = 5_000
+const HANDLER_MS = 20
+
+let clock: VirtualClock | undefined
+
+afterEach(async () => {
+  await closeTestEventManagers()
+  clock?.uninstall()
+  clock = undefined
+  await drainMicrotasks()
+})
+
+/** Runs the virtual clock until `promise` settles (at most `maxMs` of virtual time), and returns its value. */
+async function settled<T>(c: VirtualClock, promise: Promise<T>, maxMs = 60_000): Promise<T> {
+  const state = { done: false }
+  promise.then(
+    () => (state.done = true),
+    () => (state.done = true),
+  )
+  await c.runUntil(c.now() + maxMs, () => state.done)
+  if (!state.done) throw new Error(`not settled within ${String(maxMs)} ms of virtual time`)
+  return promise
+}
+
+/** What one run saw: handler runs per stream id, the delivery counts they saw, and overlaps. */
+class Ledger {
+  readonly runs = new Map<string, number>()
+  readonly deliveryCounts = new Map<number, number>()
+  readonly running = new Set<string>()
+  readonly outcomes = new Map<string, number>()
+  overlaps = 0
+  refused = 0
+  total = 0
+
+  constructor(readonly handlerMs = HANDLER_MS) {}
+
+  async run(m: Message): Promise<void> {
+    this.total++
+    this.runs.set(m.streamId, (this.runs.get(m.streamId) ?? 0) + 1)
+    this.deliveryCounts.set(m.deliveryCount, (this.deliveryCounts.get(m.deliveryCount) ?? 0) + 1)
+    if (this.running.has(m.streamId)) this.overlaps++
+    this.running.add(m.streamId)
+    // The work: a timer of the installed virtual clock.
+    await new Promise<void>((resolve) => setTimeout(resolve, this.handlerMs))
+    this.running.delete(m.streamId)
+  }
+
+  outcome(outcome: string): void {
+    this.outcomes.set(outcome, (this.outcomes.get(outcome) ?? 0) + 1)
+  }
+
+  count(outcome: string): number {
+    return this.outcomes.get(outcome) ?? 0
+  }
+}
+
+interface Run {
+  readonly ledger: Ledger
+  readonly elapsedMs: number
+  readonly warnings: string[]
+  readonly pending: number
+  readonly lag: number
+  readonly deadLetters: number
+  /** The dead letters' reasons (their `error` field). */
+  readonly deadLetterReasons: string[]
+  readonly completed: boolean
+  readonly errored: unknown
+  readonly closeMs: number
+}
+
+type Pipeline = (ledger: Ledger) => OperatorFunction<Message, unknown>
+
+interface Backlog {
+  /** How many events are published (default 5,000). */
+  readonly events?: number
+  /** How long each handler run takes, virtual ms (default 20). */
+  readonly handlerMs?: number
+  /** Consume options besides the group (default none: the defaults). */
+  readonly consume?: { readonly maxPendingMessages?: number }
+}
+
+/** Publishes the backlog, consumes it at the defaults through `pipeline` until every event is acked, then closes. */
+async function drainAtDefaults(pipeline: Pipeline, backlog: Backlog = {}): Promise<Run> {
+  const count = backlog.events ?? EVENTS
+  const handlerMs = backlog.handlerMs ?? HANDLER_MS
+  const c = new VirtualClock(START_MS)
+  clock = c
+  c.install()
+  const warnings: string[] = []
+  const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) })
+  const events: EventManager = createEventManager({ backend: new MemoryBackend({ now: () => c.now() }), env: {}, logger, groupGauges: false })
+  const topic = `backlog-${Math.random().toString(36).slice(2)}`
+  const group = `g-${Math.random().toString(36).slice(2)}`
+  for (let i = 0; i < count; i += 500) {
+    await settled(c, events.publishBatch(topic, Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j }))))
+  }
+  const ledger = new Ledger(handlerMs)
+  let completed = false
+  let errored: unknown
+  const t0 = c.now()
+  const source: Observable<unknown> = events.topic(topic).consume({ group, ...backlog.consume }).pipe(pipeline(ledger))
+  source.subscribe({
+    complete: () => (completed = true),
+    error: (error: unknown) => (errored = error),
+  })
+  // Generous: 100 s of handling; a stall at the defaults would add 30 s (a claim tick) or more.
+  await c.runUntil(t0 + 10 * count * handlerMs, () => ledger.count('acked') >= count || errored !== undefined)
+  const elapsedMs = c.now() - t0
+  // Let the last acks' coalesced XACK land.
+  await c.runUntil(c.now() + 100)
+  const info = (await settled(c, events.backend.groups(topic))).find((g) => g.name === group)
+  const deadLetters = await settled(c, events.deadLetters.count(topic))
+  const letters = await settled(c, events.deadLetters.list(topic, { count: count + 1 }))
+  const closeAt = c.now()
+  await settled(c, events.close())
+  const closeMs = c.now() - closeAt
+  await c.runUntil(c.now() + 10)
+  return { ledger, elapsedMs, warnings, pending: info?.pending ?? -1, lag: info?.lag ?? -1, deadLetters, deadLetterReasons: letters.map((l) => l.error), completed, errored, closeMs }
+}
+
+/** The user's expectation, in the issue's words: each message handled once, nothing dead-lettered, no stall, completes on close(). */
+function expectEachHandledOnce(run: Run, count = EVENTS): void {
+  const { ledger } = run
+  expect(ledger.runs.size).toBe(count)
+  expect(run.errored).toBeUndefined()
+  expect(ledger.total).toBe(count)
+  expect([...ledger.runs.values()].every((n) => n === 1)).toBe(true)
+  expect(ledger.count('acked')).toBe(count)
+  expect([...ledger.outcomes.keys()]).toEqual(['acked'])
+  // No give-back that counted a delivery, no redelivery at all: every run saw its first delivery.
+  expect([...ledger.deliveryCounts]).toEqual([[1, count]])
+  expect(ledger.overlaps).toBe(0)
+  expect(run.deadLetters).toBe(0)
+  expect(run.pending).toBe(0)
+  expect(run.lag).toBe(0)
+  // At concurrency 1 the handling alone takes count × handlerMs (100 s for the backlog); a stall (a claim
+  // tick, a timeout, a blocked read) would add 2 s or more.
+  expect(run.elapsedMs).toBeGreaterThanOrEqual(count * ledger.handlerMs)
+  expect(run.elapsedMs).toBeLessThan(count * ledger.handlerMs + 2_000)
+  // Nothing was given back or timed out: the library warns once when it gives back unstarted messages.
+  expect(run.warnings).toEqual([])
+  expect(run.completed).toBe(true)
+}
+
+/** The hand-written operators of the README's table: begin() first (skip what is withdrawn), then work, then ack. */
+const withBegin = (ledger: Ledger) => async (m: Message): Promise<void> => {
+  if (!m.begin()) {
+    ledger.refused++
+    return
+  }
+  await ledger.run(m)
+  ledger.outcome(await m.ack())
+}
+
+/** The same without begin(): what an RxJS user writes first. */
+const withoutBegin = (ledger: Ledger) => async (m: Message): Promise<void> => {
+  await ledger.run(m)
+  ledger.outcome(await m.ack())
+}
+
+describe('with the defaults, a backlog of 5,000 with 20 ms handlers at concurrency 1 (virtual time: 100 s of handling)', () => {
+  it('(a) handleEach(h, { concurrency: 1 }): exactly 5,000 runs, 5,000 acked, every delivery count 1, 0 dead letters, 100 s, completes on close()', async () => {
+    const run = await drainAtDefaults((ledger) => (source) =>
+      source.pipe(
+        handleEach((m: Message) => ledger.run(m), { concurrency: 1 }),
+        // handleEach emits each outcome.
+        tap(({ outcome }) => ledger.outcome(outcome)),
+      ),
+    )
+    expectEachHandledOnce(run)
+  }, 120_000)
+
+  it('(b) mergeMap(async m => { if (!m.begin()) return; await work; await m.ack() }, 1): the same', async () => {
+    const run = await drainAtDefaults((ledger) => mergeMap(withBegin(ledger), 1))
+    expect(run.ledger.refused).toBe(0)
+    expectEachHandledOnce(run)
+  }, 120_000)
+
+  it('(c) concatMap(async m => { if (!m.begin()) return; await work; await m.ack() }): the same', async () => {
+    const run = await drainAtDefaults((ledger) => concatMap(withBegin(ledger)))
+    expect(run.ledger.refused).toBe(0)
+    expectEachHandledOnce(run)
+  }, 120_000)
+
+  it('(d) mergeMap(…, 1) WITHOUT begin(), maxPendingMessages unset: also each handled once — the credit (40) × 20 ms keeps every wait far below consumerTimeout', async () => {
+    // Nothing downstream declares a concurrency, so the credit is 4 × batchSize = 40: at most 40 messages wait in
+    // mergeMap's buffer, the last one 40 × 20 ms = 0.8 s, far below the 30 s consumerTimeout. None is given back,
+    // none dead-lettered, none run twice (concurrently or not). Without begin() the library cannot see the
+    // queue's progress, though: the next test shows where it breaks (a wait above consumerTimeout).
+    const run = await drainAtDefaults((ledger) => mergeMap(withoutBegin(ledger), 1))
+    expectEachHandledOnce(run)
+  }, 120_000)
+})
+
+describe('what begin() buys in a hand-written mergeMap: a queue longer than consumerTimeout (defaults, virtual time)', () => {
+  // 1 s handlers and the default credit (40): the last message of a full buffer waits 40 s, above the 30 s timeout.
+  const SLOW = { events: 200, handlerMs: 1_000 }
+
+  it('with begin(): each handled once, 0 dead letters, no stall (a queue that keeps starting messages keeps its lease)', async () => {
+    const run = await drainAtDefaults((ledger) => mergeMap(withBegin(ledger), 1), SLOW)
+    expect(run.ledger.refused).toBe(0)
+    expectEachHandledOnce(run, SLOW.events)
+  }, 120_000)
+
+  it('with begin() and a credit of 2,000 (a 40 s queue at 20 ms): the same', async () => {
+    const run = await drainAtDefaults((ledger) => mergeMap(withBegin(ledger), 1), { events: 3_000, consume: { maxPendingMessages: 2_000 } })
+    expect(run.ledger.refused).toBe(0)
+    expectEachHandledOnce(run, 3_000)
+  }, 120_000)
+
+  it('without begin(): what waited past consumerTimeout is given back while still queued; its run goes ahead anyway (its ack resolves \'withdrawn\'), and what was given back 3 times is dead-lettered as never_started although a handler ran it', async () => {
+    // Documented (README, "What the library does", lines 1 and 3): without begin() no message is ever *started*, so
+    // the engine cannot tell mergeMap's buffer from a filter's drops. Every message still queued at its delivery +
+    // consumerTimeout is given back (no delivery counted) and delivered again; mergeMap runs the stale copy
+    // anyway, so the work is done twice; after maxGiveBacks (3) give-backs the entry goes to the DLQ as
+    // never_started. A user who writes this gets one warning naming the cause.
+    const run = await drainAtDefaults((ledger) => mergeMap(withoutBegin(ledger), 1), SLOW)
+    const { ledger } = run
+    expect(run.errored).toBeUndefined()
+    // Run more than once each: the stale copies ran too.
+    expect(ledger.total).toBeGreaterThan(SLOW.events)
+    expect(ledger.count('withdrawn')).toBe(ledger.total - ledger.count('acked'))
+    expect(ledger.count('withdrawn')).toBeGreaterThan(0)
+    // Given back without counting a delivery: every copy a handler saw was its first delivery.
+    expect([...ledger.deliveryCounts.keys()]).toEqual([1])
+    // Never two runs of one entry at once (concurrency 1; the engine never starts anything here).
+    expect(ledger.overlaps).toBe(0)
+    // Everything ends settled, acked or dead-lettered as never_started: nothing else is dead-lettered.
+    expect(ledger.count('acked') + run.deadLetters).toBe(SLOW.events)
+    expect(run.deadLetters).toBeGreaterThan(0)
+    expect(run.deadLetterReasons.every((reason) => reason.startsWith('never_started'))).toBe(true)
+    expect(run.pending).toBe(0)
+    // One warning naming the likely cause, then one line per dead letter.
+    const lines = run.warnings.map((w) => (JSON.parse(w) as { msg: string }).msg)
+    expect(lines.filter((msg) => msg.includes('not started within consumerTimeout'))).toHaveLength(1)
+    expect(lines.filter((msg) => msg === 'moved to the dead letter queue')).toHaveLength(run.deadLetters)
+    expect(run.completed).toBe(true)
+    console.log(`without begin(), 1 s handlers: ${String(ledger.total)} runs for ${String(SLOW.events)} events, ${String(ledger.count('acked'))} acked, ${String(ledger.count('withdrawn'))} acks withdrawn, ${String(run.deadLetters)} never_started, ${String(run.elapsedMs / 1_000)} s virtual`)
+  }, 120_000)
+})
+
+describe('TestScheduler.run() and the Promise-based consumer (issue #10, item 9)', () => {
+  const Order = t.type({ orderId: t.number })
+
+  it('inside scheduler.run(), consume() → decode → handleEach emits nothing: run() flushes synchronously, the memory backend answers with Promises, so nothing is read before run() returns', async () => {
+    const events = createTestEventManager()
+    await events.publishBatch('orders', [newEvent('order.placed', { orderId: 1 }), newEvent('order.placed', { orderId: 2 })])
+    const actuals: unknown[] = []
+    const scheduler = new TestScheduler((actual) => void actuals.push(actual))
+    scheduler.run(({ expectObservable }) => {
+      const outcomes = events
+        .topic('orders')
+        // drainTimeout 0: after run() the handler's timer is on a scheduler nobody flushes; close() need not wait for it.
+        .consume({ group: 'billing', drainTimeout: 0 })
+        .pipe(
+          decode(Order),
+          handleEach(() => timer(20, scheduler), { scheduler }),
+          map(({ message, outcome }) => `${String(message.event.payload.orderId)} ${outcome}`),
+        )
+      expectObservable(outcomes).toBe('20ms a 19ms b', { a: '1 acked', b: '2 acked' })
+    })
+    // The assertion ran at the end of run() and saw no notification at all (the subscription it made stays
+    // open until the manager closes, after the test).
+    expect(actuals).toEqual([[]])
+  })
+
+  it('the supported ways: advanceVirtualTime(scheduler, ms) outside run() for consume() pipelines; run() for handleEach over createTestMessage with Observable handlers, retries included', async () => {
+    // Outside run(): the README's example (one frame is 10 virtual ms).
+    const outside = new TestScheduler((actual, expected) => expect(actual).toEqual(expected))
+    const events = createTestEventManager()
+    await events.publishBatch('orders', [newEvent('order.placed', { orderId: 1 }), newEvent('order.placed', { orderId: 2 })])
+    const consumed = events
+      .topic('orders')
+      .consume({ group: 'billing' })
+      .pipe(
+        decode(Order),
+        handleEach(() => timer(20, outside), { scheduler: outside }),
+        map(({ message, outcome }) => `${String(message.event.payload.orderId)} ${outcome}`),
+      )
+    const expectation = outside.expectObservable(consumed)
+    await advanceVirtualTime(outside, 100)
+    expectation.toBe('--a-b', { a: '1 acked', b: '2 acked' })
+    outside.flush()
+
+    // Inside run(): no Promise on the way (test messages settle synchronously), so handleEach and its retry
+    // delays run in run()'s virtual time, one frame per ms.
+    const inside = new TestScheduler((actual, expected) => expect(actual).toEqual(expected))
+    inside.run(({ cold, expectObservable }) => {
+      const first = createTestMessage({ orderId: 1 })
+      const second = createTestMessage({ orderId: 2 })
+      let failures = 0
+      const outcomes = cold('a 9ms b', { a: first, b: second }).pipe(
+        handleEach((m) => (m === first && failures++ === 0 ? throwError(() => new Error('payment service down')) : timer(20, inside)), {
+          scheduler: inside,
+          retry: { initialDelay: 100 },
+        }),
+        map(({ message, outcome }) => `${String(message.event.payload.orderId)} ${outcome}`),
+      )
+      // Order 1 fails at 0, is retried at 100 and done at 120; order 2 waits for it (concurrency 1): 140.
+      expectObservable(outcomes).toBe('120ms a 19ms b', { a: '1 acked', b: '2 acked' })
+    })
+  })
+})
+
+describe("vitest's fake timers drive the engine's own timers too (the supported way for Promise handlers at the real timeouts)", () => {
+  it('at the defaults, a Promise handler that ignores its signal for 40 s is timed out at 30 s; its late settlement is withdrawn and the copy delivered again is acked', async () => {
+    vi.useFakeTimers({ now: START_MS })
+    try {
+      // All defaults, on the memory backend (its clock is Date.now, faked here).
+      const events = createEventManager({ backend: 'memory', env: {} })
+      await events.publishBatch('orders', [1, 2, 3].map((n) => newEvent('order.placed', { n })))
+      const log: string[] = []
+      const at = (): string => String(Date.now() - START_MS)
+      const orderOf = (m: Message): number => (m.event.payload as { n: number }).n
+      let slow = true
+      let completed = false
+      events
+        .topic('orders')
+        .consume({ group: 'billing' })
+        .pipe(
+          handleEach(async (m: Message) => {
+            log.push(`${at()} start ${String(orderOf(m))} #${String(m.deliveryCount)}`)
+            m.signal.addEventListener('abort', () => log.push(`${at()} abort ${String(orderOf(m))}`))
+            const ms = orderOf(m) === 1 && slow ? 40_000 : 20
+            slow = slow && orderOf(m) !== 1
+            await new Promise((resolve) => setTimeout(resolve, ms))
+          }),
+        )
+        .subscribe({
+          next: ({ message, outcome }) => log.push(`${String(orderOf(message))} ${outcome} #${String(message.deliveryCount)}`),
+          complete: () => (completed = true),
+        })
+      await vi.advanceTimersByTimeAsync(120_000)
+      expect(log).toEqual([
+        '0 start 1 #1',
+        '30000 abort 1', // consumerTimeout (30 s) bounds the attempt: its signal aborts, a nack is recorded
+        '40000 start 2 #1', // concurrency 1: the next starts when the slow run returned
+        '1 withdrawn #1', // the late run's own settlement: too late, nothing recorded
+        '40020 start 3 #1',
+        '2 acked #1',
+        '40040 start 1 #2', // delivered again once the timed-out run had returned, one delivery counted
+        '3 acked #1',
+        '1 acked #2',
+      ])
+      // Close while the timers are still fake: the engine's timers were made by them.
+      const closing = events.close()
+      await vi.advanceTimersByTimeAsync(1_000)
+      await closing
+      expect(completed).toBe(true)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+})
