@@ -8,59 +8,13 @@
 import { describe, expect, it } from 'vitest'
 import { take } from 'rxjs'
 import { MemoryBackend } from '../../src/backend/memory/index.js'
-import type { GroupReader, ReadEntry, StreamBackend } from '../../src/backend/types.js'
 import { newEvent, type Message } from '../../src/index.js'
 import { publishMany } from '../support/contract.js'
 import { name, sleep, trackManagers, waitFor } from '../support/engine.js'
+import { recording, sum, type ReadCall } from '../support/read-calls.js'
 
 const manager = trackManagers()
 
-/** One call of a reader: a single read or a read-ahead round, what it asked for and got. */
-interface ReadCall {
-  readonly kind: 'read' | 'readMany'
-  readonly counts: readonly number[]
-  /** Messages emitted and not settled when the call was made (the test's own count). */
-  readonly unsettled: number
-  got?: number[]
-}
-
-/** A memory backend whose readers record every call (`unsettled()` is sampled at each call). */
-function recording(inner: StreamBackend, calls: ReadCall[], unsettled: () => number): StreamBackend {
-  return new Proxy(inner, {
-    get(target, prop, receiver) {
-      const value: unknown = Reflect.get(target, prop, receiver)
-      if (typeof value !== 'function') return value
-      if (prop !== 'createReader') return (value as (...a: unknown[]) => unknown).bind(target)
-      return (): GroupReader => {
-        const reader = (value as () => GroupReader).call(target)
-        const readMany = reader.readMany?.bind(reader)
-        return {
-          read: async (topic, group, consumer, request) => {
-            const call: ReadCall = { kind: 'read', counts: [request.count], unsettled: unsettled() }
-            if (request.from === 'new') calls.push(call)
-            const entries = await reader.read(topic, group, consumer, request)
-            call.got = [entries.length]
-            return entries
-          },
-          ...(readMany === undefined
-            ? {}
-            : {
-                readMany: async (topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> => {
-                  const call: ReadCall = { kind: 'readMany', counts: [...counts], unsettled: unsettled() }
-                  calls.push(call)
-                  const replies = await readMany(topic, group, consumer, counts, blockMs)
-                  call.got = replies.map((r) => r.length)
-                  return replies
-                },
-              }),
-          close: () => reader.close(),
-        }
-      }
-    },
-  })
-}
-
-const sum = (xs: readonly number[] | undefined): number => (xs ?? []).reduce((a, b) => a + b, 0)
 
 describe('read-ahead', () => {
   it('a backlog of 1,000 with batchSize 10 and free credit is read in rounds of up to 4 reads, in id order, each entry once, the credit never exceeded', async () => {
