@@ -69,7 +69,11 @@ export interface VirtualClockOptions {
  * on it in handlers (`await clock.sleep(20)`), and move time with
  * `await clock.advance(ms)`, which runs every timer due on the way, in order,
  * letting promises and in-process I/O settle after each. Nothing waits in
- * real time; the engine's own timers (consumer timeout, claims) stay real.
+ * real time; the engine's own timers (consumer timeout, claims, leases) stay
+ * real: to fake those too, use vitest's `vi.useFakeTimers()` and
+ * `await vi.advanceTimersByTimeAsync(ms)` with the memory backend (and close
+ * the manager before `vi.useRealTimers()`). A `TestScheduler`'s `run()` cannot
+ * drive `consume()`: it flushes before the backend's promises settle.
  *
  * ## Example
  * ```ts

@@ -228,10 +228,10 @@ describe('what begin() buys in a hand-written mergeMap: a queue longer than cons
     expectEachHandledOnce(run, SLOW.events)
   }, 120_000)
 
-  it('with begin() and a credit of 2,000 (a 40 s queue at 20 ms): the same', async () => {
-    const run = await drainAtDefaults((ledger) => mergeMap(withBegin(ledger), 1), { events: 3_000, consume: { maxPendingMessages: 2_000 } })
+  it('with begin() and a credit of 4,000 (an 80 s queue at 20 ms, past claimMinIdleTime too): the same, no entry claimed from under its queue', async () => {
+    const run = await drainAtDefaults((ledger) => mergeMap(withBegin(ledger), 1), { consume: { maxPendingMessages: 4_000 } })
     expect(run.ledger.refused).toBe(0)
-    expectEachHandledOnce(run, 3_000)
+    expectEachHandledOnce(run)
   }, 120_000)
 
   it('without begin(): what waited past consumerTimeout is given back while still queued; its run goes ahead anyway (its ack resolves \'withdrawn\'), and what was given back 3 times is dead-lettered as never_started although a handler ran it', async () => {
@@ -325,6 +325,15 @@ describe('TestScheduler.run() and the Promise-based consumer (issue #10, item 9)
       // Order 1 fails at 0, is retried at 100 and done at 120; order 2 waits for it (concurrency 1): 140.
       expectObservable(outcomes).toBe('120ms a 19ms b', { a: '1 acked', b: '2 acked' })
     })
+
+    // Without its scheduler, handleEach emits an outcome once the settlement's Promise resolved: after run().
+    const actuals: unknown[] = []
+    const unscheduled = new TestScheduler((actual) => void actuals.push(actual))
+    unscheduled.run(({ cold, expectObservable }) => {
+      const outcomes = cold('a', { a: createTestMessage({ orderId: 1 }) }).pipe(handleEach(() => timer(20)))
+      expectObservable(outcomes).toBe('20ms a', { a: expect.anything() as unknown })
+    })
+    expect(actuals).toEqual([[]])
   })
 })
 
