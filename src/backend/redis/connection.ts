@@ -263,6 +263,13 @@ class ConnectionMonitor {
   lastError: ConnectionError | undefined
   #failing = false
   #graceTimer: NodeJS.Timeout | undefined
+  /**
+   * The last telling error (TLS, authentication...) of a connection behind
+   * the client: a Cluster node, a sentinel. ioredis reports only a summary
+   * for those ("Failed to refresh slots cache", "All sentinels are
+   * unreachable... Last error: Connection is closed."), which drops the cause.
+   */
+  #innerError: unknown
 
   constructor(
     readonly client: RedisClient,
@@ -280,6 +287,38 @@ class ConnectionMonitor {
       // ioredis gave up (or was closed): nothing will connect again.
       this.#onError(this.lastError?.cause ?? new Error('Connection is closed.'))
     })
+    this.#watchInnerConnections()
+  }
+
+  /** Records the errors of Cluster nodes and of the sentinels ioredis asks (see {@link ConnectionMonitor.#innerError}). */
+  #watchInnerConnections(): void {
+    const record = (error: unknown): void => {
+      if (hintFor(error) !== '') this.#innerError = error
+    }
+    if (this.client instanceof Cluster) {
+      this.client.on('node error', record)
+      // ioredis asks for the slots on a duplicate of a node's connection whose errors it ignores (a TLS failure among them).
+      const watch = (node: Redis): void => {
+        const duplicate = node.duplicate.bind(node)
+        node.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+          const copy = duplicate(...args)
+          copy.on('error', record)
+          return copy
+        }
+      }
+      this.client.on('+node', watch)
+      for (const node of this.client.nodes()) watch(node)
+      return
+    }
+    // ioredis' Sentinel connector makes a short-lived client per sentinel and ignores its errors.
+    const connector = (this.client as unknown as { connector?: { connectToSentinel?: (...args: unknown[]) => unknown } }).connector
+    const connect = connector?.connectToSentinel
+    if (connector === undefined || typeof connect !== 'function') return
+    connector.connectToSentinel = (...args: unknown[]) => {
+      const sentinel = connect.apply(connector, args)
+      if (sentinel instanceof Redis) sentinel.on('error', record)
+      return sentinel
+    }
   }
 
   get state(): ConnectionState {
@@ -295,7 +334,15 @@ class ConnectionMonitor {
     if (cause === undefined && this.lastError !== undefined) return this.lastError
     const raw = cause ?? new Error('no connection')
     const safe = sanitizeCause(raw, this.secrets, 0)
-    return new ConnectionError(this.address, `connection to Redis at ${this.address} failed: ${safe.message}${hintFor(raw)}`, { cause: safe })
+    const hint = hintFor(raw)
+    const inner = hint === '' && this.#innerError !== undefined ? this.#innerError : undefined
+    if (inner !== undefined) {
+      // A summary ("Failed to refresh slots cache"): name what a node or sentinel actually said.
+      const detail = sanitizeCause(inner, this.secrets, 0)
+      if (safe.cause === undefined) safe.cause = detail
+      return new ConnectionError(this.address, `connection to Redis at ${this.address} failed: ${safe.message} (${this.client instanceof Cluster ? 'a node' : 'a sentinel'} said: ${detail.message})${hintFor(inner)}`, { cause: safe })
+    }
+    return new ConnectionError(this.address, `connection to Redis at ${this.address} failed: ${safe.message}${hint}`, { cause: safe })
   }
 
   #onError(error: unknown): void {
@@ -335,6 +382,7 @@ class ConnectionMonitor {
   #onReady(): void {
     this.down = false
     this.downSince = undefined
+    this.#innerError = undefined
     this.#failing = false
     clearTimeout(this.#graceTimer)
   }
