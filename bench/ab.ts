@@ -6,6 +6,10 @@
  * machine.
  *
  *   npx tsx bench/ab.ts <dirA> <dirB> [drain|drain-lazy|subscribe|publish|batch] [count] [runs]
+ *
+ * `AB_ENV_A` / `AB_ENV_B` (`K=V,K=V`) set variables for one side only, e.g.
+ * `AB_ENV_B=BENCH_WIRE_FORMAT=compact` with the same directory twice compares
+ * the two wire formats (the drain's prefill follows the side's layout).
  */
 import { join, resolve } from 'node:path'
 import { startRedisServer } from '../test/support/redis-server.js'
@@ -18,6 +22,9 @@ if (dirA === undefined || dirB === undefined) throw new Error('usage: ab.ts <dir
 const count = Number(countText)
 const runs = Number(runsText)
 const dirs = [resolve(dirA), resolve(dirB)]
+const sideEnv = (text: string | undefined): Record<string, string> =>
+  Object.fromEntries((text ?? '').split(',').filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
+const envs = [sideEnv(process.env['AB_ENV_A']), sideEnv(process.env['AB_ENV_B'])]
 const server = await startRedisServer()
 const admin = rawClient(server.url, false)
 const results: ChildResult[][] = [[], []]
@@ -31,12 +38,12 @@ try {
       else if (kind === 'batch') spec = { kind: 'batch', side: 'library', url, count, size: 100 }
       else {
         const topic = randomTopic('ab')
-        await prefill(url, topic, count, 'five-field')
+        await prefill(url, topic, count, envs[side]?.['BENCH_WIRE_FORMAT'] === 'compact' ? 'compact' : 'five-field')
         const options: DrainOptions =
           kind === 'subscribe' ? { concurrency: 10, readPayload: true, viaSubscribe: true } : { batchSize: 100, concurrency: 100, readPayload: kind === 'drain' }
         spec = { kind: 'drain', side: 'library', url, topic, count, options }
       }
-      const result = await runChild(spec, {}, join(dirs[side] as string, 'bench/child.ts'))
+      const result = await runChild(spec, envs[side] ?? {}, join(dirs[side] as string, 'bench/child.ts'))
       results[side]?.push(result)
       console.log(`  run ${run + 1} ${side === 0 ? 'A' : 'B'}: ${Math.round(result.rate ?? 0).toLocaleString('en-US')} msg/s, CPU ${((result.cpuMs * 1_000) / count).toFixed(2)} µs/msg`)
     }

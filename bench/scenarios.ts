@@ -27,11 +27,14 @@ type EventManager = Library.EventManager
 
 /** Which program does the work. */
 export type Side = 'library' | 'raw5' | 'raw1'
-/** How entries are laid out in the stream. */
-export type WireFormat = 'five-field' | 'one-field'
+/** How entries are laid out in the stream: the library's two layouts, and the hand-written one. */
+export type WireFormat = 'five-field' | 'compact' | 'one-field'
 
-/** The library reads five-field entries; so does raw5. raw1 reads its own one-field envelope. */
-export const formatOf = (side: Side): WireFormat => (side === 'raw1' ? 'one-field' : 'five-field')
+/** BENCH_WIRE_FORMAT=compact: the library writes (EVENT_WIRE_FORMAT=compact) and drains the compact layout. */
+const libraryCompact = (): boolean => process.env['BENCH_WIRE_FORMAT'] === 'compact'
+
+/** The library reads its own layout (five fields, or compact); raw5 reads five fields; raw1 its own one-field envelope. */
+export const formatOf = (side: Side): WireFormat => (side === 'raw1' ? 'one-field' : side === 'library' && libraryCompact() ? 'compact' : 'five-field')
 
 const PAYLOAD = { userId: 123, email: 'user@example.com', plan: 'premium', tags: ['a', 'b', 'c'] }
 /** The one field of a hand-written entry. */
@@ -50,11 +53,26 @@ function oneField(i: number): string[] {
   return [ENVELOPE_FIELD, JSON.stringify({ id: randomUUID(), type: 'user.action', time: Date.now(), data: { ...PAYLOAD, i } })]
 }
 
-export const fieldsFor = (format: WireFormat): ((i: number) => string[]) => (format === 'one-field' ? oneField : fiveFields)
+/** The library's compact layout: `meta` (JSON array [id, name, ts, headers]) and `payload`. */
+function compactFields(i: number): string[] {
+  return ['meta', JSON.stringify([randomUUID(), 'user.action', Date.now(), {}]), 'payload', JSON.stringify({ ...PAYLOAD, i })]
+}
 
-/** A manager on `url`; `retrySafe: false` turns the publish dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0). */
+export const fieldsFor = (format: WireFormat): ((i: number) => string[]) =>
+  format === 'one-field' ? oneField : format === 'compact' ? compactFields : fiveFields
+
+/**
+ * A manager on `url`; `retrySafe: false` turns the publish dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0);
+ * BENCH_WIRE_FORMAT=compact writes the compact layout.
+ */
 function manager(url: string, retrySafe = true): EventManager {
-  return createEventManager({ redisUrl: url, env: {}, delayedQueueEnabled: false, ...(retrySafe ? {} : { publishDedupeWindow: 0 }) })
+  return createEventManager({
+    redisUrl: url,
+    env: {},
+    delayedQueueEnabled: false,
+    ...(retrySafe ? {} : { publishDedupeWindow: 0 }),
+    ...(libraryCompact() ? { wireFormat: 'compact' as const } : {}),
+  })
 }
 
 export function rawClient(url: string, autoPipelining = true): Redis {

@@ -1,5 +1,5 @@
 export { createEventManager, EventManager, type EventManagerOptions, type Topic, type EventConsumer, type SubscribeOptions, type HandlerSubscription } from './manager.js'
-export { newEvent, uuidv7, safeJsonParse, encodeEvent, decodeEntry, assertJsonPayload, DEFAULT_MAX_PAYLOAD_DEPTH, StoredEvent, type Event, type NewEventOptions } from './event.js'
+export { newEvent, uuidv7, safeJsonParse, encodeEvent, decodeEntry, assertJsonPayload, DEFAULT_MAX_PAYLOAD_DEPTH, StoredEvent, type Event, type NewEventOptions, type WireFormat } from './event.js'
 export type { Message, RetryDefaults } from './consumer/message.js'
 export { declareDemand, releaseUnhandled, isWithdrawn } from './consumer/message.js'
 export type { ConsumeOptions, SubscriptionState, SubscriptionStatus } from './consumer/subscription.js'

@@ -80,7 +80,7 @@ export class Publisher implements EventPublisher {
   #encodeOne(topic: string, e: unknown): string[] {
     if (e === null || typeof e !== 'object') throw new SerializationError('an event must be an object (see newEvent)')
     const event = this.#prepare(topic, e as Event)
-    return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event), this.#config.maxPayloadDepth)
+    return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event), this.#config.maxPayloadDepth, this.#config.wireFormat)
   }
 
   #encode(topic: string, events: readonly Event[]): string[][] {

@@ -261,6 +261,26 @@ export const KeyPrefix = new t.Type<string, string, unknown>(
 )
 
 /**
+ * The layout new entries are written in: `fields` (one field per part, what
+ * every reader reads) or `compact` (`meta` + `payload`, read by readers of
+ * this version and later only).
+ *
+ * ## Example
+ * ```ts
+ * WireFormatInput.decode('compact') // right('compact')
+ * ```
+ */
+export const WireFormatInput = new t.Type<'fields' | 'compact', string, unknown>(
+  'WireFormat',
+  (u): u is 'fields' | 'compact' => u === 'fields' || u === 'compact',
+  (u, c) => {
+    const v = typeof u === 'string' ? u.trim().toLowerCase() : u
+    return v === 'fields' || v === 'compact' ? t.success(v) : t.failure(u, c, 'must be "fields" or "compact"')
+  },
+  t.identity,
+)
+
+/**
  * A non-empty string without control characters (user names, the Sentinel master name).
  *
  * ## Example

@@ -15,6 +15,7 @@ export {
   Password,
   PositiveInteger,
   RedisUrl,
+  WireFormatInput,
   integerAtLeast,
   parseHostPort,
   type ParsedRedisUrl,

@@ -8,6 +8,7 @@ import {
   HostPortCodec,
   KeyPrefix,
   NonEmptyString,
+  WireFormatInput,
   NonNegativeInteger,
   Password,
   PositiveInteger,
@@ -102,6 +103,12 @@ export interface ConfigOptions {
   readonly publishDedupeWindow?: number | string | undefined
   /** `EVENT_STREAM_MAX_LEN`: approximate MAXLEN of topic streams; unbounded when unset. */
   readonly streamMaxLen?: number | undefined
+  /**
+   * `EVENT_WIRE_FORMAT`, default `fields`: the layout new entries are written
+   * in, `fields` (readable by every version) or `compact` (`meta` + `payload`:
+   * cheaper to write and read; every reader must be of this version or later).
+   */
+  readonly wireFormat?: 'fields' | 'compact' | undefined
 }
 
 /**
@@ -161,6 +168,7 @@ const SETTINGS = [
   ['publishWaitTimeoutMs', 'publishWaitTimeout', 'EVENT_PUBLISH_WAIT_TIMEOUT', PositiveDurationInput, 1_000],
   ['maxPayloadDepth', 'maxPayloadDepth', 'EVENT_MAX_PAYLOAD_DEPTH', PositiveInteger, 64],
   ['publishDedupeWindowMs', 'publishDedupeWindow', 'EVENT_PUBLISH_DEDUPE_WINDOW', DurationInput, 5 * 60_000],
+  ['wireFormat', 'wireFormat', 'EVENT_WIRE_FORMAT', WireFormatInput, 'fields'],
 ] as const satisfies readonly (readonly [keyof Config, OptionName, string, t.Decoder<unknown, unknown>, unknown])[]
 
 /**
@@ -203,6 +211,7 @@ export const ENV_VARIABLES: Readonly<Record<OptionName, string>> = Object.freeze
   maxPayloadBytes: 'EVENT_MAX_PAYLOAD_BYTES',
   maxPayloadDepth: 'EVENT_MAX_PAYLOAD_DEPTH',
   publishDedupeWindow: 'EVENT_PUBLISH_DEDUPE_WINDOW',
+  wireFormat: 'EVENT_WIRE_FORMAT',
   streamMaxLen: 'EVENT_STREAM_MAX_LEN',
 })
 

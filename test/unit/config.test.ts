@@ -112,7 +112,7 @@ describe('loadConfig reads every variable', () => {
       redisMasterName: true, consumerTimeout: true, maxRetries: true, retryBackoff: true, dlqTtl: true,
       staleConsumerTimeout: true, batchSize: true, maxPendingMessages: true, claimMinIdleTime: true, claimInterval: true,
       delayedQueueEnabled: true, delayedQueueCheckInterval: true, keyPrefix: true, maxPayloadBytes: true, streamMaxLen: true,
-      maxPayloadDepth: true, publishDedupeWindow: true,
+      maxPayloadDepth: true, publishDedupeWindow: true, wireFormat: true,
       redisTlsCa: true, redisTlsCert: true, redisTlsKey: true, redisTlsServername: true, redisTlsRejectUnauthorized: true,
       commandTimeout: true, publishWaitReplicas: true, publishWaitTimeout: true,
     }

@@ -285,9 +285,19 @@ export function compareStreamIds(a: string, b: string): number {
 /** Most ids per lease-renewal script call. */
 const LEASE_CHUNK = 1_000
 
-/** The `id` field (the event id) of an entry's fields, or '' when it has none. */
+/** The event id of an entry's fields (its `id` field, or the first element of the compact `meta`), or '' when it has none. */
 function eventIdOf(fields: readonly string[]): string {
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'id') return fields[i + 1] as string
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === Fields.id) return fields[i + 1] as string
+    if (fields[i] === Fields.meta) {
+      try {
+        const id: unknown = (JSON.parse(fields[i + 1] as string) as unknown[])[0]
+        return typeof id === 'string' ? id : ''
+      } catch {
+        return ''
+      }
+    }
+  }
   return ''
 }
 

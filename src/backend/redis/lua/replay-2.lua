@@ -8,7 +8,7 @@
 --          no event fields (malformed delayed data kept for inspection only).
 -- A letter stored as one `dlq_fields` field (an entry too wide for one XADD) is
 -- replayed with its event's own fields only when it is still too wide.
-local EVENT_FIELDS = { id = true, name = true, ts = true, headers = true, payload = true, cid = true, traceparent = true }
+local EVENT_FIELDS = { id = true, name = true, ts = true, headers = true, payload = true, cid = true, traceparent = true, meta = true }
 local WIDE = 7000
 local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if #found == 0 then return false end
