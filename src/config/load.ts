@@ -66,7 +66,7 @@ export interface ConfigOptions {
    * until this many replicas have it (`WAIT`, on a connection of its own);
    * fewer within the wait timeout reject with `ReplicationTimeoutError`.
    * Reduces what a failover can lose; does not make Redis strongly consistent.
-   * Standalone and Sentinel only.
+   * In a Cluster the WAIT goes with the append, on the node of the topic.
    */
   readonly publishWaitReplicas?: number | undefined
   /** `EVENT_PUBLISH_WAIT_TIMEOUT`, default `1s`: how long a publish waits for its replicas. */
@@ -545,10 +545,6 @@ export function loadConfig(options: ConfigOptions = {}, env: NodeJS.ProcessEnv =
   }
   const streamMaxLen = decoder.decode(PositiveInteger, decoder.source('streamMaxLen'))
   if (streamMaxLen !== undefined) config['streamMaxLen'] = streamMaxLen
-  if (redis?.mode === 'cluster' && config['publishWaitReplicas'] !== 0) {
-    const source = decoder.source('publishWaitReplicas')
-    if (source !== undefined) decoder.report(source, 'is not supported with Redis Cluster yet (WAIT must run on the node of the topic)')
-  }
   if (decoder.issues.length > 0 || redis === undefined) throw new ConfigError(decoder.redactedIssues())
   return recursiveFreeze(config as unknown as Config)
 }

@@ -4,10 +4,13 @@
  * connection that cannot be made reported as a {@link ConnectionError}, and
  * the one place where ioredis errors are made safe to leave the library.
  */
+import { createHash } from 'node:crypto'
+import { lookup } from 'node:dns/promises'
+import { isIP } from 'node:net'
 import { inspect } from 'node:util'
 import { Cluster, Command, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls'
-import { BackendError, CommandTimeoutError, ConfigError, ConnectionError } from '../../errors.js'
+import { BackendError, CommandTimeoutError, ConfigError, ConnectionError, NotMasterError } from '../../errors.js'
 import { MASK, redactSecrets } from '../../config/secrets.js'
 import type { Config } from '../../config/types.js'
 import { CONSUMER_READER_CLIENT_SETTINGS } from '../../consumer/options.js'
@@ -641,6 +644,7 @@ function bounded<C extends RedisClient>(client: C, monitor: ConnectionMonitor, t
     },
   })
   monitors.set(proxy, monitor)
+  boundTimeouts.set(proxy, timeoutMs)
   monitors.set(client, monitor)
   return proxy
 }
@@ -697,6 +701,332 @@ function hideSecrets(client: RedisClient, address: string): void {
   } else {
     patchRedis(client)
   }
+}
+
+// ---------------------------------------------------------------------------
+// Sentinel: writes go to the master the sentinels name
+
+/** The bound of each call of a wrapped client (see {@link bounded}). */
+const boundTimeouts = new WeakMap<object, number | undefined>()
+
+let sentinelCheckIntervalMs = 1_000
+
+/**
+ * Sets how often (ms, default 1 000) the library asks a sentinel which node
+ * is the master and moves the connections that are elsewhere. For tests,
+ * which need the check to run only when they ask (`health()`).
+ *
+ * ## Example
+ * ```ts
+ * const previous = setSentinelCheckInterval(3_600_000)
+ * try { await events.health() } finally { setSentinelCheckInterval(previous) }
+ * ```
+ * @returns the previous interval
+ */
+export function setSentinelCheckInterval(ms: number): number {
+  const previous = sentinelCheckIntervalMs
+  sentinelCheckIntervalMs = ms
+  return previous
+}
+
+/** A Sentinel-managed connection found on a node other than the master the sentinels name. */
+export interface StaleMaster {
+  /** Where the connection was, `host:port`. */
+  readonly connected: string
+  /** The master the sentinels name, `host:port`. */
+  readonly named: string
+  /** The Sentinel master name. */
+  readonly masterName: string
+}
+
+/**
+ * The node a connection writes to still acts as a master, but the sentinels
+ * name another one (the old master of a failover, unfrozen or cut off while
+ * a replica was promoted: a dead branch). Its connections are moved.
+ *
+ * ## Example
+ * ```ts
+ * import { NotMasterError } from 'rx-redis-streams'
+ * const report = await events.health() // reasons: ['Redis at 127.0.0.1:7001 still acts as master, but the sentinels name 127.0.0.1:7002 ...']
+ * ```
+ */
+export class StaleMasterError extends NotMasterError {
+  constructor(readonly stale: StaleMaster) {
+    super(stale.connected, 'master')
+    this.message = `Redis at ${stale.connected} still acts as master, but the sentinels name ${stale.named} as the master of ${stale.masterName}: its connections are moved there`
+  }
+}
+
+interface NodeAddress {
+  readonly host: string
+  readonly port: number
+}
+
+const stripMapped = (host: string): string => (host.startsWith('::ffff:') ? host.slice(7) : host)
+
+/** Where a connected client's socket goes (undefined before it is connected). */
+function remoteOf(client: Redis): NodeAddress | undefined {
+  const stream = (client as unknown as { stream?: { remoteAddress?: string; remotePort?: number } }).stream
+  if (stream?.remoteAddress === undefined || stream.remotePort === undefined) return undefined
+  return { host: stripMapped(stream.remoteAddress), port: stream.remotePort }
+}
+
+/** True when `at` (an IP and port) is the node `named` (an IP or a host name); unknown counts as the same. */
+async function sameNode(at: NodeAddress, named: NodeAddress): Promise<boolean> {
+  if (at.port !== named.port) return false
+  if (isIP(named.host) !== 0) return stripMapped(named.host) === at.host
+  try {
+    const addresses = await lookup(named.host, { all: true })
+    return addresses.some((a) => stripMapped(a.address) === at.host)
+  } catch {
+    return true
+  }
+}
+
+/**
+ * One per Sentinel deployment (sentinels and master name): every `interval`
+ * it asks a sentinel for the master (`SENTINEL get-master-addr-by-name`, on
+ * a connection of its own) and disconnects each ready connection that is on
+ * another node; ioredis then reconnects through the sentinels, re-sending
+ * what was in flight. A safety net under ioredis' failover detector (which
+ * follows `+switch-master` but misses a switch announced while its
+ * subscription was down): no round trip per publish.
+ */
+class SentinelMasterWatch {
+  readonly clients = new Set<Redis>()
+  #sentinel: Redis | undefined
+  #next = 0
+  #timer: NodeJS.Timeout | undefined
+  #running: Promise<Map<Redis, StaleMaster>> | undefined
+
+  constructor(
+    readonly key: string,
+    readonly options: RedisOptions,
+    readonly onEmpty: () => void,
+  ) {}
+
+  add(client: Redis): void {
+    this.clients.add(client)
+    this.#schedule()
+  }
+
+  remove(client: Redis): void {
+    this.clients.delete(client)
+    if (this.clients.size > 0) return
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#drop()
+    this.onEmpty()
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined || this.clients.size === 0) return
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      this.check()
+        .catch(() => undefined)
+        .finally(() => this.#schedule())
+    }, Math.round(sentinelCheckIntervalMs * (0.9 + Math.random() * 0.2)))
+    this.#timer.unref()
+  }
+
+  /** Compares now (one check at a time: a caller during a check gets its result); resolves with what it moved. */
+  check(): Promise<Map<Redis, StaleMaster>> {
+    this.#running ??= this.#check().finally(() => {
+      this.#running = undefined
+    })
+    return this.#running
+  }
+
+  async #check(): Promise<Map<Redis, StaleMaster>> {
+    const moved = new Map<Redis, StaleMaster>()
+    if (![...this.clients].some((c) => c.status === 'ready')) return moved
+    const named = await this.#askSentinels()
+    if (named === undefined) return moved
+    const masterName = this.options.name ?? 'mymaster'
+    for (const client of this.clients) {
+      const at = client.status === 'ready' ? remoteOf(client) : undefined
+      if (at === undefined || (await sameNode(at, named))) continue
+      if (client.status !== 'ready') continue
+      moved.set(client, { connected: `${at.host}:${String(at.port)}`, named: `${named.host}:${String(named.port)}`, masterName })
+      client.disconnect(true)
+    }
+    return moved
+  }
+
+  /** The master the first answering sentinel names (NAT-mapped like ioredis does); undefined when none knows. */
+  async #askSentinels(): Promise<NodeAddress | undefined> {
+    const sentinels = this.options.sentinels ?? []
+    for (let tried = 0; tried < sentinels.length; tried++) {
+      try {
+        const reply: unknown = await this.#connection().call('SENTINEL', 'get-master-addr-by-name', this.options.name ?? 'mymaster')
+        if (!Array.isArray(reply) || reply.length < 2) return undefined
+        return this.#natResolve({ host: String(reply[0]), port: Number(reply[1]) })
+      } catch {
+        this.#drop()
+      }
+    }
+    return undefined
+  }
+
+  #natResolve(address: NodeAddress): NodeAddress {
+    const natMap = this.options.natMap as unknown
+    const key = `${address.host}:${String(address.port)}`
+    const mapped: unknown =
+      typeof natMap === 'function' ? (natMap as (k: string) => unknown)(key) : natMap !== null && typeof natMap === 'object' ? (natMap as Record<string, unknown>)[key] : undefined
+    const m = mapped as Partial<NodeAddress> | null | undefined
+    return typeof m?.host === 'string' && typeof m.port === 'number' ? { host: m.host, port: m.port } : address
+  }
+
+  #connection(): Redis {
+    if (this.#sentinel !== undefined) return this.#sentinel
+    const sentinels = this.options.sentinels ?? []
+    const at = sentinels[this.#next % Math.max(1, sentinels.length)] ?? {}
+    this.#next++
+    const host = at.host ?? '127.0.0.1'
+    const port = at.port ?? 26379
+    const tls = this.options.enableTLSForSentinelMode === true ? this.options.sentinelTLS : undefined
+    const sentinel = new Redis({
+      host,
+      port,
+      ...(this.options.sentinelUsername ? { username: this.options.sentinelUsername } : {}),
+      ...(this.options.sentinelPassword ? { password: this.options.sentinelPassword } : {}),
+      ...(tls === undefined ? {} : { tls }),
+      lazyConnect: true,
+      enableReadyCheck: false,
+      retryStrategy: () => null,
+      maxRetriesPerRequest: 0,
+      connectTimeout: 1_000,
+      commandTimeout: 1_000,
+      replyMapping: 'legacy',
+    })
+    sentinel.on('error', () => undefined)
+    hideSecrets(sentinel, `sentinel ${host}:${String(port)}`)
+    this.#sentinel = sentinel
+    return sentinel
+  }
+
+  #drop(): void {
+    this.#sentinel?.disconnect()
+    this.#sentinel = undefined
+  }
+}
+
+const sentinelWatches = new Map<string, SentinelMasterWatch>()
+const watchOf = new WeakMap<Redis, SentinelMasterWatch>()
+
+/** Puts a Sentinel-managed client under its deployment's {@link SentinelMasterWatch} until it ends. */
+function watchSentinelMaster(client: Redis): void {
+  const options = (client as unknown as { options?: RedisOptions }).options
+  if (options?.sentinels === undefined || options.sentinels.length === 0 || watchOf.has(client)) return
+  const key = JSON.stringify([options.name ?? 'mymaster', options.sentinels.map((s) => `${s.host ?? ''}:${String(s.port ?? '')}`), options.sentinelUsername ?? '', options.enableTLSForSentinelMode === true])
+  let watch = sentinelWatches.get(key)
+  if (watch === undefined) {
+    watch = new SentinelMasterWatch(key, options, () => sentinelWatches.delete(key))
+    sentinelWatches.set(key, watch)
+  }
+  watch.add(client)
+  watchOf.set(client, watch)
+  const found = watch
+  client.once('end', () => {
+    watchOf.delete(client)
+    found.remove(client)
+  })
+}
+
+/**
+ * Checks now whether any of these clients (Sentinel-managed ones made or
+ * wrapped here) is connected to a node other than the master the sentinels
+ * name; such connections are moved (disconnected: ioredis reconnects through
+ * the sentinels). For `health()`.
+ *
+ * ## Example
+ * ```ts
+ * const stale = await staleSentinelMaster([control, client])
+ * if (stale !== undefined) throw new StaleMasterError(stale)
+ * ```
+ * @returns the first stale connection found, or undefined
+ */
+export async function staleSentinelMaster(clients: readonly RedisClient[]): Promise<StaleMaster | undefined> {
+  const raw = clients.map((c) => monitors.get(c)?.client ?? c).filter((c): c is Redis => c instanceof Redis)
+  const watches = new Set(raw.map((c) => watchOf.get(c)).filter((w): w is SentinelMasterWatch => w !== undefined))
+  for (const watch of watches) {
+    const moved = await watch.check()
+    for (const client of raw) {
+      const stale = moved.get(client)
+      if (stale !== undefined) return stale
+    }
+  }
+  return undefined
+}
+
+// ---------------------------------------------------------------------------
+// WAIT in a Cluster: the append and its WAIT on the topic's node
+
+/** One append for {@link appendThenWait}: a command, or a Lua script (EVALSHA; EVAL when the node lacks it). */
+export type AppendCommand =
+  | { readonly command: string; readonly args: readonly (string | number)[] }
+  | { readonly lua: string; readonly numberOfKeys?: number | undefined; readonly args: readonly (string | number)[] }
+
+const shas = new Map<string, string>()
+function sha1(lua: string): string {
+  let sha = shas.get(lua)
+  if (sha === undefined) {
+    sha = createHash('sha1').update(lua).digest('hex')
+    shas.set(lua, sha)
+  }
+  return sha
+}
+
+/**
+ * Sends an append and `WAIT replicas timeoutMs` as one pipeline: on a
+ * Cluster both go to the node that holds the append's keys (WAIT has none,
+ * so the pipeline goes where the append goes), and WAIT, which counts only
+ * its own connection's writes, counts this one. A redirection or a failover
+ * reply on the append (nothing was appended) refreshes the slot map and sends
+ * the pair again within the client's bound; `NOSCRIPT` sends the script's
+ * source (EVAL) in the same pipeline. Blocks that node's connection of this
+ * client for up to `timeoutMs`: give durable appends a client of their own.
+ *
+ * ## Example
+ * ```ts
+ * const { reply, acknowledged } = await appendThenWait(writer, { command: 'XADD', args: [key, '*', 'id', 'e1'] }, 1, 1_000)
+ * ```
+ * @returns the append's reply, how many replicas acknowledged, and WAIT's
+ *   error if WAIT itself failed (the append did run)
+ */
+export function appendThenWait(client: RedisClient, append: AppendCommand, replicas: number, timeoutMs: number): Promise<{ reply: unknown; acknowledged: number; waitError?: Error }> {
+  const monitor = monitors.get(client)
+  const target = monitor?.client ?? client
+  let viaEval = false
+  const run = async (): Promise<{ reply: unknown; acknowledged: number; waitError?: Error }> => {
+    for (;;) {
+      const pipeline = target.pipeline()
+      if ('lua' in append) {
+        const keys = append.numberOfKeys === undefined ? [] : [append.numberOfKeys]
+        pipeline.call(viaEval ? 'EVAL' : 'EVALSHA', viaEval ? append.lua : sha1(append.lua), ...keys, ...append.args)
+      } else {
+        pipeline.call(append.command, ...append.args)
+      }
+      pipeline.call('WAIT', replicas, timeoutMs)
+      const [appended, waited] = (await pipeline.exec()) ?? []
+      if (appended === undefined) throw new Error('the pipeline returned no reply')
+      const appendError = appended[0]
+      if (appendError !== null) {
+        if (!viaEval && /^NOSCRIPT\b/.test(appendError.message)) {
+          viaEval = true // nothing ran: send the source
+          continue
+        }
+        if (target instanceof Cluster && isTopologyError(appendError)) target.refreshSlotsCache()
+        throw appendError
+      }
+      const waitError = waited?.[0] ?? null
+      if (waitError !== null) return { reply: appended[1], acknowledged: 0, waitError }
+      return { reply: appended[1], acknowledged: Number(waited?.[1] ?? 0) }
+    }
+  }
+  if (monitor === undefined) return run()
+  return boundCall(monitor, 'lua' in append ? 'EVALSHA' : append.command.toUpperCase(), boundTimeouts.get(client), run) as Promise<{ reply: unknown; acknowledged: number; waitError?: Error }>
 }
 
 // ---------------------------------------------------------------------------
@@ -763,6 +1093,7 @@ export function superviseClient<C extends RedisClient>(
   const monitor = new ConnectionMonitor(client, address, secrets, fatalTest(mode), CONNECT_FAIL_FAST_MS, mode === 'sentinel' || mode === 'cluster')
   attachErrorListener(client, config, options)
   hideSecrets(client, address)
+  if (mode === 'sentinel' && client instanceof Redis) watchSentinelMaster(client)
   return bounded(client, monitor, options.commandTimeout)
 }
 

@@ -23,6 +23,13 @@ import type {
 import { capUtf8, MAX_DLQ_STACK_BYTES } from '../types.js'
 import { Fields } from '../../event.js'
 import { redisKeys, type RedisKeys } from './keys.js'
+import { appendThenWait, staleSentinelMaster, StaleMasterError, type AppendCommand } from './connection.js'
+
+/** What the WAIT pipelined with an append (Cluster, see `appendThenWait`) reported: checked after the append. */
+interface WaitOutcome {
+  acknowledged?: number
+  error?: Error
+}
 
 /** An ioredis client: standalone/Sentinel or Cluster. */
 export type RedisClient = Redis | Cluster
@@ -402,7 +409,7 @@ export class RedisBackend implements StreamBackend {
   }
 
   appendOne(topic: string, fields: readonly string[], options: { readonly maxLen?: number } = {}): Promise<string> {
-    if (options.maxLen !== undefined || !this.#registered.has(topic)) {
+    if (options.maxLen !== undefined || !this.#registered.has(topic) || this.#waitsInPipeline()) {
       return this.append(topic, [fields], options).then((ids) => ids[0] as string)
     }
     // The hot path of publishing: one autopipelined XADD and one promise on top of it.
@@ -484,6 +491,7 @@ export class RedisBackend implements StreamBackend {
     }
     let registering: Promise<void> | undefined
     let sent: Promise<unknown>
+    const waited: WaitOutcome = {}
     try {
       registering = this.#registered.has(topic) ? undefined : this.#register(topic)
       registering?.catch(() => undefined)
@@ -496,7 +504,7 @@ export class RedisBackend implements StreamBackend {
           for (const value of entry.fields) args.push(value)
         }
       }
-      sent = script(this.#writer(), 'rrsAppendOnce')(...args)
+      sent = this.#waitsInPipeline() ? this.#appendWithWait(waited, { ...loadScript('rrsAppendOnce'), args }) : script(this.#writer(), 'rrsAppendOnce')(...args)
     } catch (error) {
       fail(error, true)
       return
@@ -508,7 +516,7 @@ export class RedisBackend implements StreamBackend {
           const ids = Array.isArray(reply) ? reply.map(String) : []
           if (ids.length !== batch.count) throw new BackendError(`appendOnce returned ${ids.length} ids for ${batch.count} entries`)
           try {
-            await this.#replicated()
+            await this.#replicated(waited)
           } catch (error) {
             fail(error, false)
             return
@@ -536,13 +544,19 @@ export class RedisBackend implements StreamBackend {
   async append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
     const key = this.#streamKey(topic)
     let appended: string[]
+    const waited: WaitOutcome = {}
     try {
       const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
       // Awaited below; if the append fails first, its rejection must not go unhandled.
       registering?.catch(() => undefined)
       let ids: string[]
       const writer = this.#writer()
-      if (entries.length === 1 && options.maxLen === undefined) {
+      if (this.#waitsInPipeline()) {
+        // Cluster with WAIT: the batch script for any count, in one pipeline with its WAIT on the topic's node.
+        const args: (string | number)[] = [key, options.maxLen === undefined ? '' : options.maxLen]
+        for (const fields of entries) args.push(fields.length, ...fields)
+        ids = ((await this.#appendWithWait(waited, { ...loadScript('rrsAppend'), args })) as unknown[]).map(String)
+      } else if (entries.length === 1 && options.maxLen === undefined) {
         ids = [String(await writer.xadd(key, '*', ...(entries[0] as string[])))]
       } else if (entries.length === 1) {
         ids = [String(await writer.xadd(key, 'MAXLEN', '~', options.maxLen as number, '*', ...(entries[0] as string[])))]
@@ -558,7 +572,7 @@ export class RedisBackend implements StreamBackend {
     } catch (error) {
       this.#failAppend(topic, entries, error, false)
     }
-    await this.#replicated()
+    await this.#replicated(waited)
     return appended
   }
 
@@ -988,12 +1002,35 @@ export class RedisBackend implements StreamBackend {
     return this.#writeClient
   }
 
-  /** WAIT on the connection that wrote (in order after its writes); too few replicas reject. */
-  async #replicated(): Promise<void> {
+  /**
+   * WAIT on the connection that wrote (in order after its writes), or what
+   * the WAIT pipelined with the append reported (`waited`, Cluster); too few
+   * replicas reject.
+   */
+  async #replicated(waited: WaitOutcome = {}): Promise<void> {
     const wanted = this.#options.waitReplicas
     if (wanted === undefined || this.#writeClient === undefined) return
-    const acknowledged = Number(await this.#writeClient.call('WAIT', wanted.count, wanted.timeoutMs))
+    if (waited.error !== undefined) this.#fail(waited.error)
+    const acknowledged = waited.acknowledged ?? Number(await this.#writeClient.call('WAIT', wanted.count, wanted.timeoutMs))
     if (acknowledged < wanted.count) throw new ReplicationTimeoutError(wanted.count, acknowledged, wanted.timeoutMs)
+  }
+
+  /**
+   * True when appends go with their WAIT in one pipeline: in a Cluster, WAIT
+   * must run on the node of the topic (all its keys share one hash tag), on
+   * the connection that wrote.
+   */
+  #waitsInPipeline(): boolean {
+    return this.#options.waitReplicas !== undefined && this.#options.createWriteClient !== undefined && !(this.#writer() instanceof Redis)
+  }
+
+  /** Sends an append and its WAIT (see `appendThenWait`); the count goes to `waited`, checked by {@link #replicated} after. */
+  async #appendWithWait(waited: WaitOutcome, append: AppendCommand): Promise<unknown> {
+    const wanted = this.#options.waitReplicas ?? { count: 0, timeoutMs: 0 }
+    const sent = await appendThenWait(this.#writer(), append, wanted.count, wanted.timeoutMs)
+    waited.acknowledged = sent.acknowledged
+    if (sent.waitError !== undefined) waited.error = sent.waitError
+    return sent.reply
   }
 
   /** The control connection (made on first use), or the shared client when none is configured. */
@@ -1016,6 +1053,9 @@ export class RedisBackend implements StreamBackend {
           const options = control.options
           throw new NotMasterError(options.sentinels ? `the master of ${String(options.name)}` : `${String(options.host)}:${String(options.port)}`, name)
         }
+        // Sentinel: a node that still acts as master after another was promoted (a dead branch) is not healthy either.
+        const stale = await staleSentinelMaster([control, this.#client])
+        if (stale !== undefined) throw new StaleMasterError(stale)
       }
     } catch (error) {
       this.#fail(error)

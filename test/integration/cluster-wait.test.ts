@@ -1,0 +1,134 @@
+/**
+ * EVENT_PUBLISH_WAIT_REPLICAS in a Redis Cluster (3 masters + 3 replicas, the
+ * harness's own servers): WAIT counts only the writes of its own connection,
+ * so the append and its WAIT go in one pipeline to the node that holds the
+ * topic's slot. A publish to a topic on each master succeeds and is on that
+ * master's replica when it resolves; a frozen replica makes only its
+ * master's topics wait (WAIT ran on the topic's node, not on a random one).
+ */
+import { Cluster, Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createEventManager, newEvent, ReplicationTimeoutError, type EventManager } from '../../src/index.js'
+import { startRedisCluster, type RedisCluster, type RedisServer } from '../support/redis-server.js'
+import { randomName } from '../support/redis.js'
+
+const streamKey = (topic: string): string => `event:stream:{${topic}}`
+
+describe('WAIT on a 3-master + 3-replica Redis Cluster', () => {
+  let cluster: RedisCluster
+  let inspect: Cluster
+  /** One topic per master, with that master's and its replica's server. */
+  let placed: { topic: string; master: RedisServer; replica: RedisServer }[]
+  const managers: EventManager[] = []
+  const manager = (env: Record<string, string>, options: { publishDedupeWindow?: number } = {}): EventManager => {
+    const m = createEventManager({ redisHosts: cluster.nodes.map((n) => `${n.host}:${n.port}`), env: { EVENT_COMMAND_TIMEOUT: '5s', ...env }, ...options })
+    managers.push(m)
+    return m
+  }
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster({ masters: 3, replicas: 1 })
+    inspect = new Cluster(cluster.nodes.map((n) => ({ host: n.host, port: n.port })))
+    // The replicas have synced (WAIT 1 can be met) before the tests start.
+    for (const server of cluster.servers) {
+      const node = new Redis(server.port, server.host)
+      try {
+        for (let i = 0; ; i++) {
+          const info = await node.info('replication')
+          if (info.includes('role:master') ? /connected_slaves:1/.test(info) : info.includes('master_link_status:up')) break
+          if (i > 300) throw new Error(`node ${server.port} did not finish replication setup:\n${info}`)
+          await new Promise((r) => setTimeout(r, 50))
+        }
+      } finally {
+        node.disconnect()
+      }
+    }
+    await inspect.ping()
+    const byPort = (address: string | undefined): RedisServer => {
+      const server = cluster.servers.find((s) => `${s.host}:${s.port}` === address)
+      if (server === undefined) throw new Error(`no server at ${String(address)}`)
+      return server
+    }
+    // CLUSTER NODES: `<id> <host:port@bus> <flags> <master id or -> ...`; each replica names its master's id.
+    const lines = String(await inspect.call('CLUSTER', 'NODES')).trim().split('\n').map((l) => l.split(' '))
+    const addressOf = (fields: string[]): string => (fields[1] ?? '').split('@')[0] ?? ''
+    const replicaOf = new Map<string, string>()
+    for (const fields of lines) {
+      const master = lines.find((m) => m[0] === fields[3])
+      if (fields[2]?.includes('slave') === true && master !== undefined) replicaOf.set(addressOf(master), addressOf(fields))
+    }
+    const found = new Map<string, { topic: string; master: RedisServer; replica: RedisServer }>()
+    for (let i = 0; found.size < 3; i++) {
+      if (i > 1_000) throw new Error('could not place a topic on every master')
+      const topic = randomName('cl-wait')
+      const master = inspect.slots[Number(await inspect.call('CLUSTER', 'KEYSLOT', streamKey(topic)))]?.[0]
+      const replica = master === undefined ? undefined : replicaOf.get(master)
+      if (master === undefined || replica === undefined || found.has(master)) continue
+      found.set(master, { topic, master: byPort(master), replica: byPort(replica) })
+    }
+    placed = [...found.values()]
+  }, 60_000)
+
+  afterAll(async () => {
+    await Promise.all(managers.map((m) => m.close()))
+    inspect.disconnect()
+    await cluster.stop()
+  })
+
+  /** Entries of a topic's stream on one node (a replica answers reads of its own data with READONLY set). */
+  const lengthOn = async (server: RedisServer, topic: string): Promise<number> => {
+    const node = new Redis(server.port, server.host, { maxRetriesPerRequest: 1 })
+    try {
+      await node.call('READONLY')
+      return await node.xlen(streamKey(topic))
+    } finally {
+      node.disconnect()
+    }
+  }
+
+  it('WAIT 1: a publish to a topic on each master succeeds, and that master\'s replica has it when it resolves', async () => {
+    const retrySafe = manager({ EVENT_PUBLISH_WAIT_REPLICAS: '1', EVENT_PUBLISH_WAIT_TIMEOUT: '2s' })
+    const plain = manager({ EVENT_PUBLISH_WAIT_REPLICAS: '1', EVENT_PUBLISH_WAIT_TIMEOUT: '2s' }, { publishDedupeWindow: 0 })
+    expect(retrySafe.config.redis.mode).toBe('cluster')
+    for (const { topic, replica } of placed) {
+      await retrySafe.publish(topic, newEvent('once', 1)) // the retry-safe script (first use on the node: EVALSHA, then EVAL)
+      await retrySafe.publishBatch(topic, [newEvent('once', 2), newEvent('once', 3)])
+      await plain.publish(topic, newEvent('plain', 4)) // dedupe off: the plain append
+      await plain.publishBatch(topic, [newEvent('plain', 5), newEvent('plain', 6)])
+      // WAIT returned: the replica has all six already, no polling.
+      expect(await lengthOn(replica, topic)).toBe(6)
+    }
+  }, 60_000)
+
+  it('WAIT runs on the topic\'s node: with one master\'s replica frozen, only that master\'s topic times out (the event is appended)', async () => {
+    const events = manager({ EVENT_PUBLISH_WAIT_REPLICAS: '1', EVENT_PUBLISH_WAIT_TIMEOUT: '300ms' })
+    const [frozen, ...others] = placed as [(typeof placed)[number], ...typeof placed]
+    for (const { topic } of placed) await events.publish(topic, newEvent('warm', 0))
+    const before = await lengthOn(frozen.master, frozen.topic)
+    frozen.replica.pause()
+    try {
+      let error: unknown
+      try {
+        await events.publish(frozen.topic, newEvent('frozen', 1))
+      } catch (e) {
+        error = e
+      }
+      expect(error).toBeInstanceOf(ReplicationTimeoutError)
+      expect(error).toMatchObject({ wanted: 1, acknowledged: 0, timeoutMs: 300 })
+      // Had WAIT gone to any other node, it would have been met there: the other masters' replicas are live.
+      for (const { topic } of others) await expect(events.publish(topic, newEvent('live', 1))).resolves.toEqual(expect.any(String))
+    } finally {
+      frozen.replica.resume()
+    }
+    expect(await lengthOn(frozen.master, frozen.topic)).toBe(before + 1)
+  }, 60_000)
+
+  it('WAIT 2 with one replica per master: ReplicationTimeoutError per publish, each event appended on its master', async () => {
+    const events = manager({ EVENT_PUBLISH_WAIT_REPLICAS: '2', EVENT_PUBLISH_WAIT_TIMEOUT: '200ms' })
+    for (const { topic, master } of placed) {
+      const before = await lengthOn(master, topic)
+      await expect(events.publish(topic, newEvent('e', 1))).rejects.toMatchObject({ name: 'ReplicationTimeoutError', wanted: 2, acknowledged: 1 })
+      expect(await lengthOn(master, topic)).toBe(before + 1)
+    }
+  }, 60_000)
+})
