@@ -243,6 +243,36 @@ describe('with the defaults, a backlog of 5,000 with 20 ms handlers at concurren
   }, 120_000)
 })
 
+describe('the same at 50 ms handlers (2,000 events, 100 s): where a credit larger than the work would punish queued messages', () => {
+  // At 20 ms even the engine before issue #10 (credit 1,000, its timeout counting from the read) passes the
+  // backlog: its last queued message waits 1,000 × 20 ms = 20 s, under the 30 s consumerTimeout. At 50 ms that
+  // queue waits 50 s; on that engine (77fc2ed) handleEach and concatMap each ran 6,203 times for 2,000 events and
+  // dead-lettered 1,401 good ones. Here the credit follows the work (41 / 40), so nothing waits long.
+  const FIFTY = { events: 2_000, handlerMs: 50 }
+
+  it('handleEach(h, { concurrency: 1 }): each handled once, 0 dead letters, 100 s', async () => {
+    const run = await drainAtDefaults(
+      (ledger) => (source) =>
+        source.pipe(
+          handleEach((m: Message) => ledger.run(m), { concurrency: 1 }),
+          tap(({ outcome }) => ledger.outcome(outcome)),
+        ),
+      FIFTY,
+    )
+    expectEachHandledOnce(run, 1 + DEFAULT_CREDIT, FIFTY.events)
+  }, 120_000)
+
+  it('mergeMap(…, 1) with begin(): the same', async () => {
+    const run = await drainAtDefaults((ledger) => mergeMap(withBegin(ledger), 1), FIFTY)
+    expectEachHandledOnce(run, DEFAULT_CREDIT, FIFTY.events)
+  }, 120_000)
+
+  it('concatMap with begin(): the same', async () => {
+    const run = await drainAtDefaults((ledger) => concatMap(withBegin(ledger)), FIFTY)
+    expectEachHandledOnce(run, DEFAULT_CREDIT, FIFTY.events)
+  }, 120_000)
+})
+
 describe('what begin() buys in a hand-written mergeMap: a queue longer than consumerTimeout (defaults, virtual time)', () => {
   // 1 s handlers and the default credit (40): the last message of a full buffer waits 40 s, above the 30 s timeout.
   const SLOW = { events: 200, handlerMs: 1_000 }
