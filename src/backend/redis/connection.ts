@@ -470,10 +470,20 @@ const TOPOLOGY_ERROR = /^(?:MOVED|ASK|READONLY|EXECABORT|CLUSTERDOWN|TRYAGAIN|MA
  * slots to another node): nothing ran, so it is retried like a redirection.
  */
 const STALE_PIPELINE = /^All keys in the pipeline should belong to the same slots allocation group/
+/**
+ * ioredis gave up following redirections (`maxRedirections`: during an
+ * election, nodes that disagree bounce a call between them quickly) and the
+ * last reply was itself a redirection, so that attempt ran nowhere: the call
+ * starts again, within its bound. A last error of another kind (a connection
+ * closed under the call) is not retried: its outcome is unknown.
+ */
+const REDIRECTIONS_EXHAUSTED = /^Too many Cluster redirections\. Last error: ReplyError: (?:MOVED|ASK|READONLY|CLUSTERDOWN|TRYAGAIN)\b/
 const TOPOLOGY_RETRY_MS = 100
 
 function isTopologyError(error: unknown): boolean {
-  return error instanceof Error && (TOPOLOGY_ERROR.test(error.message) || STALE_PIPELINE.test(error.message))
+  if (!(error instanceof Error)) return false
+  const message = error.message
+  return TOPOLOGY_ERROR.test(message) || STALE_PIPELINE.test(message) || REDIRECTIONS_EXHAUSTED.test(message)
 }
 
 /**
