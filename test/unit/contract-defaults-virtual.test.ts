@@ -36,6 +36,12 @@ afterEach(async () => {
   await drainMicrotasks()
 })
 
+/** A random topic and group per test. */
+const names = (): { topic: string; group: string } => ({
+  topic: `t-${Math.random().toString(36).slice(2)}`,
+  group: `g-${Math.random().toString(36).slice(2)}`,
+})
+
 /** Runs the virtual clock until `promise` settles (at most `maxMs` of virtual time), and returns its value. */
 async function settled<T>(c: VirtualClock, promise: Promise<T>, maxMs = 60_000): Promise<T> {
   const state = { done: false }
@@ -125,8 +131,7 @@ async function drainAtDefaults(pipeline: Pipeline, backlog: Backlog = {}): Promi
   const warnings: string[] = []
   const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) })
   const events: EventManager = createEventManager({ backend: new MemoryBackend({ now: () => c.now() }), env: {}, logger, groupGauges: false })
-  const topic = `backlog-${Math.random().toString(36).slice(2)}`
-  const group = `g-${Math.random().toString(36).slice(2)}`
+  const { topic, group } = names()
   for (let i = 0; i < count; i += 500) {
     await settled(c, events.publishBatch(topic, Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j }))))
   }
@@ -325,14 +330,15 @@ describe('TestScheduler.run() and the Promise-based consumer (issue #10, item 9)
 
   it('inside scheduler.run(), consume() → decode → handleEach emits nothing: run() flushes synchronously, the memory backend answers with Promises, so nothing is read before run() returns', async () => {
     const events = createTestEventManager()
-    await events.publishBatch('orders', [newEvent('order.placed', { orderId: 1 }), newEvent('order.placed', { orderId: 2 })])
+    const { topic, group } = names()
+    await events.publishBatch(topic, [newEvent('order.placed', { orderId: 1 }), newEvent('order.placed', { orderId: 2 })])
     const actuals: unknown[] = []
     const scheduler = new TestScheduler((actual) => void actuals.push(actual))
     scheduler.run(({ expectObservable }) => {
       const outcomes = events
-        .topic('orders')
+        .topic(topic)
         // drainTimeout 0: after run() the handler's timer is on a scheduler nobody flushes; close() need not wait for it.
-        .consume({ group: 'billing', drainTimeout: 0 })
+        .consume({ group, drainTimeout: 0 })
         .pipe(
           decode(Order),
           handleEach(() => timer(20, scheduler), { scheduler }),
@@ -349,10 +355,11 @@ describe('TestScheduler.run() and the Promise-based consumer (issue #10, item 9)
     // Outside run(): the README's example (one frame is 10 virtual ms).
     const outside = new TestScheduler((actual, expected) => expect(actual).toEqual(expected))
     const events = createTestEventManager()
-    await events.publishBatch('orders', [newEvent('order.placed', { orderId: 1 }), newEvent('order.placed', { orderId: 2 })])
+    const { topic, group } = names()
+    await events.publishBatch(topic, [newEvent('order.placed', { orderId: 1 }), newEvent('order.placed', { orderId: 2 })])
     const consumed = events
-      .topic('orders')
-      .consume({ group: 'billing' })
+      .topic(topic)
+      .consume({ group })
       .pipe(
         decode(Order),
         handleEach(() => timer(20, outside), { scheduler: outside }),
@@ -398,15 +405,16 @@ describe("vitest's fake timers drive the engine's own timers too (the supported 
     try {
       // All defaults, on the memory backend (its clock is Date.now, faked here).
       const events = createEventManager({ backend: 'memory', env: {} })
-      await events.publishBatch('orders', [1, 2, 3].map((n) => newEvent('order.placed', { n })))
+      const { topic, group } = names()
+      await events.publishBatch(topic, [1, 2, 3].map((n) => newEvent('order.placed', { n })))
       const log: string[] = []
       const at = (): string => String(Date.now() - START_MS)
       const orderOf = (m: Message): number => (m.event.payload as { n: number }).n
       let slow = true
       let completed = false
       events
-        .topic('orders')
-        .consume({ group: 'billing' })
+        .topic(topic)
+        .consume({ group })
         .pipe(
           handleEach(async (m: Message) => {
             log.push(`${at()} start ${String(orderOf(m))} #${String(m.deliveryCount)}`)
