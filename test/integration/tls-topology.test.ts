@@ -2,7 +2,8 @@
  * TLS settings reach every connection through Sentinel and Cluster (issue #15
  * item 1): a TLS-only Sentinel group (data nodes, replication and sentinels
  * on TLS ports only) and a TLS-only Cluster (`tls-cluster yes`), certificates
- * made here with openssl. Publishing, consuming (the blocking reader) and
+ * made here with openssl; every node and sentinel requires a client
+ * certificate (mutual TLS). Publishing, consuming (the blocking reader) and
  * health() work with EVENT_REDIS_TLS_CA; a wrong CA fails fast with an error
  * naming the certificate problem.
  */
@@ -20,6 +21,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await certs.cleanup()
 })
+
+/** Every node requires a client certificate (`tls-auth-clients yes`): the client's, for every connection. */
+const mutual = (): Record<string, string> => ({ EVENT_REDIS_TLS_CERT: certs.clientCertPem, EVENT_REDIS_TLS_KEY: certs.clientKeyPem })
 
 /** Publishes `n` events to each topic and resolves once subscriptions handled all of them. */
 async function roundTrip(events: EventManager, topics: readonly string[], n: number): Promise<number> {
@@ -61,7 +65,7 @@ describe('TLS through Sentinel (TLS-only sentinels, master and replica)', () => 
 
   it('EVENT_REDIS_TLS_CA: publish, consume and health() work; the sentinels and the master are reached over TLS', async () => {
     const events = createEventManager({
-      env: { EVENT_REDIS_HOSTS: group.hosts, EVENT_REDIS_MASTER_NAME: group.masterName, EVENT_REDIS_TLS_CA: certs.caFile },
+      env: { EVENT_REDIS_HOSTS: group.hosts, EVENT_REDIS_MASTER_NAME: group.masterName, ...mutual(), EVENT_REDIS_TLS_CA: certs.caFile },
       commandTimeout: 10_000,
     })
     try {
@@ -77,7 +81,7 @@ describe('TLS through Sentinel (TLS-only sentinels, master and replica)', () => 
 
   it('a wrong CA fails fast with a ConnectionError naming the certificate problem', async () => {
     const events = createEventManager({
-      env: { EVENT_REDIS_HOSTS: group.hosts, EVENT_REDIS_MASTER_NAME: group.masterName, EVENT_REDIS_TLS_CA: certs.otherCaPem },
+      env: { EVENT_REDIS_HOSTS: group.hosts, EVENT_REDIS_MASTER_NAME: group.masterName, ...mutual(), EVENT_REDIS_TLS_CA: certs.otherCaPem },
       commandTimeout: 20_000,
     })
     try {
@@ -103,7 +107,7 @@ describe('TLS through Cluster (tls-cluster yes, TLS ports only)', () => {
 
   it('EVENT_REDIS_TLS_CA: publish and consume on topics of every node, health() ok', async () => {
     const events = createEventManager({
-      env: { EVENT_REDIS_HOSTS: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','), EVENT_REDIS_TLS_CA: certs.caFile },
+      env: { EVENT_REDIS_HOSTS: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','), ...mutual(), EVENT_REDIS_TLS_CA: certs.caFile },
       commandTimeout: 10_000,
     })
     try {
@@ -120,7 +124,7 @@ describe('TLS through Cluster (tls-cluster yes, TLS ports only)', () => {
 
   it('a wrong CA fails fast with a ConnectionError naming the certificate problem', async () => {
     const events = createEventManager({
-      env: { EVENT_REDIS_HOSTS: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','), EVENT_REDIS_TLS_CA: certs.otherCaPem },
+      env: { EVENT_REDIS_HOSTS: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','), ...mutual(), EVENT_REDIS_TLS_CA: certs.otherCaPem },
       commandTimeout: 20_000,
     })
     try {

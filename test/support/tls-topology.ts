@@ -53,7 +53,7 @@ export async function startTlsCluster(certs: TestCertificates, masters = 3): Pro
       const busPort = await freePort()
       servers.push(
         await startRedisServer({
-          tls: { ...tlsFiles(certs), authClients: 'optional' },
+          tls: { ...tlsFiles(certs), authClients: 'yes' },
           extraArgs: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--cluster-port', String(busPort), '--tls-cluster', 'yes'],
         }),
       )
@@ -123,7 +123,7 @@ export async function startTlsSentinelGroup(certs: TestCertificates, options: { 
     for (const c of children) c.kill('SIGKILL')
   })
   try {
-    const tls = { ...tlsFiles(certs), authClients: 'optional' as const }
+    const tls = { ...tlsFiles(certs), authClients: 'yes' as const }
     const master = await startRedisServer({ tls, extraArgs: ['--tls-replication', 'yes'] })
     servers.push(master)
     for (let i = 0; i < (options.replicas ?? 1); i++) {
@@ -155,7 +155,7 @@ export async function startTlsSentinelGroup(certs: TestCertificates, options: { 
           `tls-cert-file ${certs.serverCertFile}`,
           `tls-key-file ${certs.serverKeyFile}`,
           `tls-ca-cert-file ${certs.caFile}`,
-          'tls-auth-clients optional',
+          'tls-auth-clients yes',
           'tls-replication yes',
           `sentinel monitor ${masterName} ${HOST} ${master.port} ${Math.floor(count / 2) + 1}`,
           `sentinel down-after-milliseconds ${masterName} 1000`,
