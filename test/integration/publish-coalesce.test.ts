@@ -93,6 +93,23 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
     }
   })
 
+  it('a large batch goes on its own, after the calls queued before it: the stream keeps the call order', async () => {
+    const events = manager()
+    const topic = randomName('coalesce-large')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0))
+      const a = newEvent('a', 1)
+      const large = Array.from({ length: 40 }, (_, i) => newEvent('l', i))
+      const c = newEvent('c', 2)
+      const before = await scriptCalls()
+      await Promise.all([events.publish(topic, a), events.publishBatch(topic, large), events.publish(topic, c)])
+      expect(await scriptCalls()).toBe(before + 3)
+      expect((await streamEventIds(topic)).slice(1)).toEqual([a.id, ...large.map((e) => e.id), c.id])
+    } finally {
+      await events.close()
+    }
+  })
+
   it('more than one call of entries goes as several script calls, every caller answered', async () => {
     const events = manager()
     const topic = randomName('coalesce-big')

@@ -313,6 +313,12 @@ function eventIdOf(fields: readonly string[]): string {
  * is sent as it is): a script blocks the server while it runs.
  */
 export const APPEND_COALESCE_MAX_ENTRIES = 512
+/**
+ * A call of this many entries or more is sent on its own, right away (after
+ * the calls of the tick queued before it, to keep their order): it already
+ * shares one script call, and merging large batches only delays their replies.
+ */
+const APPEND_ALONE_ENTRIES = 16
 /** Most UTF-16 units of field values in one coalesced call (about 1 MiB of ASCII). */
 const APPEND_COALESCE_MAX_CHARS = 1 << 20
 
@@ -438,6 +444,14 @@ export class RedisBackend implements StreamBackend {
       const bytes = entriesChars(entries)
       const slot = `${topic}\n${options.maxLen ?? ''}\n${options.windowMs}`
       let batch = this.#coalescing.get(slot)
+      if (entries.length >= APPEND_ALONE_ENTRIES) {
+        if (batch !== undefined) {
+          this.#coalescing.delete(slot)
+          this.#sendAppendOnce(batch)
+        }
+        this.#sendAppendOnce({ topic, options, callers: [{ entries, resolve, reject }], count: entries.length, chars: bytes })
+        return
+      }
       if (batch !== undefined && (batch.count + entries.length > APPEND_COALESCE_MAX_ENTRIES || batch.chars + bytes > APPEND_COALESCE_MAX_CHARS)) {
         this.#coalescing.delete(slot)
         this.#sendAppendOnce(batch)
