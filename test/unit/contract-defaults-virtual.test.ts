@@ -187,6 +187,8 @@ function expectEachHandledOnce(run: Run, credit: number, count = EVENTS): void {
   // Nothing was given back or timed out: the library warns once when it gives back unstarted messages.
   expect(run.warnings).toEqual([])
   expect(run.completed).toBe(true)
+  // Shutdown in milliseconds: nothing is left in work, so close() waits for no drainTimeout.
+  expect(run.closeMs).toBeLessThan(100)
   // The backlog fills the credit (README, Backpressure: unless maxPendingMessages is set, the declared concurrency
   // plus 4 × batchSize). One more may be seen here: the credit is released when ack() is called, the outcome is
   // recorded when its Promise resolves.
