@@ -8,8 +8,15 @@
  * claimMinIdleTime 1 m), so the run must last that long: it runs in virtual
  * time, under the simulation's clock, which replaces the global timers, `Date`
  * and `performance.now` (the engine's own timers included) and moves only when
- * the test runs it. Nothing here is test-sized: the manager is built with no
- * option but the backend (and a logger), and an empty environment.
+ * the test runs it. Nothing in the backlog runs is test-sized: the manager is
+ * built with no option but the backend (and a logger), and an empty
+ * environment.
+ *
+ * Also here: what `begin()` buys a hand-written `mergeMap` whose queue outlasts
+ * `consumerTimeout`, and item 9 — `TestScheduler.run()` cannot drive
+ * `consume()` (Promises), the supported ways (`advanceVirtualTime` outside
+ * `run()`, `run()` over test messages, vitest's fake timers for the engine's
+ * own timers).
  */
 import * as t from 'io-ts'
 import { pino } from 'pino'
