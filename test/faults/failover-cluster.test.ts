@@ -10,7 +10,7 @@
  */
 import { Writable } from 'node:stream'
 import { Cluster, Redis } from 'ioredis'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
 import { handleEach } from '../../operators/index.js'
@@ -30,7 +30,7 @@ afterEach(async () => {
 const TOPOLOGY = /MOVED|ASK |READONLY|EXECABORT|CLUSTERDOWN|TRYAGAIN|NOSCRIPT|slots allocation group/
 
 /** A pino logger (warn and above) whose records are kept as text. */
-function capturingLogger(): { logger: ReturnType<typeof pino>; lines: string[] } {
+function capturingLogger(): { logger: Logger; lines: string[] } {
   const lines: string[] = []
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {

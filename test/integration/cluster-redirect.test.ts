@@ -14,7 +14,7 @@
  * `boundCall` in src/backend/redis/connection.ts).
  */
 import { Writable } from 'node:stream'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
 import { handleEach } from '../../operators/index.js'
@@ -34,7 +34,7 @@ afterAll(async () => {
 })
 
 /** A pino logger (warn and above) whose records are kept as text. */
-function capturingLogger(): { logger: ReturnType<typeof pino>; lines: string[] } {
+function capturingLogger(): { logger: Logger; lines: string[] } {
   const lines: string[] = []
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {

@@ -11,7 +11,7 @@
  * own NOSCRIPT fallback is lost).
  */
 import { Writable } from 'node:stream'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
@@ -23,7 +23,7 @@ import { sleep, waitFor } from '../support/events.js'
 
 const NOSCRIPT = /NOSCRIPT/
 
-function capturingLogger(): { logger: ReturnType<typeof pino>; lines: string[] } {
+function capturingLogger(): { logger: Logger; lines: string[] } {
   const lines: string[] = []
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
