@@ -122,6 +122,13 @@ async function exercise(events: EventManager, plain: EventManager, topic: string
   return { failures, consumerErrors, logged: lines.filter((l) => NOSCRIPT.test(l)), flushes }
 }
 
+/** How many NOSCRIPT replies the nodes sent (`INFO errorstats`): the fallback was exercised. */
+async function noScriptReplies(nodes: readonly Redis[]): Promise<number> {
+  let total = 0
+  for (const node of nodes) total += Number(/errorstat_NOSCRIPT:count=(\d+)/.exec(await node.info('errorstats'))?.[1] ?? 0)
+  return total
+}
+
 /** SCRIPT FLUSH on every node every `everyMs` until stopped; resolves with the number of flushes. */
 async function flushing(nodes: readonly Redis[], state: { stopped: boolean }, everyMs: number): Promise<number> {
   let flushes = 0
@@ -150,8 +157,10 @@ describe('NOSCRIPT never reaches a caller', () => {
       const admin = nodeClient(server.port)
       try {
         const outcome = await exercise(events, plain, randomName('ns'), (state) => flushing([admin], state, 25), lines)
-        console.log(`[noscript standalone] ${JSON.stringify({ flushes: outcome.flushes, failures: outcome.failures.slice(0, 5), logged: outcome.logged.slice(0, 2) })}`)
+        const replies = await noScriptReplies([admin])
+        console.log(`[noscript standalone] ${JSON.stringify({ flushes: outcome.flushes, noScriptReplies: replies, failures: outcome.failures.slice(0, 5), logged: outcome.logged.slice(0, 2) })}`)
         expect(outcome.flushes).toBeGreaterThan(20)
+        expect(replies).toBeGreaterThan(0)
         expect(outcome.failures).toEqual([])
         expect(outcome.consumerErrors).toEqual([])
         expect(outcome.logged).toEqual([])
@@ -208,8 +217,10 @@ describe('NOSCRIPT never reaches a caller', () => {
           },
           lines,
         )
-        console.log(`[noscript cluster] ${JSON.stringify({ flushes: outcome.flushes, movedSlot, failures: outcome.failures.slice(0, 5), logged: outcome.logged.slice(0, 2) })}`)
+        const replies = await noScriptReplies(admins)
+        console.log(`[noscript cluster] ${JSON.stringify({ flushes: outcome.flushes, noScriptReplies: replies, movedSlot, failures: outcome.failures.slice(0, 5), logged: outcome.logged.slice(0, 2) })}`)
         expect(outcome.flushes).toBeGreaterThan(20)
+        expect(replies).toBeGreaterThan(0)
         expect(outcome.failures).toEqual([])
         expect(outcome.consumerErrors).toEqual([])
         expect(outcome.logged).toEqual([])
