@@ -17,8 +17,9 @@ export interface ReadCall {
  * `inner` with readers that record every read of new entries and every
  * read-ahead round (`unsettled()` is sampled at each call). `close` of the
  * wrapper is a no-op: the store outlives the manager made over it.
+ * `readAhead: false`: its readers have no `readMany` (a port without the verb).
  */
-export function recording(inner: StreamBackend, calls: ReadCall[], unsettled: () => number): StreamBackend {
+export function recording(inner: StreamBackend, calls: ReadCall[], unsettled: () => number, readAhead = true): StreamBackend {
   return new Proxy(inner, {
     get(target, prop, receiver) {
       const value: unknown = Reflect.get(target, prop, receiver)
@@ -27,7 +28,7 @@ export function recording(inner: StreamBackend, calls: ReadCall[], unsettled: ()
       if (prop !== 'createReader') return (value as (...a: unknown[]) => unknown).bind(target)
       return (): GroupReader => {
         const reader = (value as () => GroupReader).call(target)
-        const readMany = reader.readMany?.bind(reader)
+        const readMany = readAhead ? reader.readMany?.bind(reader) : undefined
         return {
           read: async (topic, group, consumer, request) => {
             const call: ReadCall = { kind: 'read', counts: [request.count], unsettled: unsettled() }

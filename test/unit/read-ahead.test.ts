@@ -104,6 +104,26 @@ describe('read-ahead', () => {
     await Promise.all(emitted.map((m) => m.ack()))
   })
 
+  it('a reader without readMany (another port implementation) is read one batch at a time, the backlog drained all the same', async () => {
+    const store = new MemoryBackend()
+    const calls: ReadCall[] = []
+    const events = manager(recording(store, calls, () => 0, false), { claimInterval: 0 })
+    const topic = name('no-verb')
+    await publishMany(events, topic, 200)
+    const emitted: string[] = []
+    events
+      .topic(topic)
+      .consume({ group: 'g', batchSize: 10, maxPendingMessages: 100 })
+      .subscribe((m: Message) => {
+        emitted.push(m.streamId)
+        if (m.begin()) void m.ack()
+      })
+    await waitFor(() => emitted.length === 200, 'the backlog')
+    expect(new Set(emitted).size).toBe(200)
+    expect(calls.every((c) => c.kind === 'read' && c.counts.length === 1 && (c.counts[0] ?? 0) <= 10)).toBe(true)
+    expect(calls.filter((c) => sum(c.got) > 0).length).toBeGreaterThanOrEqual(20)
+  })
+
   it('unsubscribing mid-round gives the unemitted rest back at once, its delivery counts unchanged', async () => {
     const store = new MemoryBackend()
     const calls: ReadCall[] = []
