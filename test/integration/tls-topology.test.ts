@@ -7,6 +7,8 @@
  * health() work with EVENT_REDIS_TLS_CA; a wrong CA fails fast with an error
  * naming the certificate problem.
  */
+import { Writable } from 'node:stream'
+import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConnectionError, createEventManager, newEvent, type EventManager } from '../../src/index.js'
 import { makeTestCertificates, type TestCertificates } from '../support/redis-server.js'
@@ -21,6 +23,18 @@ beforeAll(async () => {
 afterAll(async () => {
   await certs.cleanup()
 })
+
+/** A pino logger (warn and above) whose records are kept as text. */
+function capturingLogger(): { logger: Logger; lines: string[] } {
+  const lines: string[] = []
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const text of chunk.toString('utf8').split('\n')) if (text.length > 0) lines.push(text)
+      callback()
+    },
+  })
+  return { logger: pino({ level: 'warn' }, sink), lines }
+}
 
 /** Every node requires a client certificate (`tls-auth-clients yes`): the client's, for every connection. */
 const mutual = (): Record<string, string> => ({ EVENT_REDIS_TLS_CERT: certs.clientCertPem, EVENT_REDIS_TLS_KEY: certs.clientKeyPem })
@@ -80,9 +94,11 @@ describe('TLS through Sentinel (TLS-only sentinels, master and replica)', () => 
   }, 40_000)
 
   it('a wrong CA fails fast with a ConnectionError naming the certificate problem', async () => {
+    const { logger, lines } = capturingLogger()
     const events = createEventManager({
       env: { EVENT_REDIS_HOSTS: group.hosts, EVENT_REDIS_MASTER_NAME: group.masterName, ...mutual(), EVENT_REDIS_TLS_CA: certs.otherCaPem },
       commandTimeout: 20_000,
+      logger,
     })
     try {
       const { error, ms } = await firstFailure(events)
@@ -90,6 +106,9 @@ describe('TLS through Sentinel (TLS-only sentinels, master and replica)', () => 
       expect(error).toBeInstanceOf(ConnectionError)
       expect((error as Error).message).toMatch(/TLS certificate problem/)
       expect(ms).toBeLessThan(5_000)
+      // The connection warning names it too (ioredis' own error is only a summary).
+      await waitFor(() => lines.some((l) => l.includes('Redis connection failed')), 5_000, 'the connection warning')
+      expect(lines.find((l) => l.includes('Redis connection failed'))).toMatch(/TLS certificate problem SELF_SIGNED_CERT_IN_CHAIN/)
     } finally {
       await events.close()
     }
@@ -123,9 +142,11 @@ describe('TLS through Cluster (tls-cluster yes, TLS ports only)', () => {
   }, 40_000)
 
   it('a wrong CA fails fast with a ConnectionError naming the certificate problem', async () => {
+    const { logger, lines } = capturingLogger()
     const events = createEventManager({
       env: { EVENT_REDIS_HOSTS: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','), ...mutual(), EVENT_REDIS_TLS_CA: certs.otherCaPem },
       commandTimeout: 20_000,
+      logger,
     })
     try {
       const { error, ms } = await firstFailure(events)
@@ -133,6 +154,9 @@ describe('TLS through Cluster (tls-cluster yes, TLS ports only)', () => {
       expect(error).toBeInstanceOf(ConnectionError)
       expect((error as Error).message).toMatch(/TLS certificate problem/)
       expect(ms).toBeLessThan(5_000)
+      // The connection warning names it too (ioredis' own error is only a summary).
+      await waitFor(() => lines.some((l) => l.includes('Redis connection failed')), 5_000, 'the connection warning')
+      expect(lines.find((l) => l.includes('Redis connection failed'))).toMatch(/TLS certificate problem SELF_SIGNED_CERT_IN_CHAIN/)
     } finally {
       await events.close()
     }

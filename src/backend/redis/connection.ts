@@ -1054,10 +1054,14 @@ function fatalTest(mode: Config['redis']['mode']): FatalTest {
   }
 }
 
-function attachErrorListener(client: RedisClient, config: Config, options: RedisClientOptions): void {
+function attachErrorListener(client: RedisClient, config: Config, options: RedisClientOptions, monitor: ConnectionMonitor): void {
   const onError = options.onError
   client.on('error', (error: unknown) => {
-    if (onError !== undefined) onError(sanitizeRedisError(error, config))
+    if (onError === undefined) return
+    // Sentinel and Cluster report a summary ("Failed to refresh slots cache"); the monitor (its listener ran
+    // first) has named what a node or sentinel said, e.g. the certificate problem.
+    const detailed = monitor.followsTopology && !isReplyError(error) ? monitor.lastError : undefined
+    onError(detailed ?? sanitizeRedisError(error, config))
   })
 }
 
@@ -1101,7 +1105,7 @@ export function superviseClient<C extends RedisClient>(
   const secrets = [config.redis.password, config.redis.tlsOptions?.key, given?.password]
   const mode = given?.mode ?? config.redis.mode
   const monitor = new ConnectionMonitor(client, address, secrets, fatalTest(mode), CONNECT_FAIL_FAST_MS, mode === 'sentinel' || mode === 'cluster')
-  attachErrorListener(client, config, options)
+  attachErrorListener(client, config, options, monitor)
   hideSecrets(client, address)
   if (mode === 'sentinel' && client instanceof Redis) watchSentinelMaster(client)
   return bounded(client, monitor, options.commandTimeout)
