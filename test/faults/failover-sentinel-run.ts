@@ -23,7 +23,7 @@ afterEach(async () => {
 
 interface Run {
   acknowledged: { id: string; at: number }[]
-  failures: { at: number; message: string }[]
+  failures: { id: string; at: number; message: string; name: string }[]
 }
 
 /** Publishes one event every `everyMs` until `stop()`; records what was acknowledged and what failed. */
@@ -38,7 +38,7 @@ function publishLoop(manager: EventManager, topic: string, everyMs: number): { r
         await manager.publish(topic, event)
         run.acknowledged.push({ id: event.id, at: Date.now() })
       } catch (error) {
-        run.failures.push({ at: started, message: (error as Error).message })
+        run.failures.push({ id: event.id, at: started, message: (error as Error).message, name: (error as Error).name })
       }
       await sleep(everyMs)
     }
@@ -55,6 +55,7 @@ function publishLoop(manager: EventManager, topic: string, everyMs: number): { r
 /** Event ids in the topic's stream on `port`. */
 async function idsOn(port: number, key: string): Promise<Set<string>> {
   const redis = new Redis(port, '127.0.0.1', { maxRetriesPerRequest: 1 })
+  redis.on('error', () => undefined) // a killed node: the read rejects, that is enough
   try {
     const entries = await redis.xrange(key, '-', '+')
     const ids = new Set<string>()
@@ -68,8 +69,29 @@ async function idsOn(port: number, key: string): Promise<Set<string>> {
   }
 }
 
+/** How one failover run goes (see {@link scenario}). */
+export interface ScenarioOptions {
+  /** WAIT this many replicas after each publish (0: off). */
+  readonly waitReplicas?: number
+  /** How long to keep publishing after the switch (after the SIGCONT for `sigstop`). Default 3 s. */
+  readonly settleMs?: number
+  /** Then keep publishing until one is acknowledged again, for up to this long. Default 0. */
+  readonly resumeWithinMs?: number
+}
+
+/** What a run measured. */
+export interface ScenarioResult {
+  readonly missing: number
+  readonly resumed: boolean
+  readonly switchedAt: number
+  /** The new master's port, and the event ids on it at the end. */
+  readonly onNew: ReadonlySet<string>
+  readonly run: Run
+}
+
 /** Runs one failover while publishing (WAIT `waitReplicas` when > 0); prints the numbers, asserts generously. */
-export async function scenario(kind: 'failover' | 'sigkill' | 'sigstop', waitReplicas = 0, settleMs = 3_000, expectResume = true): Promise<{ missing: number; resumed: boolean }> {
+export async function scenario(kind: 'failover' | 'sigkill' | 'sigstop', options: ScenarioOptions = {}): Promise<ScenarioResult> {
+  const { waitReplicas = 0, settleMs = 3_000, resumeWithinMs = 0 } = options
   group = await startSentinelGroup({ replicas: 2, sentinels: 3, downAfterMs: 1_000, failoverTimeoutMs: 5_000 })
   const topic = randomName(`fo-${kind}`)
   events = createEventManager({ env: { EVENT_REDIS_HOSTS: group.hosts, EVENT_REDIS_MASTER_NAME: group.masterName }, commandTimeout: 2_000, healthTimeout: 1_000, publishWaitReplicas: waitReplicas, publishWaitTimeout: 500 })
@@ -89,6 +111,12 @@ export async function scenario(kind: 'failover' | 'sigkill' | 'sigstop', waitRep
     group.server(old.port).resume()
   }
   await sleep(settleMs)
+  const resumedOn = async (): Promise<boolean> => {
+    const on = await idsOn(next.port, key)
+    return loop.run.acknowledged.some((a) => a.at > switchedAt && on.has(a.id))
+  }
+  const resumeDeadline = Date.now() + resumeWithinMs
+  while (Date.now() < resumeDeadline && !(await resumedOn())) await sleep(200)
   await loop.stop()
   const { run } = loop
   const onNew = await idsOn(next.port, key)
@@ -104,13 +132,21 @@ export async function scenario(kind: 'failover' | 'sigkill' | 'sigstop', waitRep
     switchMs: switchedAt - triggeredAt,
     resumeAfterSwitchMs: resumedAt === undefined ? null : resumedAt - switchedAt,
     resumeAfterTriggerMs: resumedAt === undefined ? null : resumedAt - triggeredAt,
+    failedButOnNewMaster: run.failures.filter((f) => onNew.has(f.id)).length,
+    // Where the acknowledged publishes are, per node (old master first; null: not reachable), and the master at the end.
+    acknowledgedOn: Object.fromEntries(
+      await Promise.all(
+        group.servers.map(async (s) => [String(s.port), await idsOn(s.port, key).then((ids) => run.acknowledged.filter((a) => ids.has(a.id)).length, () => null)] as const),
+      ),
+    ),
+    masters: [old.port, next.port, (await group.currentMaster()).port],
     errorKinds: [...new Set(run.failures.map((f) => f.message.replace(/[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{16}|\d{4,}/g, '#').slice(0, 160)))],
   }
   console.log(`[failover-sentinel] ${JSON.stringify(report)}`)
-  if (expectResume) expect(resumedAt).toBeDefined()
+  expect(resumedAt).toBeDefined()
   for (const f of run.failures) expect(f.message).not.toMatch(/MOVED|READONLY|EXECABORT/)
   const health = await events.health()
   expect(health.redis.reachable).toBe(true)
-  return { missing: missing.length, resumed: resumedAt !== undefined }
+  return { missing: missing.length, resumed: resumedAt !== undefined, switchedAt, onNew, run }
 }
 

@@ -1045,8 +1045,10 @@ export function appendThenWait(client: RedisClient, append: AppendCommand, repli
 function fatalTest(mode: Config['redis']['mode']): FatalTest {
   switch (mode) {
     case 'sentinel':
-      // A sentinel that answers may point to a new master soon: wait for it (within the bound).
-      return (e) => e instanceof Error && /All sentinels are unreachable/.test(e.message)
+      // A sentinel that answers may point to a new master soon: wait for it (within the bound). ioredis also says
+      // "All sentinels are unreachable" when it has only run through its list because the master they name refused
+      // the connection (a killed master, before the failover): fatal only when a sentinel itself failed ("Last error").
+      return (e) => e instanceof Error && /All sentinels are unreachable/.test(e.message) && /Last error:/.test(e.message)
     case 'cluster':
       return (e) => e instanceof Error && (e.name === 'ClusterAllFailedError' || /Failed to refresh slots cache|None of startup nodes is available/.test(e.message))
     default:
