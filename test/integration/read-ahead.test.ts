@@ -56,7 +56,7 @@ async function xreadgroupCalls(): Promise<number> {
 
 async function pendingOf(topic: string, group: string): Promise<number> {
   const summary = await direct.xpending(`event:stream:{${topic}}`, group)
-  return summary[0]
+  return Number(summary[0])
 }
 
 describe('read-ahead on Redis', () => {
