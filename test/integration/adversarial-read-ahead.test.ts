@@ -1,0 +1,198 @@
+/**
+ * Adversarial tests of pipelined read-ahead (issue #10) on a private
+ * redis-server and the memory backend: a consumer that stops after one
+ * message (firstValueFrom) or is closed while rounds are in flight, a
+ * connection reset again and again while rounds flow, and a slow handler at
+ * maxPendingMessages 5. Each event must end handled once (or over by one
+ * after a cut connection), nothing lost, nothing dead-lettered, delivery
+ * counts of given-back entries unchanged, and the credit never exceeded.
+ */
+import { Redis } from 'ioredis'
+import { firstValueFrom } from 'rxjs'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { handleEach } from '../../operators/index.js'
+import { createEventManager, newEvent, type EventManager, type EventManagerOptions, type Message } from '../../src/index.js'
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
+import { recording, sum, type ReadCall } from '../support/read-calls.js'
+import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import { randomName } from '../support/redis.js'
+import { sleep, waitFor } from '../support/events.js'
+
+let server: RedisServer
+let proxy: FaultProxy
+let direct: Redis
+beforeAll(async () => {
+  server = await startRedisServer()
+  proxy = await startFaultProxy({ host: server.host, port: server.port })
+  direct = new Redis(server.url)
+}, 30_000)
+afterAll(async () => {
+  await direct.quit()
+  await proxy.close()
+  await server.stop()
+})
+
+const open: EventManager[] = []
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((m) => m.close()))
+})
+
+function manager(options: EventManagerOptions = {}): EventManager {
+  const m = createEventManager({ env: {}, delayedQueueEnabled: false, ...options })
+  open.push(m)
+  return m
+}
+
+async function publish(events: EventManager, topic: string, count: number): Promise<string[]> {
+  const ids: string[] = []
+  for (let i = 0; i < count; i += 500) {
+    ids.push(...(await events.publishBatch(topic, Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j })))))
+  }
+  return ids
+}
+
+const backends = [
+  ['redis', (): EventManagerOptions => ({ redisUrl: server.url })],
+  ['memory', (): EventManagerOptions => ({ backend: 'memory' })],
+] as const
+
+describe.each(backends)('read-ahead, adversarial (%s)', (kind, options) => {
+  it('firstValueFrom mid-round: one message taken, the rest of the round given back with its count unchanged; a second consumer gets every other entry once', async () => {
+    const events = manager(options())
+    const topic = randomName('adv-first')
+    const group = randomName('g')
+    const ids = await publish(events, topic, 1_000)
+    // warm up read-ahead: a first full read, then rounds
+    const first = await firstValueFrom(events.topic(topic).consume({ group, startFrom: 'beginning', batchSize: 10, claimInterval: 0 }))
+    expect(first.streamId).toBe(ids[0])
+    await first.ack()
+    const second = await firstValueFrom(events.topic(topic).consume({ group, batchSize: 10, claimInterval: 0 }))
+    expect(second.deliveryCount).toBe(1)
+    await second.ack()
+    const seen = new Map<string, number>()
+    const counts: number[] = []
+    const sub = events
+      .topic(topic)
+      .consume({ group, batchSize: 10, claimInterval: 100, claimMinIdleTime: 60_000 })
+      .pipe(
+        handleEach((m) => {
+          seen.set(m.streamId, (seen.get(m.streamId) ?? 0) + 1)
+          counts.push(m.deliveryCount)
+        }, { concurrency: 20 }),
+      )
+      .subscribe()
+    // given-back entries are idle at once: claimed long before claimMinIdleTime
+    await waitFor(() => seen.size === 998, 20_000, `998 entries (${kind})`).catch((e: unknown) => {
+      throw new Error(`${String(e)}; got ${seen.size}`)
+    })
+    sub.unsubscribe()
+    expect([...seen.values()].every((n) => n === 1)).toBe(true)
+    expect([first.streamId, second.streamId, ...seen.keys()].sort()).toEqual([...ids].sort())
+    // given back: each entry seen on its first delivery (given-back entries keep their counts)
+    expect(Math.max(...counts)).toBe(1)
+    expect(await events.deadLetters.count(topic)).toBe(0)
+  })
+
+  it('close() while rounds are in flight: started messages settle, nothing lost; a new manager handles the rest, each event once', async () => {
+    const topic = randomName('adv-close')
+    const group = randomName('g')
+    const carrier = manager(options())
+    const ids = await publish(carrier, topic, 2_000)
+    const handled = new Map<string, number>()
+    const handler = async (m: Message): Promise<void> => {
+      await sleep(Math.random() < 0.1 ? 5 : 0)
+      handled.set(m.streamId, (handled.get(m.streamId) ?? 0) + 1)
+    }
+    // memory: one store shared by the managers; redis: each manager its own connections
+    const next = (): EventManager =>
+      kind === 'memory' ? createEventManager({ backend: recording(carrier.backend, [], () => 0), env: {}, delayedQueueEnabled: false }) : manager(options())
+    for (let round = 0; round < 3; round++) {
+      const events = next()
+      events.topic(topic).consume({ group, batchSize: 10, startFrom: 'beginning', claimInterval: 0 }).pipe(handleEach(handler, { concurrency: 8 })).subscribe()
+      const target = (round + 1) * 400
+      await waitFor(() => handled.size >= target, 20_000, `${target} handled`)
+      await events.close()
+    }
+    const last = next()
+    last.topic(topic).consume({ group, batchSize: 10, claimInterval: 200, claimMinIdleTime: 300 }).pipe(handleEach(handler, { concurrency: 8 })).subscribe()
+    await waitFor(() => handled.size === 2_000, 30_000, 'all 2,000 handled')
+    await last.close()
+    expect([...handled.keys()].sort()).toEqual([...ids].sort())
+    const twice = [...handled.values()].filter((n) => n > 1).length
+    expect(twice).toBe(0)
+    expect(await carrier.deadLetters.count(topic)).toBe(0)
+  }, 60_000)
+
+  it('a slow handler at maxPendingMessages 5: no read or round asks for more than the free credit', async () => {
+    const carrier = manager(options())
+    const topic = randomName('adv-slow')
+    const group = randomName('g')
+    await publish(carrier, topic, 300)
+    const calls: ReadCall[] = []
+    let unsettled = 0
+    let maxUnsettled = 0
+    const events = createEventManager({ backend: recording(carrier.backend, calls, () => unsettled), env: {}, delayedQueueEnabled: false })
+    open.push(events)
+    let done = 0
+    events
+      .topic(topic)
+      .consume({ group, startFrom: 'beginning', batchSize: 10, maxPendingMessages: 5, claimInterval: 0 })
+      .pipe(
+        handleEach(
+          async () => {
+            unsettled++
+            maxUnsettled = Math.max(maxUnsettled, unsettled)
+            await sleep(2)
+            unsettled--
+            done++
+          },
+          { concurrency: 5 },
+        ),
+      )
+      .subscribe()
+    await waitFor(() => done === 300, 30_000, '300 handled')
+    expect(calls.length).toBeGreaterThan(0)
+    expect(calls.filter((c) => c.kind === 'readMany')).toEqual([])
+    for (const c of calls) {
+      expect(sum(c.counts)).toBeLessThanOrEqual(5)
+      expect(c.unsettled + sum(c.counts)).toBeLessThanOrEqual(5)
+    }
+    expect(maxUnsettled).toBeLessThanOrEqual(5)
+  })
+})
+
+describe('read-ahead on Redis through a faulty link', () => {
+  it('connections reset again and again while rounds flow: every event handled, none more than twice, none dead-lettered', async () => {
+    const publisher = manager({ redisUrl: server.url })
+    const topic = randomName('adv-resets')
+    const group = randomName('g')
+    const ids = await publish(publisher, topic, 3_000)
+    const calls: ReadCall[] = []
+    const carrier = manager({ redisUrl: proxy.url, commandTimeout: 3_000 })
+    const events = manager({ backend: recording(carrier.backend, calls, () => 0), claimInterval: 500, claimMinIdleTime: 1_000, maxRetries: 5 })
+    const runs = new Map<string, number>()
+    events
+      .topic(topic)
+      .consume({ group, startFrom: 'beginning', batchSize: 10 })
+      .pipe(
+        handleEach(async (m) => {
+          runs.set(m.streamId, (runs.get(m.streamId) ?? 0) + 1)
+          if (Math.random() < 0.05) await sleep(1)
+        }, { concurrency: 10 }),
+      )
+      .subscribe()
+    let resets = 0
+    while (runs.size < 3_000 && resets < 40) {
+      await sleep(40 + Math.floor(Math.random() * 60))
+      proxy.resetAll()
+      resets++
+    }
+    await waitFor(() => runs.size === 3_000, 40_000, 'all 3,000 handled')
+    await waitFor(async () => Number((await direct.xpending(`event:stream:{${topic}}`, group))[0]) === 0, 20_000, 'nothing pending')
+    expect([...runs.keys()].sort()).toEqual([...ids].sort())
+    expect(Math.max(...runs.values())).toBeLessThanOrEqual(2)
+    expect(calls.some((c) => c.kind === 'readMany')).toBe(true)
+    expect(await publisher.deadLetters.count(topic)).toBe(0)
+    console.log(`[adversarial-read-ahead] ${resets} resets; ${[...runs.values()].filter((n) => n > 1).length} entries run twice; ${calls.filter((c) => c.kind === 'readMany').length} rounds`)
+  }, 90_000)
+})
