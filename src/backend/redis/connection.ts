@@ -844,6 +844,8 @@ class SentinelMasterWatch {
   check(): Promise<Map<Redis, StaleMaster>> {
     this.#running ??= this.#check().finally(() => {
       this.#running = undefined
+      // The last client ended during the check: its sentinel connection must not outlive it.
+      if (this.clients.size === 0) this.#drop()
     })
     return this.#running
   }
@@ -867,7 +869,7 @@ class SentinelMasterWatch {
   /** The master the first answering sentinel names (NAT-mapped like ioredis does); undefined when none knows. */
   async #askSentinels(): Promise<NodeAddress | undefined> {
     const sentinels = this.options.sentinels ?? []
-    for (let tried = 0; tried < sentinels.length; tried++) {
+    for (let tried = 0; tried < sentinels.length && this.clients.size > 0; tried++) {
       try {
         const reply: unknown = await this.#connection().call('SENTINEL', 'get-master-addr-by-name', this.options.name ?? 'mymaster')
         if (!Array.isArray(reply) || reply.length < 2) return undefined
