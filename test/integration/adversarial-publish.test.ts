@@ -277,3 +277,36 @@ describe('coalesced publish under faults', () => {
     }
   }, 30_000)
 })
+
+describe('unknown outcomes name the right events in both wire formats', () => {
+  for (const wireFormat of ['fields', 'compact'] as const) {
+    for (const publishDedupeWindow of [0, 60_000]) {
+      it(`${wireFormat}, dedupe window ${publishDedupeWindow}: a blackholed publish and publishBatch name their own event ids`, async () => {
+        const events = manager({ wireFormat, publishDedupeWindow, commandTimeout: 400 }, proxy.url)
+        const topic = randomName('adv-unknown')
+        try {
+          await events.publish(topic, newEvent('warm.up', 0))
+          const single = newEvent('one', 1)
+          const batch = [newEvent('b1', 1), newEvent('b2', 2)]
+          const large = Array.from({ length: 20 }, (_, i) => newEvent('l', i))
+          proxy.blackhole(true)
+          const [e1, e2, e3] = await Promise.all([
+            events.publish(topic, single).then(() => undefined, (e: unknown) => e),
+            events.publishBatch(topic, batch).then(() => undefined, (e: unknown) => e),
+            events.publishBatch(topic, large).then(() => undefined, (e: unknown) => e),
+          ])
+          const retrySafe = publishDedupeWindow > 0
+          expect(e1).toBeInstanceOf(PublishOutcomeUnknownError)
+          expect(e1).toMatchObject({ topic, eventIds: [single.id], retrySafe })
+          expect(e2).toBeInstanceOf(PublishOutcomeUnknownError)
+          expect(e2).toMatchObject({ topic, eventIds: batch.map((e) => e.id), retrySafe })
+          expect(e3).toBeInstanceOf(PublishOutcomeUnknownError)
+          expect(e3).toMatchObject({ topic, eventIds: large.map((e) => e.id), retrySafe })
+        } finally {
+          proxy.blackhole(false)
+          await events.close()
+        }
+      }, 20_000)
+    }
+  }
+})
