@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, ReplicationTimeoutError, type EventManager } from '../../src/index.js'
 import { startRedisCluster, type RedisCluster, type RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
+import { keySlot, moveSlot, nodeClient } from '../support/cluster-slots.js'
+import { sleep } from '../support/events.js'
 
 const streamKey = (topic: string): string => `event:stream:{${topic}}`
 
@@ -121,6 +123,56 @@ describe('WAIT on a 3-master + 3-replica Redis Cluster', () => {
       frozen.replica.resume()
     }
     expect(await lengthOn(frozen.master, frozen.topic)).toBe(before + 1)
+  }, 60_000)
+
+  it('WAIT 1 while the topic\'s slot moves between masters (ASK, TRYAGAIN, MOVED on the append): no redirection reaches a caller, every publish acknowledged is on its final master\'s replica', async () => {
+    const events = manager({ EVENT_PUBLISH_WAIT_REPLICAS: '1', EVENT_PUBLISH_WAIT_TIMEOUT: '2s', EVENT_COMMAND_TIMEOUT: '8s' })
+    const [home, away] = placed as [(typeof placed)[number], (typeof placed)[number]]
+    const topic = home.topic
+    const admin = nodeClient(home.master.port)
+    const acknowledged: string[] = []
+    const failures: string[] = []
+    const state = { stopped: false }
+    const publishing = (batch: boolean) =>
+      (async () => {
+        for (let i = 0; !state.stopped; i++) {
+          const group = batch ? [newEvent('moving', i), newEvent('moving', i)] : [newEvent('moving', i)]
+          try {
+            if (batch) await events.publishBatch(topic, group)
+            else await events.publish(topic, group[0] as ReturnType<typeof newEvent>)
+            acknowledged.push(...group.map((e) => e.id))
+          } catch (error) {
+            failures.push((error as Error).message)
+          }
+          await sleep(5)
+        }
+      })()
+    try {
+      const slot = await keySlot(admin, streamKey(topic))
+      const loops = [publishing(false), publishing(true)]
+      for (let round = 0; round < 4; round++) {
+        await sleep(150)
+        await moveSlot(cluster, slot, round % 2 === 0 ? away.master.port : home.master.port, { pauseMs: 150 })
+      }
+      await sleep(150)
+      state.stopped = true
+      await Promise.all(loops)
+    } finally {
+      state.stopped = true
+      admin.disconnect()
+    }
+    console.log(`[cluster-wait] slot moved 4 times under WAIT 1: ${JSON.stringify({ acknowledged: acknowledged.length, failed: failures.length })}`)
+    expect(failures).toEqual([])
+    expect(acknowledged.length).toBeGreaterThan(0)
+    // Back on `home`: its replica has every acknowledged event (WAIT 1 was met on the master that took each).
+    const node = new Redis(home.replica.port, home.replica.host, { maxRetriesPerRequest: 1 })
+    try {
+      await node.call('READONLY')
+      const ids = new Set((await node.xrange(streamKey(topic), '-', '+')).map(([, fields]) => fields[fields.indexOf('id') + 1]))
+      expect(acknowledged.filter((id) => !ids.has(id))).toEqual([])
+    } finally {
+      node.disconnect()
+    }
   }, 60_000)
 
   it('WAIT 2 with one replica per master: ReplicationTimeoutError per publish, each event appended on its master', async () => {
