@@ -5,7 +5,9 @@
  * run and their medians: the way to see a change of a few per cent on a busy
  * machine.
  *
- *   npx tsx bench/ab.ts <dirA> <dirB> [drain|drain-lazy|subscribe|publish|batch] [count] [runs]
+ *   npx tsx bench/ab.ts <dirA> <dirB> [drain|drain-lazy|subscribe|publish|batch|publish-unsafe|batch-unsafe] [count] [runs]
+ *
+ * `-unsafe`: the dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0).
  *
  * `AB_ENV_A` / `AB_ENV_B` (`K=V,K=V`) set variables for one side only, e.g.
  * `AB_ENV_B=BENCH_WIRE_FORMAT=compact` with the same directory twice compares
@@ -34,8 +36,8 @@ try {
       await admin.flushall()
       const url = server.url
       let spec: ChildSpec
-      if (kind === 'publish') spec = { kind: 'publish', side: 'library', url, count, concurrency: 1_000 }
-      else if (kind === 'batch') spec = { kind: 'batch', side: 'library', url, count, size: 100 }
+      if (kind === 'publish' || kind === 'publish-unsafe') spec = { kind: 'publish', side: 'library', url, count, concurrency: 1_000, retrySafe: kind === 'publish' }
+      else if (kind === 'batch' || kind === 'batch-unsafe') spec = { kind: 'batch', side: 'library', url, count, size: 100, retrySafe: kind === 'batch' }
       else {
         const topic = randomTopic('ab')
         await prefill(url, topic, count, envs[side]?.['BENCH_WIRE_FORMAT'] === 'compact' ? 'compact' : 'five-field')

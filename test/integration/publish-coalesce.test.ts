@@ -127,6 +127,26 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
     }
   })
 
+  it('with the dedupe window off, the publishes of a tick share one plain append script call (no dedupe keys)', async () => {
+    const events = manager({ publishDedupeWindow: 0, streamMaxLen: 10_000 })
+    const topic = randomName('coalesce-plain')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0))
+      const published = Array.from({ length: 100 }, (_, i) => newEvent('n', { i }))
+      const before = await scriptCalls()
+      const ids = await Promise.all(published.map((e) => events.publish(topic, e)))
+      expect(await scriptCalls()).toBe(before + 1)
+      expect(new Set(ids).size).toBe(100)
+      expect((await streamEventIds(topic)).slice(1)).toEqual(published.map((e) => e.id))
+      expect(await direct.exists(`event:published:{${topic}}:${published[0]?.id ?? ''}`)).toBe(0)
+      const again = await events.publish(topic, published[0] as never).then(() => undefined, (e: unknown) => e)
+      expect(again).toBeUndefined() // appended again: nothing deduplicates
+      expect(await direct.xlen(`event:stream:{${topic}}`)).toBe(102)
+    } finally {
+      await events.close()
+    }
+  })
+
   it('a Redis error reply reaches every caller as a BackendError (not an unknown outcome)', async () => {
     const events = manager()
     const topic = randomName('coalesce-wrongtype')

@@ -325,6 +325,8 @@ const APPEND_COALESCE_MAX_CHARS = 1 << 20
 /** appendOnce calls of one tick for one topic, sent as one script call. */
 interface AppendOnceBatch {
   readonly topic: string
+  /** false: plain appends (append-1.lua, no dedupe keys; `windowMs` unused). */
+  readonly dedupe: boolean
   readonly options: { readonly windowMs: number; readonly maxLen?: number }
   readonly callers: { readonly entries: readonly IdentifiedEntry[]; resolve(ids: string[]): void; reject(error: unknown): void }[]
   count: number
@@ -366,6 +368,8 @@ export class RedisBackend implements StreamBackend {
   /** appendOnce calls of this tick not yet sent, per topic and options. */
   readonly #coalescing = new Map<string, AppendOnceBatch>()
   #flushScheduled = false
+  /** Coalesced append calls sent and not yet answered: close() waits for them before it quits. */
+  readonly #appendsInFlight = new Set<Promise<void>>()
   #control: RedisClient | undefined
   #writeClient: RedisClient | undefined
   #closed = false
@@ -415,15 +419,9 @@ export class RedisBackend implements StreamBackend {
   }
 
   appendOne(topic: string, fields: readonly string[], options: { readonly maxLen?: number } = {}): Promise<string> {
-    if (options.maxLen !== undefined || !this.#registered.has(topic) || this.#waitsInPipeline()) {
-      return this.append(topic, [fields], options).then((ids) => ids[0] as string)
-    }
-    // The hot path of publishing: one autopipelined XADD and one promise on top of it.
-    const appended = this.#writer().xadd(this.#streamKey(topic), '*', ...(fields as string[])).then(
-      (id) => String(id),
-      (error: unknown) => this.#failAppend(topic, [fields], error, false),
-    )
-    return this.#options.waitReplicas === undefined ? appended : appended.then(async (id) => (await this.#replicated(), id))
+    if (this.#waitsInPipeline()) return this.append(topic, [fields], options).then((ids) => ids[0] as string)
+    // The hot path of publishing without dedupe: coalesced with the other appends of the tick into one append-1.lua call.
+    return this.#coalesce(topic, [{ eventId: '', fields }], { windowMs: 0, ...options }, false).then((ids) => ids[0] as string)
   }
 
   /**
@@ -439,17 +437,22 @@ export class RedisBackend implements StreamBackend {
    * event ids, or the Redis error reply).
    */
   appendOnce(topic: string, entries: readonly IdentifiedEntry[], options: { readonly windowMs: number; readonly maxLen?: number }): Promise<string[]> {
+    return this.#coalesce(topic, entries, options, true)
+  }
+
+  /** Queues appends for the tick's script call of their topic, options and kind (see {@link appendOnce}). */
+  #coalesce(topic: string, entries: readonly IdentifiedEntry[], options: { readonly windowMs: number; readonly maxLen?: number }, dedupe: boolean): Promise<string[]> {
     if (entries.length === 0) return Promise.resolve([])
     return new Promise<string[]>((resolve, reject) => {
       const bytes = entriesChars(entries)
-      const slot = `${topic}\n${options.maxLen ?? ''}\n${options.windowMs}`
+      const slot = `${dedupe ? 'once' : 'plain'}\n${topic}\n${options.maxLen ?? ''}\n${dedupe ? options.windowMs : ''}`
       let batch = this.#coalescing.get(slot)
       if (entries.length >= APPEND_ALONE_ENTRIES) {
         if (batch !== undefined) {
           this.#coalescing.delete(slot)
           this.#sendAppendOnce(batch)
         }
-        this.#sendAppendOnce({ topic, options, callers: [{ entries, resolve, reject }], count: entries.length, chars: bytes })
+        this.#sendAppendOnce({ topic, dedupe, options, callers: [{ entries, resolve, reject }], count: entries.length, chars: bytes })
         return
       }
       if (batch !== undefined && (batch.count + entries.length > APPEND_COALESCE_MAX_ENTRIES || batch.chars + bytes > APPEND_COALESCE_MAX_CHARS)) {
@@ -458,7 +461,7 @@ export class RedisBackend implements StreamBackend {
         batch = undefined
       }
       if (batch === undefined) {
-        batch = { topic, options, callers: [], count: 0, chars: 0 }
+        batch = { topic, dedupe, options, callers: [], count: 0, chars: 0 }
         this.#coalescing.set(slot, batch)
         if (!this.#flushScheduled) {
           this.#flushScheduled = true
@@ -481,7 +484,7 @@ export class RedisBackend implements StreamBackend {
 
   /** One script call for a coalesced batch; settles each of its callers. */
   #sendAppendOnce(batch: AppendOnceBatch): void {
-    const { topic, options, callers } = batch
+    const { topic, options, callers, dedupe } = batch
     const settle = (ids: string[]): void => {
       let at = 0
       for (const caller of callers) {
@@ -497,7 +500,7 @@ export class RedisBackend implements StreamBackend {
           continue
         }
         try {
-          this.#failAppend(topic, caller.entries.map((e) => e.fields), error, true)
+          this.#failAppend(topic, caller.entries.map((e) => e.fields), error, dedupe)
         } catch (failure) {
           caller.reject(failure)
         }
@@ -509,20 +512,28 @@ export class RedisBackend implements StreamBackend {
     try {
       registering = this.#registered.has(topic) ? undefined : this.#register(topic)
       registering?.catch(() => undefined)
-      const args: (string | number)[] = [batch.count + 1, this.#streamKey(topic)]
-      for (const caller of callers) for (const entry of caller.entries) args.push(this.#keys.published(topic, entry.eventId))
-      args.push(options.maxLen === undefined ? '' : options.maxLen, Math.max(1, Math.ceil(options.windowMs)))
+      const args: (string | number)[] = dedupe ? [batch.count + 1, this.#streamKey(topic)] : [this.#streamKey(topic)]
+      if (dedupe) for (const caller of callers) for (const entry of caller.entries) args.push(this.#keys.published(topic, entry.eventId))
+      args.push(options.maxLen === undefined ? '' : options.maxLen)
+      if (dedupe) args.push(Math.max(1, Math.ceil(options.windowMs)))
       for (const caller of callers) {
         for (const entry of caller.entries) {
           args.push(entry.fields.length)
           for (const value of entry.fields) args.push(value)
         }
       }
-      sent = this.#waitsInPipeline() ? this.#appendWithWait(waited, { ...loadScript('rrsAppendOnce'), args }) : script(this.#writer(), 'rrsAppendOnce')(...args)
+      const name = dedupe ? 'rrsAppendOnce' : 'rrsAppend'
+      sent = this.#waitsInPipeline() ? this.#appendWithWait(waited, { ...loadScript(name), args }) : script(this.#writer(), name)(...args)
     } catch (error) {
       fail(error, true)
       return
     }
+    const answered = sent.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.#appendsInFlight.add(answered)
+    void answered.then(() => this.#appendsInFlight.delete(answered))
     sent.then(
       async (reply) => {
         try {
@@ -1080,6 +1091,10 @@ export class RedisBackend implements StreamBackend {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    // Appends coalesced in this tick are sent now, and every append sent is answered before the QUIT below
+    // (each is bounded by the command timeout): a publish accepted before close() is appended, not cut.
+    this.#flushAppends()
+    await Promise.all([...this.#appendsInFlight])
     await Promise.all([...this.#readers].map((r) => r.close()))
     this.#control?.disconnect()
     this.#writeClient?.disconnect()
