@@ -808,6 +808,10 @@ class SentinelMasterWatch {
   #next = 0
   #timer: NodeJS.Timeout | undefined
   #running: Promise<Map<Redis, StaleMaster>> | undefined
+  /** What each client was last moved from (`connected|named`): back there after reconnecting through the sentinels, the comparison cannot tell. */
+  readonly #movedFrom = new WeakMap<Redis, string>()
+  /** Clients whose address cannot be compared with the sentinels' (an address translation the library does not know): never moved. */
+  readonly #incomparable = new WeakSet<Redis>()
 
   constructor(
     readonly key: string,
@@ -857,10 +861,23 @@ class SentinelMasterWatch {
     if (named === undefined) return moved
     const masterName = this.options.name ?? 'mymaster'
     for (const client of this.clients) {
-      const at = client.status === 'ready' ? remoteOf(client) : undefined
-      if (at === undefined || (await sameNode(at, named))) continue
+      const at = client.status === 'ready' && !this.#incomparable.has(client) ? remoteOf(client) : undefined
+      if (at === undefined) continue
+      if (await sameNode(at, named)) {
+        this.#movedFrom.delete(client)
+        continue
+      }
       if (client.status !== 'ready') continue
-      moved.set(client, { connected: `${at.host}:${String(at.port)}`, named: `${named.host}:${String(named.port)}`, masterName })
+      const stale = { connected: `${at.host}:${String(at.port)}`, named: `${named.host}:${String(named.port)}`, masterName }
+      const seen = `${stale.connected}|${stale.named}`
+      if (this.#movedFrom.get(client) === seen) {
+        // ioredis reconnected through the sentinels and came back to the same address: it is the named master
+        // behind a translation (NAT, a proxy) the library cannot see. Moving it again would only cut it every second.
+        this.#incomparable.add(client)
+        continue
+      }
+      this.#movedFrom.set(client, seen)
+      moved.set(client, stale)
       client.disconnect(true)
     }
     return moved
