@@ -1,7 +1,7 @@
 import { from, Observable, type ObservableInput, type OperatorFunction, type SchedulerLike } from 'rxjs'
 import type { Attributes } from '@opentelemetry/api'
-import { declareDemand, isWithdrawn, releaseUnhandled, type Message, type RetryDefaults } from '../src/consumer/message.js'
-import { runInHandlingContext } from '../src/context.js'
+import { declareDemand, DeliveredMessage, isWithdrawn, releaseUnhandled, type Message, type RetryDefaults } from '../src/consumer/message.js'
+import { currentHandlingContext, runInContext, type HandlingContext } from '../src/context.js'
 import { isPermanentError } from '../src/errors.js'
 import type { Logger } from '../src/logger.js'
 import type { Outcome, Settleable } from '../src/settle.js'
@@ -242,9 +242,13 @@ export function settleQuietly(settle: () => Promise<Outcome>): Promise<Outcome> 
   }
 }
 
-/** `settleQuietly(() => value.ack())` without the closure (the hot path: once per handled message). */
+/**
+ * `settleQuietly(() => value.ack())` without the closure (the hot path: once per handled message).
+ * A delivered message's ack never rejects (its store failure resolves `'failed'`): no `catch` promise for it.
+ */
 function ackQuietly(value: Settleable): Promise<Outcome> {
   try {
+    if (value instanceof DeliveredMessage) return value.ack()
     return value.ack().catch(toFailed)
   } catch {
     return Promise.resolve('failed' as const)
@@ -255,6 +259,7 @@ function ackQuietly(value: Settleable): Promise<Outcome> {
  * The context of one attempt. Its `signal` is looked up on first read: a
  * message creates its AbortController only then, and most handlers never
  * read it. An abort before the first read still yields an aborted signal.
+ * An own enumerable getter: `{ ...context }` copies the signal.
  */
 function attemptContext(value: Settleable, attempt: number): HandlerContext {
   let signal: AbortSignal | undefined
@@ -267,15 +272,153 @@ function attemptContext(value: Settleable, attempt: number): HandlerContext {
   }
 }
 
-/** How one value's handling ended: its settlement call, attempts and last error. */
-interface Attempted {
-  readonly outcome: Promise<Outcome>
+const WITHDRAWN: Promise<Outcome> = Promise.resolve('withdrawn')
+
+/** `handling.call(context)` for {@link runInContext} (no closure per attempt). */
+const callHandler = <T extends Settleable>(handling: Handling<T>, context: HandlerContext): void => handling.call(context)
+
+const logFieldsOf = (message: Message | undefined): object => (message === undefined ? {} : messageLogFields(message))
+
+/** What a {@link Handling} needs from its handleEach call (one object per operator). */
+interface HandlingShared<T extends Settleable> {
+  readonly handler: SettleableHandler<T>
+  readonly logger: Logger | undefined
+  readonly now: () => number
+  readonly wait: (ms: number, then: () => void) => void
+  readonly policyOf: (value: T) => RetryPolicy | undefined
+  readonly retriedAttributes: (message: Message | undefined) => Attributes
+}
+
+/**
+ * One value's handling to its settlement: its attempts (each begun with
+ * `begin()`), its settlement call and what is reported. One object per value,
+ * its steps on the prototype: no closures per message on the synchronous path.
+ * `onDone` is called once (synchronously when everything was synchronous).
+ */
+class Handling<T extends Settleable> {
+  readonly value: T
+  readonly representative: Message | undefined
+  readonly span: ProcessSpan
+  readonly instruments: Instruments
+  readonly startedAt: number
+  attempts = 0
+  lastError: unknown = undefined
+  /** The settlement call's result (set once done). */
+  outcome: Promise<Outcome> = WITHDRAWN
   /** What the settlement call asked for, reported at once under a scheduler. */
-  readonly intended: Outcome
-  readonly attempts: number
-  readonly lastError: unknown
+  intended: Outcome = 'withdrawn'
   /** False when the value was never run (begin() refused it): nothing is reported. */
-  readonly ran: boolean
+  ran = true
+  /** The handling context its outcome is reported in (the one it was done in). */
+  reportContext: HandlingContext | undefined
+  /** The current attempt ended (only its first ending counts). */
+  #finished = false
+  readonly #shared: HandlingShared<T>
+  readonly #onDone: (handling: Handling<T>) => void
+  readonly #policy: RetryPolicy | undefined
+
+  constructor(shared: HandlingShared<T>, onDone: (handling: Handling<T>) => void, value: T, representative: Message | undefined, span: ProcessSpan, instruments: Instruments, startedAt: number) {
+    this.#shared = shared
+    this.#onDone = onDone
+    this.value = value
+    this.representative = representative
+    this.span = span
+    this.instruments = instruments
+    this.startedAt = startedAt
+    this.#policy = shared.policyOf(value)
+  }
+
+  attempt(): void {
+    const value = this.value
+    if (!beginAttempt(value)) {
+      // Settled meanwhile (e.g. its attempt timed out), given back, or its subscription is stopping.
+      if (this.attempts === 0) {
+        giveBack(value)
+        this.ran = false
+        this.#done('withdrawn', WITHDRAWN)
+        return
+      }
+      const outcome = value.outcome
+      if (outcome === undefined) giveBack(value)
+      this.#done(outcome ?? 'withdrawn', outcome === undefined ? WITHDRAWN : Promise.resolve(outcome))
+      return
+    }
+    this.attempts++
+    this.#finished = false
+    const context = attemptContext(value, this.attempts)
+    try {
+      // Without tracing, no wrapper closure per attempt.
+      if (this.span !== NO_SPAN) this.span.run(() => this.#enter(context))
+      else this.#enter(context)
+    } catch (error) {
+      this.#finish(this.attempts, error, false)
+    }
+  }
+
+  /**
+   * Runs the handler in the value's handling context: its message is the context
+   * (event, topic, group), already current when it starts inside its own delivery.
+   */
+  #enter(context: HandlerContext): void {
+    const representative = this.representative
+    if (representative === undefined || currentHandlingContext() === representative) this.call(context)
+    else runInContext(representative, callHandler, this, context)
+  }
+
+  /** @internal One attempt's handler call (see {@link callHandler}). */
+  call(context: HandlerContext): void {
+    const attempt = this.attempts
+    const result: unknown = this.#shared.handler(this.value, context)
+    // A plain value (or nothing) is a synchronous success.
+    if (result === undefined || result === null || (typeof result !== 'object' && typeof result !== 'function' && typeof result !== 'string')) this.#finish(attempt, undefined, true)
+    else if (isPromiseLike(result)) {
+      result.then(
+        () => this.#finish(attempt, undefined, true),
+        (error: unknown) => this.#finish(attempt, error, false),
+      )
+    } else {
+      from(result as ObservableInput<unknown>).subscribe({ error: (error: unknown) => this.#finish(attempt, error, false), complete: () => this.#finish(attempt, undefined, true) })
+    }
+  }
+
+  /** The end of attempt `attempt`; a second ending of the same attempt (or one of an earlier attempt) is ignored. */
+  #finish(attempt: number, error: unknown, ok: boolean): void {
+    if (attempt !== this.attempts || this.#finished) return
+    this.#finished = true
+    if (ok) this.#done('acked', ackQuietly(this.value))
+    else this.#failed(error)
+  }
+
+  #failed(error: unknown): void {
+    const value = this.value
+    const representative = this.representative
+    const shared = this.#shared
+    const policy = this.#policy
+    this.lastError = error
+    shared.logger?.warn({ ...logFieldsOf(representative), err: error, attempt: this.attempts, deliveryCount: representative?.deliveryCount }, 'handler failed')
+    if (policy === undefined) {
+      if (isPermanentError(error)) this.#done('dead-lettered', settleQuietly(() => value.deadLetter(error)))
+      else this.#done('nacked', settleQuietly(() => value.nack(error)))
+      return
+    }
+    if (value.outcome !== undefined || this.attempts > policy.maxRetries || !policy.shouldRetry(error)) {
+      this.#done('dead-lettered', settleQuietly(() => value.deadLetter(error)))
+      return
+    }
+    this.instruments.retried.add(1, shared.retriedAttributes(representative))
+    // The backoff does not count against the consumer timeout: the next begin() restarts it.
+    holdForLater(value)
+    shared.wait(policy.delayFor(this.attempts), () => {
+      releaseHeld(value, shared.now())
+      this.attempt()
+    })
+  }
+
+  #done(intended: Outcome, outcome: Promise<Outcome>): void {
+    this.intended = intended
+    this.outcome = outcome
+    this.#onDone(this)
+  }
 }
 
 const isPromiseLike = (value: unknown): value is PromiseLike<unknown> =>
@@ -393,85 +536,7 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
     if (scheduler === undefined) setTimeout(then, ms)
     else scheduler.schedule(then, ms)
   }
-  const logFields = (message: Message | undefined): object => (message === undefined ? {} : messageLogFields(message))
-
-  /**
-   * Handles one value to its settlement, each attempt begun with `begin()`,
-   * and calls `done` once (synchronously when everything was synchronous).
-   */
-  const handleOne = (value: T, representative: Message | undefined, span: ProcessSpan, instruments: Instruments, done: (attempted: Attempted) => void): void => {
-    const context = representative === undefined ? undefined : { event: representative.event, topic: representative.topic, group: representative.group }
-    const policy = policyOf(value)
-    let attempts = 0
-    let lastError: unknown
-    const settled = (intended: Outcome, outcome: Promise<Outcome>): void => done({ outcome, intended, attempts, lastError, ran: true })
-    const succeeded = (): void => settled('acked', ackQuietly(value))
-    const failed = (error: unknown): void => {
-      lastError = error
-      logger?.warn({ ...logFields(representative), err: error, attempt: attempts, deliveryCount: representative?.deliveryCount }, 'handler failed')
-      if (policy === undefined) {
-        if (isPermanentError(error)) settled('dead-lettered', settleQuietly(() => value.deadLetter(error)))
-        else settled('nacked', settleQuietly(() => value.nack(error)))
-        return
-      }
-      if (value.outcome !== undefined || attempts > policy.maxRetries || !policy.shouldRetry(error)) {
-        settled('dead-lettered', settleQuietly(() => value.deadLetter(error)))
-        return
-      }
-      instruments.retried.add(1, attributesOf(representative).base)
-      // The backoff does not count against the consumer timeout: the next begin() restarts it.
-      holdForLater(value)
-      wait(policy.delayFor(attempts), () => {
-        releaseHeld(value, now())
-        attempt()
-      })
-    }
-    const attempt = (): void => {
-      if (!beginAttempt(value)) {
-        // Settled meanwhile (e.g. its attempt timed out), given back, or its subscription is stopping.
-        if (attempts === 0) {
-          giveBack(value)
-          done({ outcome: Promise.resolve('withdrawn'), intended: 'withdrawn', attempts, lastError, ran: false })
-          return
-        }
-        const outcome = value.outcome
-        if (outcome === undefined) giveBack(value)
-        settled(outcome ?? 'withdrawn', Promise.resolve(outcome ?? 'withdrawn'))
-        return
-      }
-      attempts++
-      const handlerContext = attemptContext(value, attempts)
-      let finished = false
-      const finish = (error: unknown, ok: boolean): void => {
-        if (finished) return
-        finished = true
-        if (ok) succeeded()
-        else failed(error)
-      }
-      try {
-        const run = (): void => {
-          const result: unknown = handler(value, handlerContext)
-          // A plain value (or nothing) is a synchronous success.
-          if (result === undefined || result === null || (typeof result !== 'object' && typeof result !== 'function' && typeof result !== 'string')) finish(undefined, true)
-          else if (isPromiseLike(result)) {
-            result.then(
-              () => finish(undefined, true),
-              (error: unknown) => finish(error, false),
-            )
-          } else {
-            from(result as ObservableInput<unknown>).subscribe({ error: (error: unknown) => finish(error, false), complete: () => finish(undefined, true) })
-          }
-        }
-        // Without tracing, no wrapper closure per attempt.
-        if (span !== NO_SPAN) span.run(() => (context === undefined ? run() : runInHandlingContext(context, run)))
-        else if (context === undefined) run()
-        else runInHandlingContext(context, run)
-      } catch (error) {
-        finish(error, false)
-      }
-    }
-    attempt()
-  }
+  const shared: HandlingShared<T> = { handler, logger, now, wait, policyOf, retriedAttributes: (message) => attributesOf(message).base }
 
   return (source) =>
     new Observable<Handled<unknown, T>>((subscriber) => {
@@ -485,45 +550,72 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
       let pumping = false
       let pumpAgain = false
 
-      const report = (value: T, representative: Message | undefined, span: ProcessSpan, instruments: Instruments, startedAt: number, attempted: Attempted, settled: Outcome): void => {
-        const seconds = (performance.now() - startedAt) / 1_000
-        instruments.processDuration.record(seconds, attributesOf(representative).processed[settled])
-        span.end(settled, attempted.lastError)
+      const report = (handling: Handling<T>, settled: Outcome): void => {
+        const representative = handling.representative
+        const seconds = (performance.now() - handling.startedAt) / 1_000
+        handling.instruments.processDuration.record(seconds, attributesOf(representative).processed[settled])
+        handling.span.end(settled, handling.lastError)
         if (logger !== undefined && (settled !== 'acked' || logger.isLevelEnabled('debug'))) {
-          const fields = { ...logFields(representative), outcome: settled, attempts: attempted.attempts, durationMs: Math.round(seconds * 1_000) }
+          const fields = { ...logFieldsOf(representative), outcome: settled, attempts: handling.attempts, durationMs: Math.round(seconds * 1_000) }
           if (settled === 'acked') logger.debug(fields, 'handled')
           else if (settled === 'withdrawn') logger.info(fields, 'given back; it will be delivered again')
-          else if (settled === 'failed') logger.warn({ ...fields, err: attempted.lastError }, 'settlement could not be stored; the message stays pending')
-          else logger.warn({ ...fields, err: attempted.lastError }, settled === 'nacked' ? 'handling failed; will be delivered again' : 'handling failed; dead-lettered')
+          else if (settled === 'failed') logger.warn({ ...fields, err: handling.lastError }, 'settlement could not be stored; the message stays pending')
+          else logger.warn({ ...fields, err: handling.lastError }, settled === 'nacked' ? 'handling failed; will be delivered again' : 'handling failed; dead-lettered')
         }
-        if (!subscriber.closed) subscriber.next({ message: value, outcome: settled })
+        if (!subscriber.closed) subscriber.next({ message: handling.value, outcome: settled })
         reporting--
         pump()
       }
 
+      // Reports waiting for the same settlement promise (the acks of one XACK batch share one): one `then` for them all.
+      let waitingOn: Promise<Outcome> | undefined
+      let waiting: Handling<T>[] | undefined
+      const reportAll = (list: Handling<T>[], settled: Outcome): void => {
+        if (waiting === list) {
+          waitingOn = undefined
+          waiting = undefined
+        }
+        for (const handling of list) {
+          // Each outcome is emitted in the handling context it was done in (as with a `then` of its own).
+          if (handling.reportContext === currentHandlingContext()) report(handling, settled)
+          else runInContext(handling.reportContext, report, handling, settled)
+        }
+      }
+      const reportWhenStored = (handling: Handling<T>): void => {
+        handling.reportContext = currentHandlingContext()
+        if (waiting !== undefined && handling.outcome === waitingOn) {
+          waiting.push(handling)
+          return
+        }
+        const list = [handling]
+        waitingOn = handling.outcome
+        waiting = list
+        void handling.outcome.then((settled) => reportAll(list, settled))
+      }
+
+      /** The handling of a value is done: the slot frees; the outcome is reported once the settlement is stored. */
+      const handled = (handling: Handling<T>): void => {
+        active--
+        if (!handling.ran) {
+          handling.span.end('withdrawn', undefined)
+          pump()
+          return
+        }
+        reporting++
+        if (scheduler !== undefined) {
+          // Virtual time: report what the settlement asked for, now (the store's reply comes in real time).
+          report(handling, handling.value.outcome ?? handling.intended)
+          return
+        }
+        pump()
+        reportWhenStored(handling)
+      }
+
       const start = (value: T): void => {
         active++
-        const startedAt = performance.now()
-        const instruments = currentInstruments()
         const representative = representativeOf(value)
         const span = representative === undefined || !isTracingEnabled() ? NO_SPAN : startProcessSpan(representative)
-        handleOne(value, representative, span, instruments, (attempted) => {
-          // The slot frees once the handler is done; the outcome is reported once the settlement is stored.
-          active--
-          if (!attempted.ran) {
-            span.end('withdrawn', undefined)
-            pump()
-            return
-          }
-          reporting++
-          if (scheduler !== undefined) {
-            // Virtual time: report what the settlement asked for, now (the store's reply comes in real time).
-            report(value, representative, span, instruments, startedAt, attempted, value.outcome ?? attempted.intended)
-            return
-          }
-          pump()
-          void attempted.outcome.then((settled) => report(value, representative, span, instruments, startedAt, attempted, settled))
-        })
+        new Handling(shared, handled, value, representative, span, currentInstruments(), performance.now()).attempt()
       }
 
       const pump = (): void => {

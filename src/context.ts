@@ -18,6 +18,28 @@ export function runInHandlingContext<T>(context: HandlingContext, fn: () => T): 
   return storage.run(context, fn)
 }
 
+/**
+ * Runs `fn(...args)` in `context` (none: outside any handling), without a
+ * closure: how the engine re-enters a message's context on its hot path.
+ * @internal
+ */
+export function runInContext<A extends unknown[], T>(context: HandlingContext | undefined, fn: (...args: A) => T, ...args: A): T {
+  return storage.run(context as HandlingContext, fn, ...args)
+}
+
+/**
+ * `subscriber.next(value)` in `context`: how a subscription emits a message in
+ * its own handling context (the message itself is the context), without a closure.
+ * @internal
+ */
+export function emitInContext<T>(context: HandlingContext, subscriber: { next(value: T): void }, value: T): void {
+  storage.run(context, emitTo, subscriber, value)
+}
+
+function emitTo<T>(subscriber: { next(value: T): void }, value: T): void {
+  subscriber.next(value)
+}
+
 /** The event being handled in this async context, if any. */
 export function currentHandlingContext(): HandlingContext | undefined {
   return storage.getStore()
