@@ -24,6 +24,14 @@ function newBatch(): Batch {
   return { ids: [], targets: [], done, resolve }
 }
 
+/** The batch queued for one topic and group. */
+interface QueuedBatch {
+  readonly key: string
+  readonly topic: string
+  readonly group: string
+  readonly batch: Batch
+}
+
 /** Flush at once when this many acks are waiting, rather than at the end of the tick. */
 const MAX_BATCH = 1_000
 const ATTEMPTS = 3
@@ -36,7 +44,9 @@ const ATTEMPTS = 3
 export class AckBatcher {
   readonly #backend: StreamBackend
   readonly #logger: Logger
-  readonly #batches = new Map<string, { topic: string; group: string; batch: Batch }>()
+  readonly #batches = new Map<string, QueuedBatch>()
+  /** The entry the last ack went to, while it is still queued. */
+  #last: QueuedBatch | undefined
   readonly #inFlight = new Set<Promise<void>>()
   #scheduled = false
 
@@ -51,18 +61,24 @@ export class AckBatcher {
    * rejects). `target` is told the result before the promise resolves.
    */
   ack(topic: string, group: string, id: string, target: AckTarget | null = null): Promise<'acked' | 'failed'> {
-    const key = `${topic}\u0000${group}`
-    let entry = this.#batches.get(key)
-    if (entry === undefined) {
-      entry = { topic, group, batch: newBatch() }
-      this.#batches.set(key, entry)
+    // The batch of the previous call (mostly the same subscription's): no key string and no lookup per ack.
+    let entry = this.#last
+    if (entry === undefined || entry.topic !== topic || entry.group !== group) {
+      const key = `${topic}\u0000${group}`
+      entry = this.#batches.get(key)
+      if (entry === undefined) {
+        entry = { key, topic, group, batch: newBatch() }
+        this.#batches.set(key, entry)
+      }
+      this.#last = entry
     }
     const { batch } = entry
     batch.ids.push(id)
     batch.targets.push(target)
     const done = batch.done
     if (batch.ids.length >= MAX_BATCH) {
-      this.#batches.delete(key)
+      this.#batches.delete(entry.key)
+      this.#last = undefined
       this.#send(topic, group, batch)
     } else if (!this.#scheduled) {
       this.#scheduled = true
@@ -77,6 +93,7 @@ export class AckBatcher {
   #flushQueued(): void {
     const batches = [...this.#batches.values()]
     this.#batches.clear()
+    this.#last = undefined
     for (const { topic, group, batch } of batches) this.#send(topic, group, batch)
   }
 

@@ -133,8 +133,8 @@ export interface MessageHost {
   settleNack(message: DeliveredMessage, error: unknown, options: NackOptions | undefined): void
   settleDeadLetter(message: DeliveredMessage, reason: unknown): Promise<Outcome>
   giveBack(message: DeliveredMessage): void
-  /** An ack or dead-letter move was stored (or failed). */
-  storeDone(message: DeliveredMessage): void
+  /** An ack or dead-letter move was stored (`ok`) or failed; told before the settlement promise resolves. */
+  storeDone(message: DeliveredMessage, ok: boolean): void
   begun(message: DeliveredMessage): void
   parked(message: DeliveredMessage): void
   attemptReturned(message: DeliveredMessage): void
@@ -325,7 +325,7 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
 
   /** @internal The store result of an ack or dead-letter move. */
   stored(outcome: Outcome, ok: boolean): Outcome {
-    this.#host.storeDone(this)
+    this.#host.storeDone(this, ok)
     if (ok) {
       this.transition('stored')
       return outcome

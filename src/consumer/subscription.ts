@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import type { Subscriber } from 'rxjs'
 import type { DeadLetterInput, GiveBackItem, GroupReader, ReadEntry, StreamBackend } from '../backend/types.js'
 import type { Config } from '../config/types.js'
-import { runInHandlingContext } from '../context.js'
+import { emitInContext } from '../context.js'
 import { ClosedError, DecodeError, GroupMissingError, MalformedPayloadError } from '../errors.js'
 import { decodeEntry, type Event, type StoredEvent } from '../event.js'
 import type { Logger } from '../logger.js'
@@ -588,7 +588,8 @@ export class Subscription implements MessageHost {
     // Before it is emitted: a window that parks it at once ends its probation at once.
     if (via === 'pending' || (via === 'claim' && entry.deliveryCount >= 2)) this.#startProbation(message)
     this.#ctx.instruments.consumed.add(1, this.#attributes)
-    runInHandlingContext({ event, topic: this.topic, group: this.group }, () => this.#subscriber.next(message))
+    // The message is its own handling context (event, topic, group): no context object or closure per message.
+    emitInContext(message, this.#subscriber, message)
     return 'held'
   }
 
@@ -656,10 +657,8 @@ export class Subscription implements MessageHost {
     this.#acking.add(message.streamId)
     if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
     this.#ctx.instruments.acked.add(1, this.#attributes)
-    return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message).then((outcome) => {
-      this.#storeResult(message.streamId, outcome !== 'failed')
-      return outcome
-    })
+    // The batch's shared promise (no `then` per message): the store result is recorded by storeDone, before it resolves.
+    return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message)
   }
 
   /** Tracks entries whose store failed (still pending here, unleased) until a later settlement of them succeeds. */
@@ -803,8 +802,9 @@ export class Subscription implements MessageHost {
   }
 
   /** @internal */
-  storeDone(message: DeliveredMessage): void {
+  storeDone(message: DeliveredMessage, ok: boolean): void {
     if (this.#acking.size > 0) this.#acking.delete(message.streamId)
+    this.#storeResult(message.streamId, ok)
   }
 
   /** @internal */
