@@ -10,7 +10,7 @@
 import { Redis } from 'ioredis'
 import { firstValueFrom } from 'rxjs'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { handleEach } from '../../operators/index.js'
+import { handleEach, windowTumbling, type Window } from '../../operators/index.js'
 import { createEventManager, newEvent, type EventManager, type EventManagerOptions, type Message } from '../../src/index.js'
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
 import { recording, sum, type ReadCall } from '../support/read-calls.js'
@@ -158,6 +158,66 @@ describe.each(backends)('read-ahead, adversarial (%s)', (kind, options) => {
       expect(c.unsettled + sum(c.counts)).toBeLessThanOrEqual(5)
     }
     expect(maxUnsettled).toBeLessThanOrEqual(5)
+  })
+})
+
+describe.each(backends)('read-ahead under a window (%s)', (kind, options) => {
+  it('windowTumbling upstream of the settlement at maxPendingMessages 60: held + asked never exceeds 60; every event acked in one window', async () => {
+    const carrier = manager(options())
+    const topic = randomName('adv-window')
+    const group = randomName('g')
+    const BASE = 1_700_000_000_000
+    for (let i = 0; i < 500; i += 100) {
+      await carrier.publishBatch(topic, Array.from({ length: 100 }, (_, j) => newEvent('tick', { n: i + j }, { timestamp: BASE + (i + j) * 40 })))
+    }
+    const calls: { counts: readonly number[]; held: number }[] = []
+    const box: { events?: EventManager } = {}
+    const heldNow = (): number => box.events?.internals.subscriptions()[0]?.held ?? 0
+    const wrapped = new Proxy(carrier.backend, {
+      get(target, prop, receiver) {
+        const value: unknown = Reflect.get(target, prop, receiver)
+        if (typeof value !== 'function') return value
+        if (prop === 'close') return () => Promise.resolve()
+        if (prop !== 'createReader') return (value as (...a: unknown[]) => unknown).bind(target)
+        return () => {
+          const reader = (value as typeof carrier.backend.createReader).call(target)
+          return {
+            read: (t: string, g: string, c: string, request: Parameters<typeof reader.read>[3]) => {
+              if (request.from === 'new') calls.push({ counts: [request.count], held: heldNow() })
+              return reader.read(t, g, c, request)
+            },
+            ...(reader.readMany === undefined
+              ? {}
+              : {
+                  readMany: (t: string, g: string, c: string, counts: readonly number[], blockMs: number) => {
+                    calls.push({ counts: [...counts], held: heldNow() })
+                    return (reader.readMany as NonNullable<typeof reader.readMany>).call(reader, t, g, c, counts, blockMs)
+                  },
+                }),
+            close: () => reader.close(),
+          }
+        }
+      },
+    })
+    const events = manager({ backend: wrapped })
+    box.events = events
+    const windows: Window<Message>[] = []
+    events
+      .topic(topic)
+      .consume({ group, startFrom: 'beginning', batchSize: 10, maxPendingMessages: 60, claimInterval: 0 })
+      .pipe(windowTumbling(1_000, { idleTimeout: 100 }))
+      .subscribe((w) => {
+        windows.push(w)
+        void w.ack()
+      })
+    await waitFor(() => windows.reduce((n, w) => n + w.messages.length, 0) === 500, 30_000, `500 events windowed (${kind})`).catch((e: unknown) => {
+      throw new Error(`${String(e)}: ${windows.length} windows of ${windows.map((w) => w.messages.length).join()}; held ${heldNow()}; ${calls.length} reads: ${JSON.stringify(calls.slice(-5))}`)
+    })
+    expect(windows).toHaveLength(20)
+    expect(windows.every((w) => w.messages.length === 25)).toBe(true)
+    for (const c of calls) expect(c.held + sum(c.counts)).toBeLessThanOrEqual(60)
+    expect(calls.some((c) => c.counts.length > 1)).toBe(true) // read-ahead rounds did run
+    expect(await carrier.deadLetters.count(topic)).toBe(0)
   })
 })
 
