@@ -183,4 +183,73 @@ describe('WAIT on a 3-master + 3-replica Redis Cluster', () => {
       expect(await lengthOn(master, topic)).toBe(before + 1)
     }
   }, 60_000)
+  // Last: it kills a master of the shared cluster.
+  it('WAIT 1 through the kill of a master: its replica is promoted, publishes reject (appended, not replicated) until the old master rejoins as its replica, none acknowledged is missing', async () => {
+    const events = manager({ EVENT_PUBLISH_WAIT_REPLICAS: '1', EVENT_PUBLISH_WAIT_TIMEOUT: '500ms', EVENT_COMMAND_TIMEOUT: '5s' })
+    const victim = placed[0] as (typeof placed)[number]
+    const acknowledged: { id: string; at: number }[] = []
+    const failures: { at: number; name: string; message: string }[] = []
+    const state = { stopped: false }
+    const loop = (async () => {
+      while (!state.stopped) {
+        const event = newEvent('kill', {})
+        const started = Date.now()
+        try {
+          await events.publish(victim.topic, event)
+          acknowledged.push({ id: event.id, at: Date.now() })
+        } catch (error) {
+          failures.push({ at: started, name: (error as Error).name, message: (error as Error).message })
+        }
+        await sleep(10)
+      }
+    })()
+    const roleOf = async (server: RedisServer): Promise<string> => {
+      const node = new Redis(server.port, server.host, { maxRetriesPerRequest: 1 })
+      node.on('error', () => undefined)
+      try {
+        return /role:(\w+)/.exec(await node.info('replication'))?.[1] ?? 'unknown'
+      } catch {
+        return 'unreachable'
+      } finally {
+        node.disconnect()
+      }
+    }
+    const times = { killedAt: 0 }
+    let promotedAt = 0
+    let resumedAt: number | undefined
+    try {
+      await sleep(500)
+      times.killedAt = Date.now()
+      await victim.master.kill()
+      for (let i = 0; (await roleOf(victim.replica)) !== 'master'; i++) {
+        if (i > 400) throw new Error('the replica was not promoted')
+        await sleep(50)
+      }
+      promotedAt = Date.now()
+      await victim.master.restart() // rejoins as the promoted node's replica, then syncs
+      const deadline = Date.now() + 40_000
+      while (resumedAt === undefined && Date.now() < deadline) {
+        await sleep(100)
+        resumedAt = acknowledged.find((a) => a.at > promotedAt)?.at
+      }
+      await sleep(300)
+    } finally {
+      state.stopped = true
+      await loop
+    }
+    const onPromoted = new Redis(victim.replica.port, victim.replica.host, { maxRetriesPerRequest: 1 })
+    let missing: number
+    try {
+      const ids = new Set((await onPromoted.xrange(streamKey(victim.topic), '-', '+')).map(([, fields]) => fields[fields.indexOf('id') + 1]))
+      missing = acknowledged.filter((a) => !ids.has(a.id)).length
+    } finally {
+      onPromoted.disconnect()
+    }
+    const kinds = [...new Set(failures.map((f) => f.name))]
+    console.log(`[cluster-wait] kill with WAIT 1: ${JSON.stringify({ acknowledged: acknowledged.length, failed: failures.length, missing, promotedAfterKillMs: promotedAt - times.killedAt, resumedAfterPromotionMs: resumedAt === undefined ? null : resumedAt - promotedAt, errorKinds: kinds })}`)
+    expect(missing).toBe(0)
+    expect(resumedAt).toBeDefined()
+    for (const f of failures) expect(f.message).not.toMatch(/MOVED|ASK\b|READONLY|EXECABORT|CLUSTERDOWN|TRYAGAIN|NOSCRIPT/)
+    for (const f of failures.filter((x) => x.at > promotedAt + 1_000)) expect(f.name).toBe('ReplicationTimeoutError')
+  }, 80_000)
 })
