@@ -310,3 +310,37 @@ describe('unknown outcomes name the right events in both wire formats', () => {
     }
   }
 })
+
+describe('coalesced publish and the dedupe window', () => {
+  it('the same event across ticks while the first call is in flight, inside a large batch of the same tick, and on another topic', async () => {
+    const events = manager()
+    const topic = randomName('adv-dedupe')
+    const other = randomName('adv-dedupe-other')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0))
+      await events.publish(other, newEvent('warm.up', 0))
+      const e = newEvent('same', 1)
+      const first = events.publish(topic, e)
+      await new Promise((r) => process.nextTick(r)) // the first call is sent, its reply not back
+      const later = events.publish(topic, e)
+      const large = [...Array.from({ length: 20 }, (_, i) => newEvent('l', i)), e]
+      const [firstId, laterId, largeIds, otherId, again] = await Promise.all([
+        first,
+        later,
+        events.publishBatch(topic, large),
+        events.publish(other, e),
+        events.publish(topic, e),
+      ])
+      expect(laterId).toBe(firstId)
+      expect(largeIds[20]).toBe(firstId)
+      expect(again).toBe(firstId)
+      expect(otherId).not.toBe(undefined)
+      const ids = (await streamEventIds(topic)).slice(1)
+      expect(ids.filter((id) => id === e.id)).toHaveLength(1)
+      expect(ids).toEqual([e.id, ...large.slice(0, 20).map((x) => x.id)])
+      expect((await streamEventIds(other)).slice(1)).toEqual([e.id])
+    } finally {
+      await events.close()
+    }
+  })
+})
