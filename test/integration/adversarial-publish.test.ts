@@ -344,3 +344,32 @@ describe('coalesced publish and the dedupe window', () => {
     }
   })
 })
+
+describe('coalesced publish with WAIT', () => {
+  it('no replica to acknowledge: every caller of one coalesced call gets ReplicationTimeoutError after one WAIT; the events are appended once, a retry appends nothing more', async () => {
+    const events = manager({ publishWaitReplicas: 1, publishWaitTimeout: 200 })
+    const topic = randomName('adv-wait')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0)).catch(() => undefined)
+      const info = async (): Promise<number> => Number(/cmdstat_wait:calls=(\d+)/.exec(await direct.info('commandstats'))?.[1] ?? 0)
+      const waitsBefore = await info()
+      const published = Array.from({ length: 50 }, (_, i) => newEvent('w', i))
+      const started = Date.now()
+      const results = await Promise.all(published.map((e) => outcome(events.publish(topic, e))))
+      const took = Date.now() - started
+      expect(await info()).toBe(waitsBefore + 1)
+      for (const r of results) {
+        expect(r.ok).toBe(false)
+        expect((r as { error: unknown }).error).toMatchObject({ code: 'REPLICATION_TIMEOUT', wanted: 1, acknowledged: 0 })
+      }
+      expect(took).toBeGreaterThanOrEqual(150)
+      const ids = (await streamEventIds(topic)).slice(1)
+      expect(ids).toEqual(published.map((e) => e.id))
+      const retried = await Promise.all(published.map((e) => outcome(events.publish(topic, e))))
+      expect((await streamEventIds(topic)).slice(1)).toEqual(ids)
+      expect(retried.every((r) => !r.ok)).toBe(true) // still no replica: the retry waits again, appends nothing
+    } finally {
+      await events.close()
+    }
+  })
+})
