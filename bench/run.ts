@@ -12,12 +12,16 @@
  *   BENCH_DIST=1 npm run bench              # the built package (npm run build first)
  *   BENCH_RUNS=5 BENCH_ONLY=drain,rss npm run bench
  *
- * Sections (BENCH_ONLY): drain, publish, batch, latency, rss.
+ * Sections (BENCH_ONLY): drain, publish, batch, latency, rss. The drain,
+ * publish and batch sections also measure the library writing and reading
+ * the compact layout (EVENT_WIRE_FORMAT=compact, `-compact` rows); the
+ * default rows are the five-field layout. BENCH_WIRE_FORMAT=compact turns
+ * every library row compact.
  */
 import { startRedisServer } from '../test/support/redis-server.js'
 import type { ChildResult, ChildSpec } from './child.js'
 import { median, rotate, runChild } from './harness.js'
-import { formatOf, prefill, randomTopic, rawClient, type DrainOptions, type Side } from './scenarios.js'
+import { formatOf, prefill, randomTopic, rawClient, type DrainOptions, type Side, type WireFormat } from './scenarios.js'
 
 const scale = Number(process.env['BENCH_SCALE'] ?? '1')
 const runs = Math.max(1, Number(process.env['BENCH_RUNS'] ?? '3'))
@@ -36,7 +40,13 @@ interface Variant {
   readonly prefill?: number
   /** Messages the scenario handles (for CPU time per message). */
   readonly messages?: number
+  /** Variables for the child only (BENCH_WIRE_FORMAT=compact), and the layout the prefill writes then. */
+  readonly env?: Readonly<Record<string, string>>
+  readonly format?: WireFormat
 }
+
+/** The library side in the compact layout. */
+const COMPACT = { env: { BENCH_WIRE_FORMAT: 'compact' }, format: 'compact' } as const
 
 const server = await startRedisServer()
 const admin = rawClient(server.url, false)
@@ -49,8 +59,8 @@ async function measure(section: string, variants: readonly Variant[]): Promise<v
     for (const v of rotate(variants, run)) {
       await admin.flushall()
       const topic = randomTopic(v.label)
-      if (v.prefill !== undefined) await prefill(server.url, topic, v.prefill, formatOf(v.side))
-      const result = await runChild(v.spec(server.url, topic))
+      if (v.prefill !== undefined) await prefill(server.url, topic, v.prefill, v.format ?? formatOf(v.side))
+      const result = await runChild(v.spec(server.url, topic), v.env ?? {})
       if (v.messages !== undefined) messages.set(v.label, v.messages)
       const list = results.get(v.label) ?? []
       list.push(result)
@@ -85,6 +95,7 @@ try {
       { label: 'drain-lib-lazy', side: 'library', prefill: drainCount, messages: drainCount, spec: drainSpec('library', { ...libRead, readPayload: false }) },
       // events.subscribe() with the Config's default batch size (EVENT_BATCH_SIZE=10) and concurrency 10; the handler reads the payload.
       { label: 'drain-lib-subscribe', side: 'library', prefill: drainCount, messages: drainCount, spec: drainSpec('library', { concurrency: 10, readPayload: true, viaSubscribe: true }) },
+      { label: 'drain-lib-read-compact', side: 'library', prefill: drainCount, messages: drainCount, spec: drainSpec('library', libRead), ...COMPACT },
     ])
   }
   if (only.has('publish')) {
@@ -93,6 +104,7 @@ try {
     await measure('publish', [
       ...(['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `publish-${side}`, side, messages: count, spec: spec(side) })),
       { label: 'publish-library-unsafe', side: 'library', messages: count, spec: spec('library', false) },
+      { label: 'publish-library-compact', side: 'library', messages: count, spec: spec('library'), ...COMPACT },
     ])
   }
   if (only.has('batch')) {
@@ -101,6 +113,7 @@ try {
     await measure('batch', [
       ...(['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `batch-${side}`, side, messages: count, spec: spec(side) })),
       { label: 'batch-library-unsafe', side: 'library', messages: count, spec: spec('library', false) },
+      { label: 'batch-library-compact', side: 'library', messages: count, spec: spec('library'), ...COMPACT },
     ])
   }
   if (only.has('latency')) {
@@ -158,10 +171,13 @@ function throughputRow(work: string, libLabel: string, raw1Label: string, raw5La
 throughputRow('drain, payload read (handleEach c=100, batchSize 100)', 'drain-lib-read', 'drain-raw1', 'drain-raw5', 1.0)
 throughputRow('drain, payload never read (lazy decoding)', 'drain-lib-lazy', 'drain-raw1', 'drain-raw5', 1.2)
 throughputRow('subscribe(), default batch 10, concurrency 10, payload read', 'drain-lib-subscribe', 'drain-raw1', 'drain-raw5', 0.8)
+throughputRow('drain, payload read, compact layout (EVENT_WIRE_FORMAT=compact)', 'drain-lib-read-compact', 'drain-raw1', 'drain-raw5', 1.0)
 throughputRow('publish, 1,000 concurrent (raw: autopipelined XADD); retry-safe (default)', 'publish-library', 'publish-raw1', 'publish-raw5', 0.95)
 throughputRow('the same, dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0)', 'publish-library-unsafe', 'publish-raw1', 'publish-raw5', 0.95)
+throughputRow('the same, retry-safe, compact layout', 'publish-library-compact', 'publish-raw1', 'publish-raw5', 0.95)
 throughputRow('publishBatch of 100 (raw: pipeline of 100 XADDs); retry-safe (default)', 'batch-library', 'batch-raw1', 'batch-raw5', 1.0)
 throughputRow('the same, dedupe window off', 'batch-library-unsafe', 'batch-raw1', 'batch-raw5', 1.0)
+throughputRow('the same, retry-safe, compact layout', 'batch-library-compact', 'batch-raw1', 'batch-raw5', 1.0)
 
 if (results.has('latency-library')) {
   const p = (label: string, q: 'p50' | 'p99'): number => med(label, (r) => r[q])
@@ -221,10 +237,13 @@ const cpuRows: [string, string, string, string][] = [
   ['drain, payload read', 'drain-lib-read', 'drain-raw1', 'drain-raw5'],
   ['drain, payload never read', 'drain-lib-lazy', 'drain-raw1', 'drain-raw5'],
   ['subscribe(), defaults', 'drain-lib-subscribe', 'drain-raw1', 'drain-raw5'],
+  ['drain, payload read, compact layout', 'drain-lib-read-compact', 'drain-raw1', 'drain-raw5'],
   ['publish, 1,000 concurrent, retry-safe', 'publish-library', 'publish-raw1', 'publish-raw5'],
   ['publish, dedupe off', 'publish-library-unsafe', 'publish-raw1', 'publish-raw5'],
+  ['publish, retry-safe, compact layout', 'publish-library-compact', 'publish-raw1', 'publish-raw5'],
   ['publishBatch of 100, retry-safe', 'batch-library', 'batch-raw1', 'batch-raw5'],
   ['publishBatch of 100, dedupe off', 'batch-library-unsafe', 'batch-raw1', 'batch-raw5'],
+  ['publishBatch of 100, retry-safe, compact layout', 'batch-library-compact', 'batch-raw1', 'batch-raw5'],
 ]
 
 console.log('')
