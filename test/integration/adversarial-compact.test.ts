@@ -235,3 +235,44 @@ describe('mixed layouts across managers', () => {
     }
   })
 })
+
+describe('hostile but valid envelopes round-trip in both layouts', () => {
+  it('names, headers and correlation ids with quotes, backslashes, newlines, U+2028, emoji and JSON-looking text arrive unchanged', async () => {
+    const topic = randomName('adv-roundtrip')
+    const compact = manager({ wireFormat: 'compact' })
+    const classic = manager()
+    try {
+      const weird = 'a"b\\c\n\u2028\u2029😀],{"x":1}\t\u0000end'
+      const make = (n: number): ReturnType<typeof newEvent> =>
+        newEvent(`${weird}.${n}`, { s: weird, n }, { headers: { [weird]: weird, '': '', constructor: 'c', toString: 'x' }, correlationId: weird, timestamp: -5 + n })
+      const sent = [make(1), make(2), make(3), make(4)]
+      await compact.publish(topic, sent[0] as ReturnType<typeof newEvent>)
+      await classic.publish(topic, sent[1] as ReturnType<typeof newEvent>)
+      await compact.publishBatch(topic, [sent[2] as ReturnType<typeof newEvent>])
+      await classic.publishBatch(topic, [sent[3] as ReturnType<typeof newEvent>])
+      const got: Message[] = []
+      const sub = classic
+        .topic(topic)
+        .consume({ group: randomName('g'), startFrom: 'beginning' })
+        .subscribe((m: Message) => {
+          got.push(m)
+          void m.ack()
+        })
+      await waitFor(() => got.length === 4, 10_000, 'four events')
+      sub.unsubscribe()
+      got.forEach((m, i) => {
+        const e = sent[i] as ReturnType<typeof newEvent>
+        expect(m.event.id).toBe(e.id)
+        expect(m.event.name).toBe(e.name)
+        expect(m.event.timestamp).toBe(e.timestamp)
+        expect(m.event.correlationId).toBe(weird)
+        expect({ ...m.event.headers }).toEqual({ ...e.headers })
+        expect(m.event.payload).toEqual(e.payload)
+      })
+      expect(await classic.deadLetters.count(topic)).toBe(0)
+    } finally {
+      await compact.close()
+      await classic.close()
+    }
+  })
+})
