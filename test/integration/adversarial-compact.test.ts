@@ -276,3 +276,68 @@ describe('hostile but valid envelopes round-trip in both layouts', () => {
     }
   })
 })
+
+describe('the CLI on compact dead letters', () => {
+  it('EVENT_WIRE_FORMAT=compact: the CLI publishes compact; dlq list/show/replay work on a compact letter and on a malformed compact entry', async () => {
+    const topic = randomName('adv-cli-dlq')
+    const group = randomName('g')
+    const events = manager({ wireFormat: 'compact' })
+    const redis = newRedis(server.url)
+    const run = async (args: string[]): Promise<{ code: number; out: string; err: string }> => {
+      const out: string[] = []
+      const err: string[] = []
+      const env = { ...process.env, EVENT_REDIS_URL: server.url, EVENT_WIRE_FORMAT: 'compact', EVENT_MAX_PAYLOAD_BYTES: String(MAX_PAYLOAD) }
+      const code = await runCli(args, { out: (t) => out.push(t), err: (t) => err.push(t), env })
+      return { code, out: out.join('\n'), err: err.join('\n') }
+    }
+    let sub: RxSubscription | undefined
+    try {
+      const published = await run(['publish', topic, 'user.signup', '{"userId":2}', '--header', 'source=web', '--json'])
+      expect(published.code).toBe(0)
+      const { streamId } = JSON.parse(published.out) as { streamId: string }
+      const [entry] = await redis.xrange(streamKey(topic), streamId, streamId)
+      expect(entry?.[1][0]).toBe('meta')
+      await redis.xadd(streamKey(topic), '*', 'meta', '["m","n",1,{"h":1}]', 'payload', '1')
+      let fail = true
+      const handled: unknown[] = []
+      sub = events
+        .topic(topic)
+        .consume({ group, startFrom: 'beginning' })
+        .subscribe((m: Message) => {
+          if (fail) void m.deadLetter(new Error('mailbox full'))
+          else {
+            handled.push(m.event.payload)
+            void m.ack()
+          }
+        })
+      await waitFor(async () => (await events.deadLetters.count(topic)) === 2, 10_000, 'two dead letters')
+      const list = await run(['dlq', 'list', topic, '--json'])
+      expect(list.code).toBe(0)
+      const letters = (JSON.parse(list.out) as { deadLetters: { dlqId: string; originalId: string; error: string; event?: { name: string; headers: unknown; payload: unknown } }[] }).deadLetters
+      const good = letters.find((l) => l.originalId === streamId)
+      const bad = letters.find((l) => l.originalId !== streamId)
+      expect(good?.event).toMatchObject({ name: 'user.signup', headers: { source: 'web' }, payload: { userId: 2 } })
+      expect(bad?.error).toMatch(/^invalid_headers:/)
+      for (const l of letters) {
+        const show = await run(['dlq', 'show', topic, l.dlqId])
+        expect(show.code).toBe(0)
+      }
+      fail = false
+      const replay = await run(['dlq', 'replay', topic, good?.dlqId ?? ''])
+      expect(replay.code).toBe(0)
+      await waitFor(() => handled.length === 1, 10_000, 'the replayed event')
+      expect(handled).toEqual([{ userId: 2 }])
+      // a malformed letter replayed comes back malformed: dead-lettered again, nothing handled, nothing crashes
+      const replayBad = await run(['dlq', 'replay', topic, bad?.dlqId ?? ''])
+      if (replayBad.code === 0) await waitFor(async () => (await events.deadLetters.count(topic)) === 1, 10_000, 'the malformed one back in the DLQ')
+      else expect(await events.deadLetters.count(topic)).toBe(1)
+      await new Promise((r) => setTimeout(r, 200))
+      expect(handled).toHaveLength(1)
+      expect((await events.health()).ok).toBe(true)
+    } finally {
+      sub?.unsubscribe()
+      await redis.quit()
+      await events.close()
+    }
+  })
+})
