@@ -221,6 +221,43 @@ describe.each(backends)('read-ahead under a window (%s)', (kind, options) => {
   })
 })
 
+describe('read-ahead on Redis while entries are deleted', () => {
+  it('XDEL of entries while rounds read them: the others handled once each, the deleted ones never handled twice, nothing left pending', async () => {
+    const events = manager({ redisUrl: server.url, claimInterval: 200, claimMinIdleTime: 500 })
+    const topic = randomName('adv-xdel')
+    const group = randomName('g')
+    const ids = await publish(events, topic, 2_000)
+    const key = `event:stream:{${topic}}`
+    const runs = new Map<string, number>()
+    events
+      .topic(topic)
+      .consume({ group, startFrom: 'beginning', batchSize: 10 })
+      .pipe(
+        handleEach(async (m) => {
+          runs.set(m.streamId, (runs.get(m.streamId) ?? 0) + 1)
+          await sleep(0)
+        }, { concurrency: 10 }),
+      )
+      .subscribe()
+    // delete every 7th entry from the far end, in chunks, while the consumer works through the backlog
+    const doomed = ids.filter((_, i) => i % 7 === 3)
+    const deleted = new Set<string>()
+    for (let at = doomed.length - 1; at >= 0; at -= 20) {
+      const chunk = doomed.slice(Math.max(0, at - 19), at + 1)
+      await direct.xdel(key, ...chunk)
+      for (const id of chunk) deleted.add(id)
+      await sleep(1)
+    }
+    const survivors = ids.filter((id) => !deleted.has(id))
+    await waitFor(() => survivors.every((id) => runs.has(id)), 30_000, 'every surviving entry handled')
+    await waitFor(async () => Number((await direct.xpending(key, group))[0]) === 0, 20_000, 'nothing pending')
+    for (const id of survivors) expect(runs.get(id)).toBe(1)
+    for (const id of deleted) expect(runs.get(id) ?? 0).toBeLessThanOrEqual(1)
+    console.log(`[adversarial-read-ahead] ${deleted.size} deleted, ${[...deleted].filter((id) => runs.has(id)).length} of them handled before their deletion`)
+    expect(await events.deadLetters.count(topic)).toBe(0)
+  }, 60_000)
+})
+
 describe('read-ahead on Redis through a faulty link', () => {
   it('connections reset again and again while rounds flow: every event handled, none more than twice, none dead-lettered', async () => {
     const publisher = manager({ redisUrl: server.url })
