@@ -8,7 +8,7 @@
  * counts of given-back entries unchanged, and the credit never exceeded.
  */
 import { Redis } from 'ioredis'
-import { firstValueFrom } from 'rxjs'
+import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { handleEach, windowTumbling, type Window } from '../../operators/index.js'
 import { createEventManager, newEvent, type EventManager, type EventManagerOptions, type Message } from '../../src/index.js'
@@ -91,6 +91,36 @@ describe.each(backends)('read-ahead, adversarial (%s)', (kind, options) => {
     // given back: each entry seen on its first delivery (given-back entries keep their counts)
     expect(Math.max(...counts)).toBe(1)
     expect(await events.deadLetters.count(topic)).toBe(0)
+  })
+
+  it('take(25) across rounds, acking each: exactly 25 taken, the given-back rest claimed at delivery count 1, each entry once', async () => {
+    const events = manager(options())
+    const topic = randomName('adv-take')
+    const group = randomName('g')
+    const ids = await publish(events, topic, 1_000)
+    const taken = await lastValueFrom(
+      events.topic(topic).consume({ group, startFrom: 'beginning', batchSize: 10, claimInterval: 0 }).pipe(take(25), toArray()),
+    )
+    expect(taken.map((m) => m.streamId)).toEqual(ids.slice(0, 25))
+    await Promise.all(taken.map((m) => m.ack()))
+    const seen = new Map<string, number>()
+    let maxCount = 0
+    const sub = events
+      .topic(topic)
+      .consume({ group, batchSize: 10, claimInterval: 100, claimMinIdleTime: 60_000 })
+      .pipe(
+        handleEach((m) => {
+          seen.set(m.streamId, (seen.get(m.streamId) ?? 0) + 1)
+          maxCount = Math.max(maxCount, m.deliveryCount)
+        }, { concurrency: 20 }),
+      )
+      .subscribe()
+    await waitFor(() => seen.size === 975, 20_000, `975 entries (${kind})`)
+    await sleep(200)
+    sub.unsubscribe()
+    expect([...seen.values()].every((n) => n === 1)).toBe(true)
+    expect([...seen.keys(), ...taken.map((m) => m.streamId)].sort()).toEqual([...ids].sort())
+    expect(maxCount).toBe(1)
   })
 
   it('close() while rounds are in flight: started messages settle, nothing lost; a new manager handles the rest, each event once', async () => {
