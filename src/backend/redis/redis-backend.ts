@@ -528,12 +528,7 @@ export class RedisBackend implements StreamBackend {
       fail(error, true)
       return
     }
-    const answered = sent.then(
-      () => undefined,
-      () => undefined,
-    )
-    this.#appendsInFlight.add(answered)
-    void answered.then(() => this.#appendsInFlight.delete(answered))
+    this.#trackAppend(sent)
     sent.then(
       async (reply) => {
         try {
@@ -566,7 +561,23 @@ export class RedisBackend implements StreamBackend {
     return key
   }
 
-  async append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
+  append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
+    const appended = this.#appendNow(topic, entries, options)
+    this.#trackAppend(appended)
+    return appended
+  }
+
+  /** Counts an append as in flight until it is answered (see {@link close}). */
+  #trackAppend(sent: Promise<unknown>): void {
+    const answered = sent.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.#appendsInFlight.add(answered)
+    void answered.then(() => this.#appendsInFlight.delete(answered))
+  }
+
+  async #appendNow(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number }): Promise<string[]> {
     const key = this.#streamKey(topic)
     let appended: string[]
     const waited: WaitOutcome = {}
