@@ -4,11 +4,12 @@
  * both layouts, as untrusted input.
  */
 import { describe, expect, it } from 'vitest'
-import { decodeEntry, encodeEvent, newEvent, type Event } from '../../src/event.js'
-import { DecodeError, PayloadTooLargeError, SerializationError } from '../../src/errors.js'
+import { decodeEntry, encodeEvent, newEvent, type EntryFields, type Event } from '../../src/event.js'
+import { loadConfig } from '../../src/config/index.js'
+import { ConfigError, DecodeError, PayloadTooLargeError, SerializationError } from '../../src/errors.js'
 
 const MiB = 1024 * 1024
-const decode = (fields: readonly string[], maxBytes = MiB): ReturnType<typeof decodeEntry> => decodeEntry(fields, maxBytes)
+const decode = (fields: EntryFields, maxBytes = MiB): ReturnType<typeof decodeEntry> => decodeEntry(fields, maxBytes)
 const reason = (fields: readonly string[], maxBytes = MiB): string | undefined => {
   try {
     decode(fields, maxBytes)
@@ -102,5 +103,15 @@ describe('decodeEntry of a compact entry (untrusted)', () => {
   it('parses the payload lazily with the depth limit, as for five fields', () => {
     const deep = decodeEntry(['meta', '["e","n",1,{}]', 'payload', '[[[[1]]]]'], MiB, 2).event
     expect(() => deep.payload).toThrow(DecodeError)
+  })
+})
+
+describe('EVENT_WIRE_FORMAT', () => {
+  it('defaults to fields; takes compact from the variable or the option; refuses anything else', () => {
+    expect(loadConfig({}, {}).wireFormat).toBe('fields')
+    expect(loadConfig({}, { EVENT_WIRE_FORMAT: 'compact' }).wireFormat).toBe('compact')
+    expect(loadConfig({}, { EVENT_WIRE_FORMAT: ' Compact ' }).wireFormat).toBe('compact')
+    expect(loadConfig({ wireFormat: 'fields' }, { EVENT_WIRE_FORMAT: 'compact' }).wireFormat).toBe('fields')
+    expect(() => loadConfig({}, { EVENT_WIRE_FORMAT: 'json' })).toThrow(ConfigError)
   })
 })
