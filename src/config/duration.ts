@@ -20,7 +20,8 @@ export const DURATION_HINT = 'a duration such as 250ms, 30s, 5m, 24h or 1h30m (u
  * Parses a duration such as `250ms`, `30s`, `5m`, `24h`, `1h30m` or
  * `1m30s500ms` into milliseconds. Units `d`, `h`, `m`, `s`, `ms`, each at most
  * once and from largest to smallest, with whole non-negative numbers. A bare
- * number has no unit and is refused.
+ * `0` is zero (as in `EVENT_CLAIM_INTERVAL=0`); any other bare number has no
+ * unit and is refused.
  *
  * ## Example
  * ```ts
@@ -33,6 +34,7 @@ export const DURATION_HINT = 'a duration such as 250ms, 30s, 5m, 24h or 1h30m (u
  */
 export function parseDuration(text: string): number | undefined {
   if (text.length === 0) return undefined
+  if (text === '0') return 0
   const match = DURATION_PATTERN.exec(text)
   if (match === null) return undefined
   const [, d, h, m, s, ms] = match

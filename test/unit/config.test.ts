@@ -520,6 +520,7 @@ describe('Duration', () => {
     ['1d2h3m4s5ms', 93_784_005],
     ['0ms', 0],
     ['0s', 0],
+    ['0', 0],
   ])('accepts %s = %i ms', (text, ms) => {
     expect(Duration.decode(text)).toEqual({ _tag: 'Right', right: ms })
     expect(parseDuration(text)).toBe(ms)
@@ -532,6 +533,12 @@ describe('Duration', () => {
       expect(parseDuration(text)).toBeUndefined()
     },
   )
+
+  it('takes a bare 0 where the README documents it as "off" (a duration of 0 elsewhere is still refused by name)', () => {
+    expect(load({ EVENT_PUBLISH_DEDUPE_WINDOW: '0' }).publishDedupeWindowMs).toBe(0)
+    expect(load({ EVENT_CLAIM_INTERVAL: '0' }).claimIntervalMs).toBe(0)
+    expect(configError({ EVENT_CONSUMER_TIMEOUT: '0' }).issues[0]?.variable).toBe('EVENT_CONSUMER_TIMEOUT')
+  })
 
   it('rejects non-strings', () => {
     for (const value of [30, null, undefined, true, {}, ['30s']]) expect(Duration.decode(value)._tag).toBe('Left')
