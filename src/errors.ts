@@ -255,6 +255,6 @@ export class NotMasterError extends BackendError {
  */
 export class ReplicationTimeoutError extends BackendError {
   constructor(readonly wanted: number, readonly acknowledged: number, readonly timeoutMs: number) {
-    super(`only ${String(acknowledged)} of ${String(wanted)} replicas acknowledged the write within ${String(timeoutMs)} ms (WAIT)`, undefined, 'REPLICATION_TIMEOUT')
+    super(`the event was appended on the master, but only ${String(acknowledged)} of ${String(wanted)} replicas acknowledged it within ${String(timeoutMs)} ms (WAIT), so it may be lost if the master fails now`, undefined, 'REPLICATION_TIMEOUT')
   }
 }
