@@ -147,6 +147,37 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
     }
   })
 
+  it('a Redis error part-way (a dedupe key of another type) fails that caller alone; the others are appended once', async () => {
+    const events = manager()
+    const topic = randomName('coalesce-poisoned')
+    try {
+      await events.publish(topic, newEvent('warm.up', 0))
+      const [before, poisoned, after] = [newEvent('before', 1), newEvent('poisoned', 2), newEvent('after', 3)]
+      await direct.hset(`event:published:{${topic}}:${poisoned.id}`, 'x', '1')
+      const results = await Promise.allSettled([before, poisoned, after].map((e) => events.publish(topic, e)))
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+      expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'BACKEND_ERROR' })
+      expect((results[1] as PromiseRejectedResult).reason).not.toBeInstanceOf(PublishOutcomeUnknownError)
+      expect((await streamEventIds(topic)).slice(1)).toEqual([before.id, after.id])
+    } finally {
+      await events.close()
+    }
+  })
+
+  it('a failed topic registration (the topic set of another type) does not fail a publish that was appended', async () => {
+    const prefix = `${randomName('p')}:`
+    const events = createEventManager({ redisUrl: server.url, env: {}, keyPrefix: prefix, delayedQueueEnabled: false })
+    const topic = randomName('coalesce-register')
+    try {
+      await direct.set(`${prefix}topics`, 'not a set')
+      const id = await events.publish(topic, newEvent('a', 1))
+      expect(await direct.xrange(`${prefix}stream:{${topic}}`, '-', '+')).toHaveLength(1)
+      expect(id).toMatch(/^\d+-\d+$/)
+    } finally {
+      await events.close()
+    }
+  })
+
   it('a Redis error reply reaches every caller as a BackendError (not an unknown outcome)', async () => {
     const events = manager()
     const topic = randomName('coalesce-wrongtype')

@@ -532,7 +532,8 @@ export class RedisBackend implements StreamBackend {
     sent.then(
       async (reply) => {
         try {
-          if (registering !== undefined) await registering
+          // The entries are in: a failed registration (the topic set, for stats and the CLI) is retried by the next publish.
+          if (registering !== undefined) await registering.catch(() => undefined)
           const ids = Array.isArray(reply) ? reply.map(String) : []
           if (ids.length !== batch.count) throw new BackendError(`appendOnce returned ${ids.length} ids for ${batch.count} entries`)
           try {
@@ -546,7 +547,18 @@ export class RedisBackend implements StreamBackend {
           fail(error, true)
         }
       },
-      (error: unknown) => fail(error, true),
+      (error: unknown) => {
+        // A Redis error part-way through a coalesced call (one caller's dedupe key of another type): a script is not
+        // rolled back, so the callers before it are appended. Each caller is sent again on its own: the dedupe keys
+        // answer for the appended ones, and only the caller whose entries fail gets the error.
+        if (dedupe && callers.length > 1 && isReplyError(error)) {
+          for (const caller of callers) {
+            this.#sendAppendOnce({ topic, dedupe, options, callers: [caller], count: caller.entries.length, chars: entriesChars(caller.entries) })
+          }
+          return
+        }
+        fail(error, true)
+      },
     )
   }
 
@@ -603,7 +615,7 @@ export class RedisBackend implements StreamBackend {
         const reply = (await script(writer, 'rrsAppend')(key, ...args)) as unknown[]
         ids = reply.map(String)
       }
-      if (registering !== undefined) await registering
+      if (registering !== undefined) await registering.catch(() => undefined) // appended: see #sendAppendOnce
       appended = ids
     } catch (error) {
       this.#failAppend(topic, entries, error, false)
