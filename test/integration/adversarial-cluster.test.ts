@@ -7,7 +7,7 @@
  * Cluster error, and each event must be appended once, in call order per
  * topic. A consumer with read-ahead then reads every topic back.
  */
-import { Cluster } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { handleEach } from '../../operators/index.js'
 import { createEventManager, newEvent, type Event, type EventManager } from '../../src/index.js'
@@ -28,8 +28,8 @@ afterAll(async () => {
   await cluster.stop()
 })
 
-async function streamEventIds(topic: string): Promise<string[]> {
-  const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
+async function streamEventIds(topic: string, client: Cluster = direct): Promise<string[]> {
+  const entries = await client.xrange(`event:stream:{${topic}}`, '-', '+')
   return entries.map(([, fields]) => {
     const at = fields.indexOf('id')
     if (at >= 0 && at % 2 === 0) return fields[at + 1] ?? ''
@@ -84,4 +84,76 @@ describe.each(['fields', 'compact'] as const)('coalesced publish on a Cluster (%
       await events.close()
     }
   }, 90_000)
+})
+
+describe('coalesced publish with WAIT on a Cluster with replicas', () => {
+  let replicated: RedisCluster
+  let inspect: Cluster
+
+  beforeAll(async () => {
+    replicated = await startRedisCluster({ masters: 3, replicas: 1 })
+    inspect = new Cluster(replicated.nodes.map((n) => ({ host: n.host, port: n.port })))
+    for (const server of replicated.servers) {
+      const node = new Redis(server.port, server.host)
+      try {
+        for (let i = 0; ; i++) {
+          const info = await node.info('replication')
+          if (info.includes('role:master') ? /connected_slaves:1/.test(info) : info.includes('master_link_status:up')) break
+          if (i > 300) throw new Error(`node ${server.port} did not finish replication setup`)
+          await new Promise((r) => setTimeout(r, 50))
+        }
+      } finally {
+        node.disconnect()
+      }
+    }
+  }, 90_000)
+
+  afterAll(async () => {
+    inspect.disconnect()
+    await replicated.stop()
+  })
+
+  async function waits(): Promise<number> {
+    let n = 0
+    for (const server of replicated.servers) {
+      const node = new Redis(server.port, server.host)
+      try {
+        n += Number(/cmdstat_wait:calls=(\d+)/.exec(await node.info('commandstats'))?.[1] ?? 0)
+      } finally {
+        node.disconnect()
+      }
+    }
+    return n
+  }
+
+  it('300 concurrent publishes to 6 topics with EVENT_PUBLISH_WAIT_REPLICAS=1: every caller resolves, one WAIT per coalesced call, each event once in call order', async () => {
+    const events = createEventManager({
+      redisHosts: replicated.nodes.map((n) => `${n.host}:${n.port}`),
+      env: {},
+      delayedQueueEnabled: false,
+      publishWaitReplicas: 1,
+      publishWaitTimeout: 5_000,
+      commandTimeout: 20_000,
+    })
+    const topics = Array.from({ length: 6 }, (_, i) => randomName(`adv-clw-${i}`))
+    try {
+      for (const t of topics) await events.publish(t, newEvent('warm.up', 0))
+      const before = await waits()
+      const published = new Map<string, Event[]>(topics.map((t) => [t, []]))
+      const calls = Array.from({ length: 300 }, (_, i) => {
+        const topic = topics[i % 6] ?? ''
+        const e = newEvent('n', i)
+        published.get(topic)?.push(e)
+        return events.publish(topic, e)
+      })
+      const ids = await Promise.all(calls)
+      expect(new Set(ids.map((id, i) => `${i % 6}/${id}`)).size).toBe(300)
+      const used = (await waits()) - before
+      expect(used).toBeGreaterThanOrEqual(6)
+      expect(used).toBeLessThanOrEqual(12) // one per topic's coalesced call (a retry after a redirection may add one)
+      for (const topic of topics) expect((await streamEventIds(topic, inspect)).slice(1)).toEqual((published.get(topic) ?? []).map((e) => e.id))
+    } finally {
+      await events.close()
+    }
+  }, 60_000)
 })
