@@ -605,6 +605,8 @@ export class Subscription implements MessageHost {
   }
 
   #dropProbation(message: DeliveredMessage): boolean {
+    // Called on every settlement; mostly nothing is on probation (no lookup then).
+    if (this.#probation.size === 0) return false
     const timer = this.#probation.get(message)
     if (timer === undefined) return false
     clearTimeout(timer)
