@@ -843,7 +843,9 @@ export class Subscription implements MessageHost {
 
   /** @internal Nothing left to deliver right now (for windows' idle timeout). */
   idle(): boolean {
-    return this.#lastReadEmpty && !this.#readPending && this.#ledger.free > 0
+    // Room in the credit (not counting the reservation of the blocking read in flight, which waits for entries that
+    // are not there): out of credit, entries may wait unread.
+    return this.#lastReadEmpty && !this.#readPending && this.#ledger.held < this.#ledger.limit
   }
 
   /** @internal */
