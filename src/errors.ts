@@ -37,8 +37,9 @@ export class InvalidNameError extends EventSystemError {
 
 /** An encoded payload larger than `maxPayloadBytes`. Raised before any I/O. */
 export class PayloadTooLargeError extends EventSystemError {
-  constructor(readonly bytes: number, readonly limit: number) {
-    super('PAYLOAD_TOO_LARGE', `payload of ${bytes} bytes exceeds the limit of ${limit} bytes`)
+  /** @param part what is too large: the payload, or the encoded headers (capped at the same limit) */
+  constructor(readonly bytes: number, readonly limit: number, readonly part: 'payload' | 'headers' = 'payload') {
+    super('PAYLOAD_TOO_LARGE', `${part} of ${bytes} bytes exceeds the limit of ${limit} bytes`)
   }
 }
 

@@ -355,6 +355,11 @@ export function encodeEvent(
     }
     if (any) headers = JSON.stringify(h)
   }
+  // Headers are capped like the payload (a reader refuses larger ones as malformed).
+  if (headers.length * 3 > maxPayloadBytes) {
+    const bytes = Buffer.byteLength(headers, 'utf8')
+    if (bytes > maxPayloadBytes) throw new PayloadTooLargeError(bytes, maxPayloadBytes, 'headers')
+  }
   assertJsonPayload(event.payload, maxPayloadDepth)
   let payload: string | undefined
   try {
@@ -374,7 +379,10 @@ export function encodeEvent(
       meta += event.correlationId === undefined ? ',null' : `,${JSON.stringify(event.correlationId)}`
       if (extras.traceparent !== undefined) meta += `,${JSON.stringify(extras.traceparent)}`
     }
-    return [Fields.meta, `${meta}]`, Fields.payload, payload]
+    meta += ']'
+    // The reader caps meta (the envelope with the headers) at the payload limit.
+    if (tooLarge(meta, maxPayloadBytes)) throw new PayloadTooLargeError(Buffer.byteLength(meta, 'utf8'), maxPayloadBytes, 'headers')
+    return [Fields.meta, meta, Fields.payload, payload]
   }
   const fields = [
     Fields.id, event.id,
@@ -597,6 +605,7 @@ export function decodeEntry(fields: EntryFields, maxPayloadBytes: number, maxPay
   checkPayloadSize(rawPayload, maxPayloadBytes)
   let headers = EMPTY_HEADERS
   if (rawHeaders !== undefined && rawHeaders !== '{}' && rawHeaders.length > 0) {
+    if (tooLarge(rawHeaders, maxPayloadBytes)) throw new DecodeError('invalid_headers', `headers of ${Buffer.byteLength(rawHeaders, 'utf8')} bytes exceed the limit of ${maxPayloadBytes} bytes`)
     headers = cleanHeaders(safeJsonParse(rawHeaders, { maxDepth: maxPayloadDepth }))
   }
   return {
@@ -615,6 +624,11 @@ export function decodeEntry(fields: EntryFields, maxPayloadBytes: number, maxPay
 }
 
 /** A payload over the byte limit is refused before it is parsed. */
+/** Whether `text` is over `maxBytes` in UTF-8 (measured only when it could be). */
+function tooLarge(text: string, maxBytes: number): boolean {
+  return text.length * 3 > maxBytes && Buffer.byteLength(text, 'utf8') > maxBytes
+}
+
 function checkPayloadSize(rawPayload: string, maxPayloadBytes: number): void {
   if (rawPayload.length * 3 > maxPayloadBytes) {
     const bytes = Buffer.byteLength(rawPayload, 'utf8')
@@ -657,6 +671,7 @@ function decodeCompact(parts: WireParts, meta: string, maxPayloadBytes: number, 
   }
   const rawPayload = parts.payload
   if (rawPayload === undefined) throw new DecodeError('missing_field', 'field "payload" is missing')
+  if (tooLarge(meta, maxPayloadBytes)) throw invalidMeta(`of ${Buffer.byteLength(meta, 'utf8')} bytes exceeds the limit of ${maxPayloadBytes} bytes`)
   let envelope: unknown
   try {
     // An array holding a flat headers object: nothing nests deeper than 2.
