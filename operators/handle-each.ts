@@ -331,7 +331,6 @@ class Handling<T extends Settleable> {
   #finished = false
   readonly #shared: HandlingShared<T>
   readonly #onDone: (handling: Handling<T>) => void
-  readonly #policy: RetryPolicy | undefined
 
   constructor(shared: HandlingShared<T>, onDone: (handling: Handling<T>) => void, value: T, representative: Message | undefined, span: ProcessSpan, instruments: Instruments, startedAt: number) {
     this.#shared = shared
@@ -341,7 +340,6 @@ class Handling<T extends Settleable> {
     this.span = span
     this.instruments = instruments
     this.startedAt = startedAt
-    this.#policy = shared.policyOf(value)
   }
 
   attempt(): void {
@@ -409,7 +407,8 @@ class Handling<T extends Settleable> {
     const value = this.value
     const representative = this.representative
     const shared = this.#shared
-    const policy = this.#policy
+    // Looked up on failure only (a message's retry defaults do not change): nothing per message that succeeds.
+    const policy = shared.policyOf(value)
     this.lastError = error
     shared.logger?.warn({ ...logFieldsOf(representative), err: error, attempt: this.attempts, deliveryCount: representative?.deliveryCount }, 'handler failed')
     if (policy === undefined) {
