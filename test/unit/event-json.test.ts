@@ -47,8 +47,9 @@ describe('safe JSON parsing keeps legitimate keys (issue 11, bug 9)', () => {
     fc.assert(
       fc.property(fc.dictionary(fc.constantFrom('constructor', 'prototype', 'name', 'toString', 'valueOf'), fc.jsonValue({ maxDepth: 2 })), (object) => {
         const text = JSON.stringify(object)
+        // fast-check's nested values may hold an own "__proto__" key (e.g. {"constructor":{"__proto__":false}}): a vector too.
         const expected = JSON.parse(text, (key, v: unknown) =>
-          key === 'constructor' && v !== null && typeof v === 'object' && Object.hasOwn(v, 'prototype') ? undefined : v) as unknown
+          key === '__proto__' || (key === 'constructor' && v !== null && typeof v === 'object' && Object.hasOwn(v, 'prototype')) ? undefined : v) as unknown
         expect(safeJsonParse(text)).toEqual(expected)
       }),
     )
