@@ -513,6 +513,19 @@ function wireParts(entryFields: EntryFields): WireParts {
   return parts
 }
 
+/** What a stored event tells when its payload fails to decode. @internal */
+export interface DecodeGuard {
+  /** Called with the decode failure; the error it returns is thrown from `payload` in its place. */
+  malformed(error: DecodeError): Error
+}
+
+/**
+ * Makes `event.payload` hand a decode failure to `guard` and throw what it
+ * returns (a delivered message's payload dead-letters the entry): no wrapper
+ * object per message. @internal
+ */
+export let setDecodeGuard: (event: StoredEvent, guard: DecodeGuard) => void
+
 /**
  * An event read from a stream. The payload is parsed on first access, so
  * pipelines that only look at the name and headers never pay for it.
@@ -531,6 +544,14 @@ export class StoredEvent<P = unknown> implements Event<P> {
   readonly #maxDepth: number
   #parsed = false
   #payload: unknown
+  /** Told of a payload that fails to decode; what it returns is thrown instead of the DecodeError (a delivered message dead-letters the entry). */
+  #guard: DecodeGuard | undefined
+
+  static {
+    setDecodeGuard = (event, guard) => {
+      event.#guard = guard
+    }
+  }
 
   constructor(parts: {
     id: string
@@ -556,7 +577,12 @@ export class StoredEvent<P = unknown> implements Event<P> {
   /** The payload, parsed (safely) on first access. @throws {DecodeError} malformed JSON, or nested too deep */
   get payload(): P {
     if (!this.#parsed) {
-      this.#payload = safeJsonParse(this.rawPayload, { maxDepth: this.#maxDepth })
+      try {
+        this.#payload = safeJsonParse(this.rawPayload, { maxDepth: this.#maxDepth })
+      } catch (error) {
+        if (this.#guard !== undefined && error instanceof DecodeError) throw this.#guard.malformed(error)
+        throw error
+      }
       this.#parsed = true
     }
     return this.#payload as P

@@ -1,6 +1,6 @@
 import type { ReadEntry, StreamBackend } from '../backend/types.js'
-import { ConsumerTimeoutError, DecodeError, type MalformedPayloadError } from '../errors.js'
-import type { Event, StoredEvent } from '../event.js'
+import { ConsumerTimeoutError, type DecodeError, type MalformedPayloadError } from '../errors.js'
+import { setDecodeGuard, type Event, type StoredEvent } from '../event.js'
 import { reasonText, type NackOptions, type Outcome, type Settleable } from '../settle.js'
 import { creditLimit, creditLimitOf, operatorStateOf, operatorStateStore } from '../shared-settlement.js'
 import { isSettleablePhase, step, type Phase } from './lifecycle.js'
@@ -146,47 +146,6 @@ export interface MessageHost {
 const WITHDRAWN: Promise<Outcome> = Promise.resolve('withdrawn')
 const NACKED: Promise<Outcome> = Promise.resolve('nacked')
 
-/** The event of a delivered message: its payload getter dead-letters an undecodable entry and throws MalformedPayloadError. */
-class GuardedEvent<P> implements Event<P> {
-  readonly id: string
-  readonly name: string
-  readonly headers: Readonly<Record<string, string>>
-  readonly timestamp: number
-  readonly correlationId?: string
-  readonly traceparent?: string
-  readonly rawPayload: string
-  readonly #inner: StoredEvent<P>
-  readonly #message: DeliveredMessage<P>
-
-  constructor(inner: StoredEvent<P>, message: DeliveredMessage<P>) {
-    this.#inner = inner
-    this.#message = message
-    this.id = inner.id
-    this.name = inner.name
-    this.headers = inner.headers
-    this.timestamp = inner.timestamp
-    this.rawPayload = inner.rawPayload
-    if (inner.correlationId !== undefined) this.correlationId = inner.correlationId
-    if (inner.traceparent !== undefined) this.traceparent = inner.traceparent
-  }
-
-  /** The payload, parsed on first access. @throws {MalformedPayloadError} after dead-lettering the entry */
-  get payload(): P {
-    try {
-      return this.#inner.payload
-    } catch (error) {
-      if (error instanceof DecodeError) throw this.#message.malformed(error)
-      throw error
-    }
-  }
-
-  toJSON(): Event<P> {
-    const out: { -readonly [K in keyof Event<P>]: Event<P>[K] } = { id: this.id, name: this.name, payload: this.payload, headers: this.headers, timestamp: this.timestamp }
-    if (this.correlationId !== undefined) out.correlationId = this.correlationId
-    return out
-  }
-}
-
 /**
  * A delivered message; its life is the state machine of `lifecycle.ts`, its
  * settlement goes back to its subscription. @internal
@@ -226,7 +185,9 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     this.deliveryCount = entry.deliveryCount
     this.deliveredAt = now
     this.deadline = now + host.consumerTimeoutMs
-    this.event = new GuardedEvent(event as StoredEvent<P>, this)
+    // Its payload getter dead-letters an undecodable entry and throws MalformedPayloadError (see malformed()).
+    setDecodeGuard(event, this)
+    this.event = event as StoredEvent<P>
   }
 
   get topic(): string {
