@@ -175,7 +175,8 @@ function fieldName(bytes: Buffer): string {
   return bytes.toString('utf8')
 }
 
-const text = (value: unknown): string => (Buffer.isBuffer(value) ? value.toString('utf8') : String(value))
+/** A reply value as text: `toString()` without arguments is Node's direct UTF-8 path (no encoding look-up, no bounds). */
+const text = (value: unknown): string => (Buffer.isBuffer(value) ? value.toString() : String(value))
 
 /** A reply of `callBuffer` with every Buffer decoded as UTF-8 (what `call` would have returned). */
 function decodeBuffers(value: unknown): unknown {
