@@ -154,6 +154,12 @@ export class Subscription implements MessageHost {
   readonly #signalOptions: Pick<ConsumeOptions, 'signal' | 'until'>
   /** Every message holding credit, by stream id (one copy per entry). */
   readonly #held = new Map<string, DeliveredMessage>()
+  /**
+   * Copies no longer held whose timed-out attempt has not returned (e.g. dead-lettered at its last timeout while the
+   * handler ignores its signal). A new delivery of the same id (the group destroyed and re-created, XGROUP SETID) is
+   * not emitted until that run returned: never two runs of one entry in one consumer.
+   */
+  readonly #openRuns = new Map<string, DeliveredMessage>()
   /** Ids acked here whose XACK has not returned yet: a claim scan that finds one (idle, not yet acked) skips it. */
   readonly #acking = new Set<string>()
   /** Ids whose ack or dead-letter move failed here ('failed'): still pending here, maybe settled again by the handler; a re-read skips them (a claim recovers them once idle). */
@@ -381,6 +387,7 @@ export class Subscription implements MessageHost {
     this.#dropProbation(message)
     if (this.#held.get(message.streamId) !== message) return
     this.#held.delete(message.streamId)
+    if (message.attemptOpen) this.#openRuns.set(message.streamId, message)
     this.#ledger.release()
     if (this.#aborted && this.#held.size === 0) this.#emptied?.()
   }
@@ -588,9 +595,31 @@ export class Subscription implements MessageHost {
     // Before it is emitted: a window that parks it at once ends its probation at once.
     if (via === 'pending' || (via === 'claim' && entry.deliveryCount >= 2)) this.#startProbation(message)
     this.#ctx.instruments.consumed.add(1, this.#attributes)
+    if (this.#openRuns.size > 0 && this.#openRuns.has(entry.id)) {
+      // A run of an earlier copy of this entry is still out: emitted only once it returned (held, leased, no timeout).
+      message.deadline = Number.POSITIVE_INFINITY
+      this.#emitWhenReturned(message)
+      return 'held'
+    }
     // The message is its own handling context (event, topic, group): no context object or closure per message.
     emitInContext(message, this.#subscriber, message)
     return 'held'
+  }
+
+  /** Emits a held, unemitted message once no earlier run of its entry is out; given back unseen on a stop. */
+  #emitWhenReturned(message: DeliveredMessage): void {
+    if (this.#held.get(message.streamId) !== message) return
+    if (this.#isAborted()) {
+      // Never emitted: back without counting this delivery.
+      this.#giveBackMessage(message, message.deliveryCount - 1)
+      return
+    }
+    if (this.#openRuns.has(message.streamId)) {
+      this.#after(Math.min(100, this.#o.consumerTimeoutMs), () => this.#emitWhenReturned(message))
+      return
+    }
+    message.deadline = Date.now() + this.#o.consumerTimeoutMs
+    emitInContext(message, this.#subscriber, message)
   }
 
   #startProbation(message: DeliveredMessage): void {
@@ -823,8 +852,9 @@ export class Subscription implements MessageHost {
   }
 
   /** @internal A timed-out run returned: its redelivery (polled in #redeliver) may go on. */
-  attemptReturned(): void {
-    // Nothing to do: #redeliver checks attemptOpen.
+  attemptReturned(message: DeliveredMessage): void {
+    // A held copy's redelivery polls attemptOpen (#redeliver); a copy no longer held frees its entry's next delivery.
+    if (this.#openRuns.size > 0 && this.#openRuns.get(message.streamId) === message) this.#openRuns.delete(message.streamId)
   }
 
   /** @internal The payload getter found an undecodable payload: dead-letter it, and report the error. */

@@ -14,6 +14,45 @@ import { name, sleep, trackManagers, waitFor } from '../support/engine.js'
 const manager = trackManagers()
 
 describe('engine follow-ups', () => {
+  it('an entry dead-lettered at its timeout while its run ignores the signal, then delivered again (group re-created), is not run twice at once (simulation seed 3482)', async () => {
+    const backend = new MemoryBackend()
+    const events = manager(backend, { maxRetries: 0 })
+    const topic = name('zombie')
+    const group = 'g'
+    await events.publish(topic, newEvent('slow', 0))
+    const runs: { count: number; start: number; end?: number }[] = []
+    let running = 0
+    let maxRunning = 0
+    let releaseFirst: (() => void) | undefined
+    events
+      .topic(topic)
+      .consume({ group, consumerTimeout: 100, claimInterval: 0 })
+      .subscribe((m: Message) => {
+        if (!m.begin()) return
+        const run: { count: number; start: number; end?: number } = { count: m.deliveryCount, start: Date.now() }
+        runs.push(run)
+        running++
+        maxRunning = Math.max(maxRunning, running)
+        // The first run ignores its AbortSignal until the test releases it; a later one acks at once.
+        const work = runs.length === 1 ? new Promise<void>((r) => (releaseFirst = r)) : Promise.resolve()
+        void work.then(async () => {
+          running--
+          run.end = Date.now()
+          await m.ack()
+        })
+      })
+    // maxRetries 0: the timeout dead-letters it while the run is still out.
+    await waitFor(async () => (await events.deadLetters.count(topic)) === 1, 'the dead letter')
+    // The group is destroyed and re-created from the start: the entry is delivered to this consumer again, count 1.
+    await backend.destroyGroup(topic, group)
+    await sleep(300)
+    expect(runs).toHaveLength(1)
+    releaseFirst?.()
+    await waitFor(() => runs.length === 2 && runs[1]?.end !== undefined, 'the second run, after the first returned')
+    expect(maxRunning).toBe(1)
+    expect(runs[1]?.start ?? 0).toBeGreaterThanOrEqual(runs[0]?.end ?? Infinity)
+  })
+
   it('a copy redelivered after a consumer timeout is not started here until the timed-out run returned, however long it runs', async () => {
     const events = manager(new MemoryBackend(), { maxRetries: 5, retryBackoff: 1 })
     const topic = name('overlap')
