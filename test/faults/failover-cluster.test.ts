@@ -8,15 +8,14 @@
  * not redirect as a whole; a consumer reads the failed-over topics. Resume
  * time, the slowest call, losses and duplicates are printed for the report.
  */
-import { Writable } from 'node:stream'
 import { Cluster, Redis } from 'ioredis'
-import { pino, type Logger } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
 import { handleEach } from '../../operators/index.js'
 import { startRedisCluster, type RedisCluster } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
+import { capturingLogger } from '../support/logger.js'
 
 let cluster: RedisCluster | undefined
 let events: EventManager | undefined
@@ -28,18 +27,6 @@ afterEach(async () => {
 })
 
 const TOPOLOGY = /MOVED|ASK |READONLY|EXECABORT|CLUSTERDOWN|TRYAGAIN|NOSCRIPT|slots allocation group/
-
-/** A pino logger (warn and above) whose records are kept as text. */
-function capturingLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = []
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const text of chunk.toString('utf8').split('\n')) if (text.length > 0) lines.push(text)
-      callback()
-    },
-  })
-  return { logger: pino({ level: 'warn' }, sink), lines }
-}
 
 /** Every replica's link is up and it has caught up with its master's offset. */
 async function waitForReplicasInSync(c: RedisCluster): Promise<void> {

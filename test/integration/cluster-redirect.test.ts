@@ -13,8 +13,6 @@
  * This test fails with the library's topology retry disabled (see
  * `boundCall` in src/backend/redis/connection.ts).
  */
-import { Writable } from 'node:stream'
-import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
 import { handleEach } from '../../operators/index.js'
@@ -22,6 +20,7 @@ import { startRedisCluster, type RedisCluster } from '../support/redis-server.js
 import { findName, keySlot, masters, moveSlot, nodeClient, ownerOf } from '../support/cluster-slots.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
+import { capturingLogger } from '../support/logger.js'
 
 const TOPOLOGY = /MOVED|ASK\b|READONLY|EXECABORT|CLUSTERDOWN|TRYAGAIN|NOSCRIPT/
 
@@ -32,18 +31,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster.stop()
 })
-
-/** A pino logger (warn and above) whose records are kept as text. */
-function capturingLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = []
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const text of chunk.toString('utf8').split('\n')) if (text.length > 0) lines.push(text)
-      callback()
-    },
-  })
-  return { logger: pino({ level: 'warn' }, sink), lines }
-}
 
 describe('Cluster redirections while a slot moves', () => {
   it('ASK, TRYAGAIN, MOVED and EXECABORT windows never reach publish(), publishWithDelay(), publishBatch(), stats(), a consumer or the log', async () => {

@@ -10,8 +10,6 @@
  * between masters, so that ioredis re-sends whole autopipelines (where its
  * own NOSCRIPT fallback is lost).
  */
-import { Writable } from 'node:stream'
-import { pino, type Logger } from 'pino'
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
@@ -20,19 +18,9 @@ import { startRedisCluster, startRedisServer, type RedisCluster, type RedisServe
 import { keySlot, masters, moveSlot, nodeClient, ownerOf } from '../support/cluster-slots.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
+import { capturingLogger } from '../support/logger.js'
 
 const NOSCRIPT = /NOSCRIPT/
-
-function capturingLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = []
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const text of chunk.toString('utf8').split('\n')) if (text.length > 0) lines.push(text)
-      callback()
-    },
-  })
-  return { logger: pino({ level: 'warn' }, sink), lines }
-}
 
 interface Outcome {
   readonly failures: string[]

@@ -7,14 +7,13 @@
  * health() work with EVENT_REDIS_TLS_CA; a wrong CA fails fast with an error
  * naming the certificate problem.
  */
-import { Writable } from 'node:stream'
-import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConnectionError, createEventManager, newEvent, type EventManager } from '../../src/index.js'
 import { makeTestCertificates, type TestCertificates } from '../support/redis-server.js'
 import { startTlsCluster, startTlsSentinelGroup, type TlsCluster, type TlsSentinelGroup } from '../support/tls-topology.js'
 import { randomName } from '../support/redis.js'
 import { waitFor } from '../support/events.js'
+import { capturingLogger } from '../support/logger.js'
 
 let certs: TestCertificates
 beforeAll(async () => {
@@ -23,18 +22,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await certs.cleanup()
 })
-
-/** A pino logger (warn and above) whose records are kept as text. */
-function capturingLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = []
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const text of chunk.toString('utf8').split('\n')) if (text.length > 0) lines.push(text)
-      callback()
-    },
-  })
-  return { logger: pino({ level: 'warn' }, sink), lines }
-}
 
 /** Every node requires a client certificate (`tls-auth-clients yes`): the client's, for every connection. */
 const mutual = (): Record<string, string> => ({ EVENT_REDIS_TLS_CERT: certs.clientCertPem, EVENT_REDIS_TLS_KEY: certs.clientKeyPem })
