@@ -9,28 +9,20 @@
  */
 import { Redis } from 'ioredis'
 import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { handleEach, windowTumbling, type Window } from '../../operators/index.js'
 import { createEventManager, newEvent, type EventManager, type EventManagerOptions, type Message } from '../../src/index.js'
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
+import type { FaultProxy } from '../support/fault-proxy.js'
 import { recording, sum, type ReadCall } from '../support/read-calls.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
+import { withProxiedServer } from '../support/proxied-server.js'
 
 let server: RedisServer
 let proxy: FaultProxy
 let direct: Redis
-beforeAll(async () => {
-  server = await startRedisServer()
-  proxy = await startFaultProxy({ host: server.host, port: server.port })
-  direct = new Redis(server.url)
-}, 30_000)
-afterAll(async () => {
-  await direct.quit()
-  await proxy.close()
-  await server.stop()
-})
+withProxiedServer((s) => ({ server, proxy, direct } = s))
 
 const open: EventManager[] = []
 afterEach(async () => {

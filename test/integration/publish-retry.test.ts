@@ -4,27 +4,15 @@
  * retry with the same event id must leave exactly one entry.
  */
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, PublishOutcomeUnknownError, type Event, type EventManager, type EventManagerOptions } from '../../src/index.js'
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import type { FaultProxy } from '../support/fault-proxy.js'
 import { randomName } from '../support/redis.js'
+import { withProxiedServer } from '../support/proxied-server.js'
 
-let server: RedisServer
 let proxy: FaultProxy
 let direct: Redis
-
-beforeAll(async () => {
-  server = await startRedisServer()
-  proxy = await startFaultProxy({ host: server.host, port: server.port })
-  direct = new Redis(server.url, { maxRetriesPerRequest: 3 })
-}, 30_000)
-
-afterAll(async () => {
-  await direct.quit()
-  await proxy.close()
-  await server.stop()
-})
+withProxiedServer((s) => ({ proxy, direct } = s), { maxRetriesPerRequest: 3 })
 
 function manager(options: EventManagerOptions = {}): EventManager {
   return createEventManager({ redisUrl: proxy.url, env: {}, delayedQueueEnabled: false, commandTimeout: 3_000, ...options })

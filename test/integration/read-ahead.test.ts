@@ -7,27 +7,19 @@
  * seen), so each count is exact or over by one and nothing is lost.
  */
 import { Redis } from 'ioredis'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
+import type { FaultProxy } from '../support/fault-proxy.js'
 import { recording, sum, type ReadCall } from '../support/read-calls.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { testEvents, waitFor } from '../support/events.js'
+import { withProxiedServer } from '../support/proxied-server.js'
 
 let server: RedisServer
 let proxy: FaultProxy
 let direct: Redis
-beforeAll(async () => {
-  server = await startRedisServer()
-  proxy = await startFaultProxy({ host: server.host, port: server.port })
-  direct = new Redis(server.url)
-})
-afterAll(async () => {
-  await direct.quit()
-  await proxy.close()
-  await server.stop()
-})
+withProxiedServer((s) => ({ server, proxy, direct } = s))
 
 const closing: EventManager[] = []
 afterEach(async () => {

@@ -7,26 +7,16 @@
  * Through the fault proxy, in front of a private redis-server.
  */
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { newEvent, type Message } from '../../src/index.js'
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import type { FaultProxy } from '../support/fault-proxy.js'
 import { randomName } from '../support/redis.js'
 import { sleep, testEvents, waitFor } from '../support/events.js'
+import { withProxiedServer } from '../support/proxied-server.js'
 
-let server: RedisServer
 let proxy: FaultProxy
 let direct: Redis
-beforeAll(async () => {
-  server = await startRedisServer()
-  proxy = await startFaultProxy({ host: server.host, port: server.port })
-  direct = new Redis(server.url)
-})
-afterAll(async () => {
-  await direct.quit()
-  await proxy.close()
-  await server.stop()
-})
+withProxiedServer((s) => ({ proxy, direct } = s))
 
 /** Whether some client is blocked in XREADGROUP on the server. */
 async function blockedRead(): Promise<boolean> {
