@@ -219,6 +219,8 @@ class Simulation {
   #deadLettered = 0
   #trimmedUnseen = 0
   #pendingActions = new Set<Promise<void>>()
+  /** Publish actions under way: the run is not settled while one may still append (seed 12398). */
+  #publishing = 0
 
   constructor(scenario: Scenario, world: SimWorld, verbose: boolean) {
     const clock = world.clock
@@ -599,21 +601,26 @@ class Simulation {
   async #act(action: Action): Promise<void> {
     switch (action.kind) {
       case 'publish':
-        for (const n of action.events) {
-          const plan = this.#s.events[n]!
-          const event = newEvent(nameOf(n), { n })
-          try {
-            if (plan.delayMs > 0) await this.#publisher.publishWithDelay(this.#topic, event, plan.delayMs)
-            else {
-              const id = await this.#publisher.publish(this.#topic, event)
-              const ev = this.#events[n]!
-              ev.streamId = id
-              this.#byId.set(id, ev)
+        this.#publishing++
+        try {
+          for (const n of action.events) {
+            const plan = this.#s.events[n]!
+            const event = newEvent(nameOf(n), { n })
+            try {
+              if (plan.delayMs > 0) await this.#publisher.publishWithDelay(this.#topic, event, plan.delayMs)
+              else {
+                const id = await this.#publisher.publish(this.#topic, event)
+                const ev = this.#events[n]!
+                ev.streamId = id
+                this.#byId.set(id, ev)
+              }
+              this.log(`published e${n}${plan.delayMs > 0 ? ` (delayed ${plan.delayMs}ms)` : ''}`)
+            } catch (error) {
+              this.violation(`publishing e${n} failed: ${String(error)}`)
             }
-            this.log(`published e${n}${plan.delayMs > 0 ? ` (delayed ${plan.delayMs}ms)` : ''}`)
-          } catch (error) {
-            this.violation(`publishing e${n} failed: ${String(error)}`)
           }
+        } finally {
+          this.#publishing--
         }
         return
       case 'start':
@@ -728,7 +735,7 @@ class Simulation {
     const slice = Math.max(50, Math.floor(bound / 4))
     this.#lastProgressAt = Math.max(this.#lastProgressAt, endOfChaos)
     let state = await this.#settled()
-    while (!state.done) {
+    while (!state.done || this.#publishing > 0) {
       if (this.#clock.now() >= limit) {
         this.violation(`not settled ${limit - endOfChaos} ms after the faults stopped: pending ${state.pending}, lag ${state.lag}, scheduled ${state.scheduled}`)
         break
