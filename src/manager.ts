@@ -12,7 +12,7 @@ import {
 } from './backend/redis/connection.js'
 import { RedisBackend, type RedisClient } from './backend/redis/redis-backend.js'
 import type { StreamBackend } from './backend/types.js'
-import { loadConfig, type ConfigOptions } from './config/index.js'
+import { loadConfig, warnUnknownOptions, type ConfigOptions } from './config/index.js'
 import type { Config } from './config/types.js'
 import { AckBatcher } from './consumer/acker.js'
 import type { Message } from './consumer/message.js'
@@ -77,6 +77,9 @@ export interface EventManagerOptions extends ConfigOptions {
    */
   readonly groupGauges?: 'subscribed' | 'all' | false
 }
+
+/** The keys of {@link EventManagerOptions} that are not settings (the settings are the keys of `ENV_VARIABLES`). */
+const MANAGER_OPTIONS: readonly (keyof EventManagerOptions)[] = ['logger', 'backend', 'redisClient', 'env', 'publishHook', 'healthTimeout', 'groupGauges']
 
 /**
  * A topic: publish to it, or consume it as a cold Observable.
@@ -232,6 +235,7 @@ export class EventManager implements EventPublisher, EventConsumer {
     const given = options.logger ?? silentLogger()
     // Without a logger, configuration warnings go to process.emitWarning (visible), not to the silent logger.
     this.config = loadConfig(options, options.env ?? process.env, options.logger)
+    warnUnknownOptions(options, MANAGER_OPTIONS, options.logger)
     this.logger = redactingLogger(given, [this.config.redis.password, options.redisPassword])
     const healthTimeout = options.healthTimeout ?? 2_000
     if (!Number.isFinite(healthTimeout) || healthTimeout <= 0) throw new RangeError(`healthTimeout must be a positive number of ms, got ${String(healthTimeout)}`)

@@ -3,7 +3,7 @@
  * io-ts into a frozen {@link Config}.
  */
 export type { Config, HostPort, RedisConnectionConfig, RedisMode } from './types.js'
-export { loadConfig, DEFAULT_REDIS_URL, ENV_VARIABLES, type ConfigOptions, type ConfigLogger } from './load.js'
+export { loadConfig, warnUnknownOptions, DEFAULT_REDIS_URL, ENV_VARIABLES, type ConfigOptions, type ConfigLogger } from './load.js'
 export { Duration, DurationInput, PositiveDurationInput, parseDuration, formatDuration, DURATION_HINT } from './duration.js'
 export {
   BooleanInput,

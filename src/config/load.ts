@@ -406,6 +406,42 @@ function warnUnknownVariables(env: NodeJS.ProcessEnv, logger: ConfigLogger | und
   }
 }
 
+const warnedUnknownOptions = new Set<string>()
+
+/**
+ * Warns (once per process and name) about keys of an options object that are
+ * neither settings nor one of `otherOptions` (the manager's own keys): a
+ * misspelt `url` instead of `redisUrl` would otherwise connect to the default
+ * location without a word. The closest valid name is suggested.
+ *
+ * ## Example
+ * ```ts
+ * warnUnknownOptions({ url: 'redis://h' }, ['logger'], logger) // "option url is not an option …; did you mean redisUrl?"
+ * ```
+ */
+export function warnUnknownOptions(options: object, otherOptions: readonly string[], logger: ConfigLogger | undefined): void {
+  const known = [...Object.keys(ENV_VARIABLES), ...otherOptions]
+  for (const name of Object.keys(options)) {
+    if (known.includes(name) || warnedUnknownOptions.has(name)) continue
+    warnedUnknownOptions.add(name)
+    let best: string | undefined
+    let bestDistance = Infinity
+    for (const candidate of known) {
+      const d = distance(name.toLowerCase(), candidate.toLowerCase())
+      if (d < bestDistance) {
+        best = candidate
+        bestDistance = d
+      }
+    }
+    const lower = name.toLowerCase()
+    const close = best !== undefined && (bestDistance <= Math.max(3, Math.floor(name.length / 3)) || (lower.length >= 3 && best.toLowerCase().includes(lower)))
+    // A name inside a longer one (url → redisUrl) is the likelier meaning than a near spelling.
+    const inside = known.find((k) => lower.length >= 3 && k.toLowerCase().endsWith(lower))
+    const suggestion = inside ?? (close ? best : undefined)
+    warn(logger, { option: name, closest: suggestion }, `option ${name} is not an option of rx-redis-streams and is ignored${suggestion === undefined ? '' : `; did you mean ${suggestion}?`}`)
+  }
+}
+
 /** A decoded Redis location: where it came from and what it says. */
 interface Location {
   readonly source: Source
