@@ -6,23 +6,15 @@
  * Calls after close() get ClosedError.
  */
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { ClosedError, createEventManager, newEvent, type EventManager, type EventManagerOptions } from '../../src/index.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
+import { withPrivateServer } from '../support/proxied-server.js'
 
 let server: RedisServer
 let direct: Redis
-
-beforeAll(async () => {
-  server = await startRedisServer()
-  direct = new Redis(server.url, { maxRetriesPerRequest: 3 })
-}, 30_000)
-
-afterAll(async () => {
-  await direct.quit()
-  await server.stop()
-})
+withPrivateServer((s) => ({ server, direct } = s), { maxRetriesPerRequest: 3 })
 
 function manager(options: EventManagerOptions = {}): EventManager {
   return createEventManager({ redisUrl: server.url, env: {}, delayedQueueEnabled: false, commandTimeout: 5_000, ...options })

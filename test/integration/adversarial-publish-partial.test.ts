@@ -8,23 +8,15 @@
  * the callers after it are appended too (a bad event fails alone).
  */
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type Event } from '../../src/index.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
+import { withPrivateServer } from '../support/proxied-server.js'
 
 let server: RedisServer
 let direct: Redis
-
-beforeAll(async () => {
-  server = await startRedisServer()
-  direct = new Redis(server.url, { maxRetriesPerRequest: 3 })
-}, 30_000)
-
-afterAll(async () => {
-  await direct.quit()
-  await server.stop()
-})
+withPrivateServer((s) => ({ server, direct } = s), { maxRetriesPerRequest: 3 })
 
 async function streamEventIds(topic: string): Promise<string[]> {
   const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')

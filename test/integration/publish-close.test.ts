@@ -5,23 +5,15 @@
  * ("Connection is closed") for a command that never reached Redis.
  */
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManagerOptions } from '../../src/index.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
+import { withPrivateServer } from '../support/proxied-server.js'
 
 let server: RedisServer
 let direct: Redis
-
-beforeAll(async () => {
-  server = await startRedisServer()
-  direct = new Redis(server.url, { maxRetriesPerRequest: 3 })
-}, 30_000)
-
-afterAll(async () => {
-  await direct.quit()
-  await server.stop()
-})
+withPrivateServer((s) => ({ server, direct } = s), { maxRetriesPerRequest: 3 })
 
 describe('publishes accepted before close() are appended', () => {
   it.each([

@@ -25,6 +25,36 @@ export interface ProxiedServer {
  * withProxiedServer((s) => ({ proxy } = s))
  * ```
  */
+export interface PrivateServer {
+  readonly server: RedisServer
+  /** A client straight to the server, for setup and checks. */
+  readonly direct: Redis
+}
+
+/**
+ * A private redis-server and a direct client to it, for the file (started in
+ * beforeAll, stopped in afterAll); `use` gets them once started.
+ *
+ * @example
+ * ```ts
+ * let direct: Redis
+ * withPrivateServer((s) => ({ direct } = s))
+ * ```
+ */
+export function withPrivateServer(use: (started: PrivateServer) => void, directOptions: { readonly maxRetriesPerRequest?: number } = {}): void {
+  let started: PrivateServer | undefined
+  beforeAll(async () => {
+    const server = await startRedisServer()
+    started = { server, direct: new Redis(server.url, directOptions) }
+    use(started)
+  }, 30_000)
+  afterAll(async () => {
+    if (started === undefined) return
+    await started.direct.quit()
+    await started.server.stop()
+  })
+}
+
 export function withProxiedServer(use: (started: ProxiedServer) => void, directOptions: { readonly maxRetriesPerRequest?: number } = {}): void {
   let started: ProxiedServer | undefined
   beforeAll(async () => {
