@@ -18,6 +18,7 @@ import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
 import { withProxiedServer } from '../support/proxied-server.js'
+import { publishMany } from '../support/contract.js'
 
 let server: RedisServer
 let proxy: FaultProxy
@@ -35,14 +36,6 @@ function manager(options: EventManagerOptions = {}): EventManager {
   return m
 }
 
-async function publish(events: EventManager, topic: string, count: number): Promise<string[]> {
-  const ids: string[] = []
-  for (let i = 0; i < count; i += 500) {
-    ids.push(...(await events.publishBatch(topic, Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j })))))
-  }
-  return ids
-}
-
 const backends = [
   ['redis', (): EventManagerOptions => ({ redisUrl: server.url })],
   ['memory', (): EventManagerOptions => ({ backend: 'memory' })],
@@ -53,7 +46,7 @@ describe.each(backends)('read-ahead, adversarial (%s)', (kind, options) => {
     const events = manager(options())
     const topic = randomName('adv-first')
     const group = randomName('g')
-    const ids = await publish(events, topic, 1_000)
+    const ids = await publishMany(events, topic, 1_000)
     // warm up read-ahead: a first full read, then rounds
     const first = await firstValueFrom(events.topic(topic).consume({ group, startFrom: 'beginning', batchSize: 10, claimInterval: 0 }))
     expect(first.streamId).toBe(ids[0])
@@ -89,7 +82,7 @@ describe.each(backends)('read-ahead, adversarial (%s)', (kind, options) => {
     const events = manager(options())
     const topic = randomName('adv-take')
     const group = randomName('g')
-    const ids = await publish(events, topic, 1_000)
+    const ids = await publishMany(events, topic, 1_000)
     const taken = await lastValueFrom(
       events.topic(topic).consume({ group, startFrom: 'beginning', batchSize: 10, claimInterval: 0 }).pipe(take(25), toArray()),
     )
@@ -119,7 +112,7 @@ describe.each(backends)('read-ahead, adversarial (%s)', (kind, options) => {
     const topic = randomName('adv-close')
     const group = randomName('g')
     const carrier = manager(options())
-    const ids = await publish(carrier, topic, 2_000)
+    const ids = await publishMany(carrier, topic, 2_000)
     const handled = new Map<string, number>()
     const handler = async (m: Message): Promise<void> => {
       await sleep(Math.random() < 0.1 ? 5 : 0)
@@ -149,7 +142,7 @@ describe.each(backends)('read-ahead, adversarial (%s)', (kind, options) => {
     const carrier = manager(options())
     const topic = randomName('adv-slow')
     const group = randomName('g')
-    await publish(carrier, topic, 300)
+    await publishMany(carrier, topic, 300)
     const calls: ReadCall[] = []
     let unsettled = 0
     let maxUnsettled = 0
@@ -248,7 +241,7 @@ describe('read-ahead on Redis while entries are deleted', () => {
     const events = manager({ redisUrl: server.url, claimInterval: 200, claimMinIdleTime: 500 })
     const topic = randomName('adv-xdel')
     const group = randomName('g')
-    const ids = await publish(events, topic, 2_000)
+    const ids = await publishMany(events, topic, 2_000)
     const key = `event:stream:{${topic}}`
     const runs = new Map<string, number>()
     events
@@ -285,7 +278,7 @@ describe('read-ahead on Redis through a faulty link', () => {
     const publisher = manager({ redisUrl: server.url })
     const topic = randomName('adv-resets')
     const group = randomName('g')
-    const ids = await publish(publisher, topic, 3_000)
+    const ids = await publishMany(publisher, topic, 3_000)
     const calls: ReadCall[] = []
     const carrier = manager({ redisUrl: proxy.url, commandTimeout: 3_000 })
     const events = manager({ backend: recording(carrier.backend, calls, () => 0), claimInterval: 500, claimMinIdleTime: 1_000, maxRetries: 5 })

@@ -8,13 +8,14 @@
  */
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createEventManager, newEvent, type EventManager, type Message } from '../../src/index.js'
+import { createEventManager, type EventManager, type Message } from '../../src/index.js'
 import type { FaultProxy } from '../support/fault-proxy.js'
 import { recording, sum, type ReadCall } from '../support/read-calls.js'
 import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { testEvents, waitFor } from '../support/events.js'
 import { withProxiedServer } from '../support/proxied-server.js'
+import { publishMany } from '../support/contract.js'
 
 let server: RedisServer
 let proxy: FaultProxy
@@ -30,14 +31,6 @@ function recordedManager(carrier: EventManager, calls: ReadCall[], unsettled: ()
   const m = createEventManager({ backend: recording(carrier.backend, calls, unsettled), env: {}, ...options })
   closing.push(m)
   return m
-}
-
-async function publish(events: EventManager, topic: string, count: number): Promise<string[]> {
-  const ids: string[] = []
-  for (let i = 0; i < count; i += 500) {
-    ids.push(...(await events.publishBatch(topic, Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j })))))
-  }
-  return ids
 }
 
 async function xreadgroupCalls(): Promise<number> {
@@ -56,7 +49,7 @@ describe('read-ahead on Redis', () => {
     const carrier = testEvents({ redisUrl: server.url })
     const topic = randomName('ahead')
     const group = randomName('g')
-    const ids = await publish(carrier, topic, 1_000)
+    const ids = await publishMany(carrier, topic, 1_000)
     const calls: ReadCall[] = []
     const held: Message[] = []
     const events = recordedManager(carrier, calls, () => held.length, { claimInterval: 0 })
@@ -97,7 +90,7 @@ describe('read-ahead on Redis', () => {
     const publisher = testEvents({ redisUrl: server.url })
     const topic = randomName('ahead-reset')
     const group = randomName('g')
-    const ids = await publish(publisher, topic, 2_000)
+    const ids = await publishMany(publisher, topic, 2_000)
     const calls: ReadCall[] = []
     let resets = 0
     const backend = recording(carrier.backend, calls, () => 0)

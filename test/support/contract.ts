@@ -19,14 +19,13 @@ export function managerOn(kind: BackendKind, options: EventManagerOptions = {}):
   return kind === 'memory' ? createTestEventManager({ ...FAST, ...options }) : testEvents({ ...FAST, ...options })
 }
 
-/** Publishes `count` events named `job` with payload `{ n }`, in batches of 500. */
-export async function publishMany(events: EventManager, topic: string, count: number): Promise<void> {
+/** Publishes `count` events named `job` with payload `{ n }`, in batches of 500; returns their stream ids. */
+export async function publishMany(events: EventManager, topic: string, count: number): Promise<string[]> {
+  const ids: string[] = []
   for (let i = 0; i < count; i += 500) {
-    await events.publishBatch(
-      topic,
-      Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j })),
-    )
+    ids.push(...(await events.publishBatch(topic, Array.from({ length: Math.min(500, count - i) }, (_, j) => newEvent('job', { n: i + j })))))
   }
+  return ids
 }
 
 export const payloadN = (m: Message): number => (m.event.payload as { n: number }).n
