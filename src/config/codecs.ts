@@ -261,9 +261,11 @@ export const KeyPrefix = new t.Type<string, string, unknown>(
 )
 
 /**
- * The layout new entries are written in: `fields` (one field per part, what
- * every reader reads) or `compact` (`meta` + `payload`, read by readers of
- * this version and later only).
+ * The layout new entries are written in (`EVENT_WIRE_FORMAT`): `compact` (the
+ * default: `meta` + `payload`, read by readers of this version and later
+ * only) or `fields` (one field per part, what every reader of every release
+ * reads: keep it while consumers of an older release still read the topic).
+ * Case and surrounding spaces are ignored.
  *
  * ## Example
  * ```ts

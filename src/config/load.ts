@@ -104,9 +104,13 @@ export interface ConfigOptions {
   /** `EVENT_STREAM_MAX_LEN`: approximate MAXLEN of topic streams; unbounded when unset. */
   readonly streamMaxLen?: number | undefined
   /**
-   * `EVENT_WIRE_FORMAT`, default `fields`: the layout new entries are written
-   * in, `fields` (readable by every version) or `compact` (`meta` + `payload`:
-   * cheaper to write and read; every reader must be of this version or later).
+   * `EVENT_WIRE_FORMAT`, default `compact`: the layout new entries are written
+   * in. `compact` (`meta` + `payload`) is cheaper to write and read; `fields`
+   * (one field per part: `id`, `name`, `ts`, `headers`, `payload`) is what
+   * every version reads, older releases included. This version reads both,
+   * mixed in one stream. Rolling upgrade: set `fields` until every consumer
+   * (and CLI, DLQ tool, promoter) of the topic runs this version or later,
+   * then remove it; readers first, then writers.
    */
   readonly wireFormat?: 'fields' | 'compact' | undefined
 }
@@ -168,7 +172,7 @@ const SETTINGS = [
   ['publishWaitTimeoutMs', 'publishWaitTimeout', 'EVENT_PUBLISH_WAIT_TIMEOUT', PositiveDurationInput, 1_000],
   ['maxPayloadDepth', 'maxPayloadDepth', 'EVENT_MAX_PAYLOAD_DEPTH', PositiveInteger, 64],
   ['publishDedupeWindowMs', 'publishDedupeWindow', 'EVENT_PUBLISH_DEDUPE_WINDOW', DurationInput, 5 * 60_000],
-  ['wireFormat', 'wireFormat', 'EVENT_WIRE_FORMAT', WireFormatInput, 'fields'],
+  ['wireFormat', 'wireFormat', 'EVENT_WIRE_FORMAT', WireFormatInput, 'compact'],
 ] as const satisfies readonly (readonly [keyof Config, OptionName, string, t.Decoder<unknown, unknown>, unknown])[]
 
 /**

@@ -70,7 +70,11 @@ export interface Config {
   readonly maxPayloadDepth: number
   /** Window in ms within which a publish retried with the same event id is appended once; 0 = off. */
   readonly publishDedupeWindowMs: number
-  /** The layout new entries are written in (`EVENT_WIRE_FORMAT`): `fields`, or the two-field `compact`. */
+  /**
+   * The layout new entries are written in (`EVENT_WIRE_FORMAT`): the two-field
+   * `compact` (the default), or `fields`, the five-field layout that readers of
+   * older releases also read (keep it until every consumer runs this version).
+   */
   readonly wireFormat: 'fields' | 'compact'
   /** Approximate MAXLEN retention of topic streams; undefined = unbounded. */
   readonly streamMaxLen?: number

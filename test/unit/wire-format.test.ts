@@ -107,11 +107,14 @@ describe('decodeEntry of a compact entry (untrusted)', () => {
 })
 
 describe('EVENT_WIRE_FORMAT', () => {
-  it('defaults to fields; takes compact from the variable or the option; refuses anything else', () => {
-    expect(loadConfig({}, {}).wireFormat).toBe('fields')
+  it('defaults to compact; takes fields (or compact) from the variable or the option; refuses anything else', () => {
+    expect(loadConfig({}, {}).wireFormat).toBe('compact')
+    expect(loadConfig({}, { EVENT_WIRE_FORMAT: 'fields' }).wireFormat).toBe('fields')
+    expect(loadConfig({}, { EVENT_WIRE_FORMAT: ' Fields ' }).wireFormat).toBe('fields')
     expect(loadConfig({}, { EVENT_WIRE_FORMAT: 'compact' }).wireFormat).toBe('compact')
-    expect(loadConfig({}, { EVENT_WIRE_FORMAT: ' Compact ' }).wireFormat).toBe('compact')
     expect(loadConfig({ wireFormat: 'fields' }, { EVENT_WIRE_FORMAT: 'compact' }).wireFormat).toBe('fields')
+    expect(loadConfig({ wireFormat: 'compact' }, { EVENT_WIRE_FORMAT: 'fields' }).wireFormat).toBe('compact')
     expect(() => loadConfig({}, { EVENT_WIRE_FORMAT: 'json' })).toThrow(ConfigError)
+    expect(() => loadConfig({}, { EVENT_WIRE_FORMAT: '' })).toThrow(ConfigError)
   })
 })
