@@ -16,6 +16,7 @@ import { startRedisCluster, type RedisCluster } from '../support/redis-server.js
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
 import { capturingLogger } from '../support/logger.js'
+import { entryEventId } from '../support/entries.js'
 
 let cluster: RedisCluster | undefined
 let events: EventManager | undefined
@@ -146,7 +147,7 @@ describe('Cluster failover', () => {
     try {
       for (const topic of topics) {
         const entries = await reader.xrange(`event:stream:{${topic}}`, '-', '+')
-        const ids = entries.map(([, fields]) => fields[fields.indexOf('id') + 1])
+        const ids = entries.map(([, fields]) => entryEventId(fields))
         const present = new Set(ids)
         duplicates += ids.length - present.size
         missing += acknowledged.filter((a) => a.topic === topic && !present.has(a.id)).length

@@ -11,6 +11,7 @@ import { createEventManager, newEvent, type EventManager } from '../../src/index
 import { startSentinelGroup, type SentinelGroup } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { sleep } from '../support/events.js'
+import { entryEventId } from '../support/entries.js'
 
 let group: SentinelGroup | undefined
 let events: EventManager | undefined
@@ -60,8 +61,8 @@ async function idsOn(port: number, key: string): Promise<Set<string>> {
     const entries = await redis.xrange(key, '-', '+')
     const ids = new Set<string>()
     for (const [, fields] of entries) {
-      const at = fields.indexOf('id')
-      if (at >= 0 && fields[at + 1] !== undefined) ids.add(fields[at + 1] as string)
+      const id = entryEventId(fields)
+      if (id !== '') ids.add(id)
     }
     return ids
   } finally {

@@ -12,6 +12,7 @@ import { createEventManager, newEvent } from '../../src/index.js'
 import { startRedisServer, type RedisServer } from '../support/redis-server.js'
 import { newRedis, randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
+import { entryEventId } from '../support/entries.js'
 import type { FixtureConfig } from './fixtures/consumer.js'
 import { dlqKey, pendingByConsumer, readLedger, startFixture, streamKey, tempLedger, type Fixture } from './helpers.js'
 
@@ -90,7 +91,7 @@ describe('SIGKILL mid-batch', () => {
       fixtures.push(startFixture(base('victim-4')))
 
       const dlqEventIds = async (): Promise<string[]> =>
-        (await redis.xrange(dlqKey(topic), '-', '+')).map(([, f]) => f[f.indexOf('id') + 1] as string)
+        (await redis.xrange(dlqKey(topic), '-', '+')).map(([, f]) => entryEventId(f))
       await waitFor(
         async () => {
           const done = new Set(readLedger(ledger.path).filter((l) => l.k === 'done').map((l) => l.e))

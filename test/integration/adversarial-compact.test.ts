@@ -41,7 +41,7 @@ describe('hostile compact entries', () => {
     const group = randomName('g')
     const redis = newRedis(server.url)
     const events = manager({ wireFormat: 'compact' })
-    const classic = manager()
+    const classic = manager({ wireFormat: 'fields' })
     let sub: RxSubscription | undefined
     try {
       const key = streamKey(topic)
@@ -197,7 +197,7 @@ describe('mixed layouts across managers', () => {
   it('the CLI tails and counts a stream of both layouts and hand-written malformed entries', async () => {
     const topic = randomName('adv-cli')
     const compact = manager({ wireFormat: 'compact' })
-    const classic = manager()
+    const classic = manager({ wireFormat: 'fields' })
     const redis = newRedis(server.url)
     try {
       await compact.publish(topic, newEvent('c1', { a: 1 }, { headers: { h: 'v' }, correlationId: 'cid' }))
@@ -240,7 +240,7 @@ describe('hostile but valid envelopes round-trip in both layouts', () => {
   it('names, headers and correlation ids with quotes, backslashes, newlines, U+2028, emoji and JSON-looking text arrive unchanged', async () => {
     const topic = randomName('adv-roundtrip')
     const compact = manager({ wireFormat: 'compact' })
-    const classic = manager()
+    const classic = manager({ wireFormat: 'fields' })
     try {
       const weird = 'a"b\\c\n\u2028\u2029😀],{"x":1}\t\u0000end'
       const make = (n: number): ReturnType<typeof newEvent> =>

@@ -11,6 +11,7 @@ import { ClosedError, createEventManager, newEvent, type EventManager, type Even
 import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { withPrivateServer } from '../support/proxied-server.js'
+import { entryEventId } from '../support/entries.js'
 
 let server: RedisServer
 let direct: Redis
@@ -22,7 +23,7 @@ function manager(options: EventManagerOptions = {}): EventManager {
 
 async function streamEventIds(topic: string): Promise<string[]> {
   const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
-  return entries.map(([, fields]) => fields[fields.indexOf('id') + 1] ?? '')
+  return entries.map(([, fields]) => entryEventId(fields))
 }
 
 const outcome = <T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> =>

@@ -13,6 +13,7 @@ import { createEventManager, newEvent, type Event } from '../../src/index.js'
 import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { withPrivateServer } from '../support/proxied-server.js'
+import { entryEventId } from '../support/entries.js'
 
 let server: RedisServer
 let direct: Redis
@@ -20,7 +21,7 @@ withPrivateServer((s) => ({ server, direct } = s), { maxRetriesPerRequest: 3 })
 
 async function streamEventIds(topic: string): Promise<string[]> {
   const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
-  return entries.map(([, fields]) => fields[fields.indexOf('id') + 1] ?? '')
+  return entries.map(([, fields]) => entryEventId(fields))
 }
 
 describe('a coalesced call that fails part-way', () => {

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BackendError, createEventManager, newEvent, type Event } from '../../src/index.js'
 import { startSentinelGroup, type SentinelGroup } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
+import { entryEventId } from '../support/entries.js'
 
 let group: SentinelGroup
 
@@ -89,7 +90,7 @@ describe('coalesced publish across a Sentinel failover', () => {
         console.log(`[adversarial-sentinel] the sentinels named the new master at wave ${namedAtWave}; the old one became a replica ${Date.now() - namedAt} ms later`)
         for (const topic of topics) {
           const entries = await master.xrange(`event:stream:{${topic}}`, '-', '+')
-          const ids = entries.map(([, f]) => f[f.indexOf('id') + 1])
+          const ids = entries.map(([, f]) => entryEventId(f))
           const expected = all.filter((x) => x.topic === topic).map((x) => x.event.id)
           expect(ids.length).toBe(new Set(ids).size)
           expect([...ids].sort()).toEqual([...expected].sort())

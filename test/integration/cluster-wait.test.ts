@@ -13,6 +13,7 @@ import { startRedisCluster, type RedisCluster, type RedisServer } from '../suppo
 import { randomName } from '../support/redis.js'
 import { keySlot, moveSlot, nodeClient } from '../support/cluster-slots.js'
 import { sleep } from '../support/events.js'
+import { entryEventId } from '../support/entries.js'
 
 const streamKey = (topic: string): string => `event:stream:{${topic}}`
 
@@ -168,7 +169,7 @@ describe('WAIT on a 3-master + 3-replica Redis Cluster', () => {
     const node = new Redis(home.replica.port, home.replica.host, { maxRetriesPerRequest: 1 })
     try {
       await node.call('READONLY')
-      const ids = new Set((await node.xrange(streamKey(topic), '-', '+')).map(([, fields]) => fields[fields.indexOf('id') + 1]))
+      const ids = new Set((await node.xrange(streamKey(topic), '-', '+')).map(([, fields]) => entryEventId(fields)))
       expect(acknowledged.filter((id) => !ids.has(id))).toEqual([])
     } finally {
       node.disconnect()
@@ -240,7 +241,7 @@ describe('WAIT on a 3-master + 3-replica Redis Cluster', () => {
     const onPromoted = new Redis(victim.replica.port, victim.replica.host, { maxRetriesPerRequest: 1 })
     let missing: number
     try {
-      const ids = new Set((await onPromoted.xrange(streamKey(victim.topic), '-', '+')).map(([, fields]) => fields[fields.indexOf('id') + 1]))
+      const ids = new Set((await onPromoted.xrange(streamKey(victim.topic), '-', '+')).map(([, fields]) => entryEventId(fields)))
       missing = acknowledged.filter((a) => !ids.has(a.id)).length
     } finally {
       onPromoted.disconnect()

@@ -171,7 +171,9 @@ describe('settlement', () => {
       const dlq = await redis.xrange(dlqKey(topic), '-', '+')
       expect(dlq).toHaveLength(1)
       const fields = Object.fromEntries(chunk(dlq[0]![1]))
-      expect(fields).toMatchObject({ name: 'b', dlq_original_id: b.streamId, dlq_group: group, dlq_error: 'boom', dlq_attempts: '1' })
+      // The original entry in the default (compact) layout, plus the dlq_* fields.
+      expect(fields).toMatchObject({ payload: '{"n":2}', dlq_original_id: b.streamId, dlq_group: group, dlq_error: 'boom', dlq_attempts: '1' })
+      expect((JSON.parse(fields['meta'] ?? 'null') as unknown[]).slice(0, 2)).toEqual([b.event.id, 'b'])
       expect(Number(fields['dlq_failed_at'])).toBeGreaterThan(Date.now() - 60_000)
       await waitFor(async () => (await pendingCount(topic, group)) === 0)
     } finally {

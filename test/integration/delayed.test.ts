@@ -11,6 +11,7 @@ import { silentLogger } from '../../src/logger.js'
 import { createInstruments } from '../../src/telemetry/instruments.js'
 import { sleep, testEvents, waitFor } from '../support/events.js'
 import { newRedis, randomName } from '../support/redis.js'
+import { entryName, fieldValue } from '../support/entries.js'
 
 const streamKey = (topic: string): string => `event:stream:{${topic}}`
 const idMs = (id: string): number => Number(id.split('-')[0])
@@ -60,7 +61,7 @@ describe('delayed events', () => {
       expect(await events.cancelDelayed(topic, kept)).toBe(false)
       await sleep(300)
       const entries = await redis.xrange(streamKey(topic), '-', '+')
-      expect(entries.map(([, f]) => f[f.indexOf('name') + 1])).toEqual(['kept'])
+      expect(entries.map(([, f]) => entryName(f))).toEqual(['kept'])
     } finally {
       await redis.quit()
     }
@@ -75,7 +76,7 @@ describe('delayed events', () => {
     const listed = await events.backend.listScheduled(topic, { count: 10 })
     expect(listed.map((e) => e.eventId)).toEqual([early, late])
     expect(listed[0]!.dueAt).toBeGreaterThan(Date.now() + 1_700_000)
-    expect(listed[0]!.fields).toContain('early')
+    expect(entryName(listed[0]!.fields)).toBe('early')
     expect((await events.backend.listScheduled(topic, { offset: 1, count: 10 })).map((e) => e.eventId)).toEqual([late])
   })
 
@@ -105,8 +106,13 @@ describe('delayed events', () => {
     sub.unsubscribe()
   })
 
-  it('an event whose name holds a lone surrogate, and foreign data that is not JSON, never block the queue', async () => {
-    const events = testEvents()
+  // A lone surrogate cannot be stored as UTF-8: a five-field name comes back as U+FFFD; in the compact layout the
+  // name is inside the JSON of `meta`, escaped (\ud800), and comes back as written.
+  it.each([
+    ['compact', {}, 'odd\ud800name'],
+    ['fields', { wireFormat: 'fields' }, 'odd\ufffdname'],
+  ] as const)('an event whose name holds a lone surrogate (%s layout), and foreign data that is not JSON, never block the queue', async (layout, options, promotedName) => {
+    const events = testEvents(options)
     const topic = randomName('broken')
     const redis = newRedis()
     try {
@@ -115,8 +121,9 @@ describe('delayed events', () => {
       await events.publishWithDelay(topic, newEvent('odd\ud800name', 1), 50)
       await events.publishWithDelay(topic, newEvent('after', 2), 100)
       await waitFor(async () => (await redis.xlen(streamKey(topic))) === 2, 5_000, 'both promoted')
-      const names = (await redis.xrange(streamKey(topic), '-', '+')).map(([, f]) => f[f.indexOf('name') + 1])
-      expect(names).toEqual(['odd\ufffdname', 'after'])
+      const promoted = await redis.xrange(streamKey(topic), '-', '+')
+      expect(promoted.map(([, f]) => (fieldValue(f, 'meta') === undefined ? 'fields' : 'compact'))).toEqual([layout, layout])
+      expect(promoted.map(([, f]) => entryName(f))).toEqual([promotedName, 'after'])
       const [letter] = await events.deadLetters.list(topic)
       expect(letter?.error).toMatch(/^malformed_delayed_entry/)
       expect(letter?.fields['dlq_delayed_data']).toBe('not json')

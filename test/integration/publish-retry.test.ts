@@ -9,6 +9,7 @@ import { createEventManager, newEvent, PublishOutcomeUnknownError, type Event, t
 import type { FaultProxy } from '../support/fault-proxy.js'
 import { randomName } from '../support/redis.js'
 import { withProxiedServer } from '../support/proxied-server.js'
+import { entryEventId } from '../support/entries.js'
 
 let proxy: FaultProxy
 let direct: Redis
@@ -21,7 +22,7 @@ function manager(options: EventManagerOptions = {}): EventManager {
 /** How many entries of the topic carry this event id. */
 async function copies(topic: string, eventId: string): Promise<number> {
   const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
-  return entries.filter(([, fields]) => fields[fields.indexOf('id') + 1] === eventId).length
+  return entries.filter(([, fields]) => entryEventId(fields) === eventId).length
 }
 
 /** Publishes; on an unknown outcome (and only then) publishes the same event again. Returns the error seen, if any. */

@@ -19,6 +19,7 @@ import { setSentinelCheckInterval } from '../../src/backend/redis/connection.js'
 import { freePort, startRedisServer, waitForRedis, type RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
+import { entryEventId } from '../support/entries.js'
 
 const MASTER = 'rrs-stale'
 
@@ -49,7 +50,7 @@ describe('Sentinel: a node that still acts as master after the sentinels named a
     const node = new Redis(server.port, server.host, { maxRetriesPerRequest: 1 })
     try {
       const entries = await node.xrange(`event:stream:{${topic}}`, '-', '+')
-      return new Set(entries.map(([, fields]) => fields[fields.indexOf('id') + 1] as string))
+      return new Set(entries.map(([, fields]) => entryEventId(fields)))
     } finally {
       node.disconnect()
     }

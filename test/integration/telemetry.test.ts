@@ -6,6 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { newEvent, type Message } from '../../src/index.js'
 import { newRedis, randomName } from '../support/redis.js'
 import { testEvents, waitFor } from '../support/events.js'
+import { entryEnvelope, fieldValue } from '../support/entries.js'
 
 /** A metric reader collected on demand. */
 class TestReader extends MetricReader {
@@ -41,16 +42,12 @@ beforeEach(() => spans.reset())
 
 const spansNamed = (name: string): ReadableSpan[] => spans.getFinishedSpans().filter((s) => s.name === name)
 
-/** The raw fields of the stream entries of a topic. */
-async function rawEntries(topic: string): Promise<Record<string, string>[]> {
+/** The stream entries of a topic as written (either wire layout): the envelope and the layout. */
+async function rawEntries(topic: string): Promise<(ReturnType<typeof entryEnvelope> & { layout: 'compact' | 'fields' })[]> {
   const redis = newRedis()
   try {
     const entries = await redis.xrange(`event:stream:{${topic}}`, '-', '+')
-    return entries.map(([, fields]) => {
-      const out: Record<string, string> = {}
-      for (let i = 0; i + 1 < fields.length; i += 2) out[fields[i]!] = fields[i + 1]!
-      return out
-    })
+    return entries.map(([, fields]) => ({ ...entryEnvelope(fields), layout: fieldValue(fields, 'meta') === undefined ? 'fields' : 'compact' }))
   } finally {
     await redis.quit()
   }
@@ -76,8 +73,11 @@ function valueOf(all: MetricData[], name: string, topic: string, group?: string)
 }
 
 describe('traces', () => {
-  it('publishes under a send span whose context travels in traceparent, and handles under a linked process span', async () => {
-    const events = testEvents()
+  it.each([
+    ['compact', {}],
+    ['fields', { wireFormat: 'fields' }],
+  ] as const)('publishes under a send span whose context travels in traceparent (%s layout), and handles under a linked process span', async (layout, options) => {
+    const events = testEvents(options)
     const topic = randomName('traced')
     const downstream = randomName('downstream')
     const group = randomName('g')
@@ -95,7 +95,8 @@ describe('traces', () => {
     })
     const [entry] = await rawEntries(topic)
     const { traceId, spanId } = send!.spanContext()
-    expect(entry!['traceparent']).toBe(`00-${traceId}-${spanId}-01`)
+    expect(entry?.layout).toBe(layout)
+    expect(entry?.traceparent).toBe(`00-${traceId}-${spanId}-01`)
 
     let handled = 0
     const sub = events.subscribe(topic, group, async (msg) => {
@@ -120,8 +121,9 @@ describe('traces', () => {
     expect(child!.parentSpanContext?.spanId).toBe(processSpan!.spanContext().spanId)
     expect(child!.spanContext().traceId).toBe(processSpan!.spanContext().traceId)
     const [downstreamEntry] = await rawEntries(downstream)
-    expect(downstreamEntry!['traceparent']).toBe(`00-${child!.spanContext().traceId}-${child!.spanContext().spanId}-01`)
-    expect(downstreamEntry!['cid']).toBe(event.id)
+    expect(downstreamEntry?.layout).toBe(layout)
+    expect(downstreamEntry?.traceparent).toBe(`00-${child!.spanContext().traceId}-${child!.spanContext().spanId}-01`)
+    expect(downstreamEntry?.cid).toBe(event.id)
     await sub.unsubscribe()
   })
 

@@ -26,7 +26,7 @@ function collect(events: EventManager, topic: string, group: string, seen: strin
 describe('the compact wire format', () => {
   it('writes meta + payload; a stream of both layouts is consumed, dead-lettered and replayed alike', async () => {
     const compact = testEvents({ wireFormat: 'compact', maxRetries: 0 })
-    const classic = testEvents({ maxRetries: 0 })
+    const classic = testEvents({ wireFormat: 'fields', maxRetries: 0 })
     const topic = randomName('wire')
     const group = randomName('g')
     const other = randomName('other')
