@@ -14,6 +14,7 @@ import type { ReadEntry, ReadRequest, StreamBackend } from '../../src/backend/ty
 import { isWithdrawn, type Message } from '../../src/consumer/message.js'
 import { newEvent } from '../../src/event.js'
 import { createEventManager, type EventManager, type HandlerSubscription } from '../../src/manager.js'
+import { entryName } from '../support/entries.js'
 import { handleEach } from '../../operators/handle-each.js'
 import { drainMicrotasks, SpinError, VirtualClock } from './clock.js'
 import { BackendView, type Observer } from './faulty-backend.js'
@@ -132,10 +133,11 @@ export const replayCommand = (seed: number): string => `npm run sim -- --seed ${
 
 const nameOf = (n: number): string => `sim.e${n}`
 const nOfName = (name: string): number | undefined => (name.startsWith('sim.e') ? Number(name.slice(5)) : undefined)
+/** The event number of an entry's fields, in either wire layout (five fields or the default compact one). */
 function nOfFields(fields: readonly string[] | null): number | undefined {
   if (fields === null) return undefined
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'name') return nOfName(fields[i + 1] ?? '')
-  return undefined
+  const name = entryName(fields)
+  return name === '' ? undefined : nOfName(name)
 }
 
 function digest(lines: readonly string[]): string {

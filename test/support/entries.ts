@@ -19,13 +19,20 @@ export function entryEnvelope(fields: readonly string[]): { id?: string; name?: 
   const payload = fieldValue(fields, 'payload')
   const meta = fieldValue(fields, 'meta')
   if (meta !== undefined) {
-    const [id, name, ts, , cid, traceparent] = JSON.parse(meta) as [string, string, number, unknown, string | null | undefined, string | undefined]
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(meta)
+    } catch {
+      return {} // a malformed meta (a hostile entry): no envelope
+    }
+    if (!Array.isArray(parsed)) return {}
+    const [id, name, ts, , cid, traceparent] = parsed as [unknown, unknown, unknown, unknown, unknown, unknown]
     return {
-      id,
-      name,
-      ts,
+      ...(typeof id === 'string' ? { id } : {}),
+      ...(typeof name === 'string' ? { name } : {}),
+      ...(typeof ts === 'number' ? { ts } : {}),
       ...(typeof cid === 'string' ? { cid } : {}),
-      ...(traceparent === undefined ? {} : { traceparent }),
+      ...(typeof traceparent === 'string' ? { traceparent } : {}),
       ...(payload === undefined ? {} : { payload }),
     }
   }
