@@ -7,7 +7,10 @@
  *   100, `JSON.parse` of every entry, one XACK per batch.
  * - `raw5`: the same loop reading the library's own five-field entries
  *   (`id`, `name`, `ts`, `headers`, `payload`), parsing headers and payload.
- * - `library`: rx-redis-streams.
+ * - `library`: rx-redis-streams, writing (and, for drains, reading a prefill
+ *   in) the layout a user gets: the library's default (`compact`, `meta` +
+ *   `payload`), or the one BENCH_WIRE_FORMAT names (`compact` | `fields`, the
+ *   latter being EVENT_WIRE_FORMAT=fields, the five-field layout).
  *
  * Each scenario runs in a fresh process (bench/child.ts) so that no side
  * inherits the other's JIT state, heap or connections.
@@ -21,7 +24,7 @@ import type * as Operators from '../operators/index.js'
 
 // BENCH_DIST=1 measures the built package (`npm run build` first) instead of the sources through tsx.
 const root = process.env['BENCH_DIST'] === '1' ? '../dist/' : '../'
-const { createEventManager, newEvent } = (await import(`${root}src/index.js`)) as typeof Library
+const { createEventManager, loadConfig, newEvent } = (await import(`${root}src/index.js`)) as typeof Library
 const { handleEach } = (await import(`${root}operators/index.js`)) as typeof Operators
 type EventManager = Library.EventManager
 
@@ -30,11 +33,22 @@ export type Side = 'library' | 'raw5' | 'raw1'
 /** How entries are laid out in the stream: the library's two layouts, and the hand-written one. */
 export type WireFormat = 'five-field' | 'compact' | 'one-field'
 
-/** BENCH_WIRE_FORMAT=compact: the library writes (EVENT_WIRE_FORMAT=compact) and drains the compact layout. */
-const libraryCompact = (): boolean => process.env['BENCH_WIRE_FORMAT'] === 'compact'
+/**
+ * The library's EVENT_WIRE_FORMAT in this process: BENCH_WIRE_FORMAT (`compact` | `fields`) when set, else
+ * undefined (the library's default). Any other value is refused: a typo must not measure the wrong layout.
+ */
+export function benchWireFormat(): 'compact' | 'fields' | undefined {
+  const value = process.env['BENCH_WIRE_FORMAT']
+  if (value === undefined || value === '') return undefined
+  if (value === 'compact' || value === 'fields') return value
+  throw new Error(`BENCH_WIRE_FORMAT=${value}: must be "compact" or "fields" (unset: the library's default)`)
+}
 
-/** The library reads its own layout (five fields, or compact); raw5 reads five fields; raw1 its own one-field envelope. */
-export const formatOf = (side: Side): WireFormat => (side === 'raw1' ? 'one-field' : side === 'library' && libraryCompact() ? 'compact' : 'five-field')
+/** The layout the library under measurement writes: BENCH_WIRE_FORMAT, else its own default. */
+export const libraryFormat = (): WireFormat => ((benchWireFormat() ?? loadConfig({}, {}).wireFormat) === 'compact' ? 'compact' : 'five-field')
+
+/** The library reads its own layout (see libraryFormat); raw5 reads five fields; raw1 its own one-field envelope. */
+export const formatOf = (side: Side): WireFormat => (side === 'raw1' ? 'one-field' : side === 'library' ? libraryFormat() : 'five-field')
 
 const PAYLOAD = { userId: 123, email: 'user@example.com', plan: 'premium', tags: ['a', 'b', 'c'] }
 /** The one field of a hand-written entry. */
@@ -63,15 +77,16 @@ export const fieldsFor = (format: WireFormat): ((i: number) => string[]) =>
 
 /**
  * A manager on `url`; `retrySafe: false` turns the publish dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0);
- * BENCH_WIRE_FORMAT=compact writes the compact layout.
+ * BENCH_WIRE_FORMAT (`compact` | `fields`) sets the layout it writes, unset leaves the library's default.
  */
 function manager(url: string, retrySafe = true): EventManager {
+  const wireFormat = benchWireFormat()
   return createEventManager({
     redisUrl: url,
     env: {},
     delayedQueueEnabled: false,
     ...(retrySafe ? {} : { publishDedupeWindow: 0 }),
-    ...(libraryCompact() ? { wireFormat: 'compact' as const } : {}),
+    ...(wireFormat === undefined ? {} : { wireFormat }),
   })
 }
 
@@ -255,8 +270,25 @@ async function drainLibrary(url: string, topic: string, count: number, options: 
   }
 }
 
-/** Drains a pre-filled topic of `count` entries; messages/s. */
-export function drain(side: Side, url: string, topic: string, count: number, options: DrainOptions): Promise<number> {
+/** The layout of the first entry of `topic` (undefined for an empty stream). */
+async function layoutOfStream(url: string, topic: string): Promise<WireFormat | undefined> {
+  const redis = rawClient(url, false)
+  try {
+    const [first] = await redis.xrange(streamKey(topic), '-', '+', 'COUNT', 1)
+    const name = first?.[1][0]
+    return name === undefined ? undefined : name === 'meta' ? 'compact' : name === ENVELOPE_FIELD ? 'one-field' : 'five-field'
+  } finally {
+    await redis.quit()
+  }
+}
+
+/**
+ * Drains a pre-filled topic of `count` entries; messages/s. Refuses a prefill in another layout than the side
+ * reads (the library: the one it writes), which would measure the wrong thing.
+ */
+export async function drain(side: Side, url: string, topic: string, count: number, options: DrainOptions): Promise<number> {
+  const found = await layoutOfStream(url, topic)
+  if (found !== formatOf(side)) throw new Error(`the ${side} side reads the ${formatOf(side)} layout, but the topic was prefilled in ${found ?? 'nothing'}`)
   return side === 'library' ? drainLibrary(url, topic, count, options) : drainRaw(side, url, topic, count, options.batchSize ?? 100)
 }
 
