@@ -160,8 +160,16 @@ export class Subscription implements MessageHost {
    * not emitted until that run returned: never two runs of one entry in one consumer.
    */
   readonly #openRuns = new Map<string, DeliveredMessage>()
-  /** Ids acked here whose XACK has not returned yet: a claim scan that finds one (idle, not yet acked) skips it. */
-  readonly #acking = new Set<string>()
+  /**
+   * Ids acked here whose XACK has not returned yet: a claim scan that finds one (idle, not yet acked) skips it.
+   * One list per XACK batch, dropped when its batch's promise settles (no Set entry added and deleted per message).
+   */
+  readonly #acking = new Set<string[]>()
+  /** The list of the XACK batch the last ack joined, and that batch's promise. */
+  #ackingList: string[] | undefined
+  #ackingOn: Promise<'acked' | 'failed'> | undefined
+  /** Every id of #acking, built on the first lookup (claims, re-reads: rare), kept up to date until a list drops. */
+  #ackingIndex: Set<string> | undefined
   /** Ids whose ack or dead-letter move failed here ('failed'): still pending here, maybe settled again by the handler; a re-read skips them (a claim recovers them once idle). */
   readonly #storeFailed = new Set<string>()
   readonly #ledger: CreditLedger
@@ -455,14 +463,16 @@ export class Subscription implements MessageHost {
         } finally {
           this.#readStartedAt = 0
         }
-        this.#lastReadAt = Date.now()
+        // One clock read per batch (not per message): the time its messages were delivered.
+        const now = Date.now()
+        this.#lastReadAt = now
         failures = 0
         connectFailures = 0
         if (!pending && !this.#isAborted()) this.#state = 'pulling'
         let held = 0
         let i = 0
         for (; i < entries.length && !this.#isAborted(); i++) {
-          const delivered = this.#deliver(entries[i] as ReadEntry, pending ? 'pending' : 'read', true)
+          const delivered = this.#deliver(entries[i] as ReadEntry, pending ? 'pending' : 'read', true, now)
           if (delivered === 'held') held++
           else if (delivered === 'lost') this.#lostUnlogged++
         }
@@ -540,7 +550,7 @@ export class Subscription implements MessageHost {
   #aboveHeld(from: string): string {
     let max = from
     for (const id of this.#held.keys()) if (compareStreamIds(id, max) > 0) max = id
-    for (const id of this.#acking) if (compareStreamIds(id, max) > 0) max = id
+    for (const list of this.#acking) for (const id of list) if (compareStreamIds(id, max) > 0) max = id
     for (const id of this.#storeFailed) if (compareStreamIds(id, max) > 0) max = id
     return max
   }
@@ -553,13 +563,14 @@ export class Subscription implements MessageHost {
   /**
    * Turns one entry into a held, emitted message, or settles it at once when it
    * cannot be handled. `fromReservation`: its credit was reserved by the caller.
-   * `replacing`: the copy it supersedes (a redelivery), whose credit it takes over.
+   * `now`: when it was delivered (read once per batch). `replacing`: the copy it supersedes (a redelivery), whose
+   * credit it takes over.
    */
-  #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
+  #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, now: number, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
     const current = this.#held.get(entry.id)
     if (current !== undefined && current !== replacing) return 'skipped'
     // Acked here, its XACK in flight: not run again (a claim, or a re-read of own pending entries, may return it).
-    if (via !== 'read' && this.#acking.has(entry.id)) return 'skipped'
+    if (via !== 'read' && this.#isAcking(entry.id)) return 'skipped'
     if (via === 'pending' && this.#storeFailed.has(entry.id)) return 'skipped'
     if (entry.fields === null) {
       this.#ctx.instruments.lost.add(1, this.#attributes)
@@ -588,7 +599,7 @@ export class Subscription implements MessageHost {
       return 'skipped'
     }
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
-    const message = new DeliveredMessage(this, entry, event, Date.now())
+    const message = new DeliveredMessage(this, entry, event, now)
     message.seq = ++this.#seq
     this.#held.set(entry.id, message)
     if (replacing === undefined) this.#ledger.hold(fromReservation)
@@ -685,11 +696,45 @@ export class Subscription implements MessageHost {
   /** @internal */
   settleAck(message: DeliveredMessage): Promise<Outcome> {
     this.#drop(message)
-    this.#acking.add(message.streamId)
-    if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
+    const id = message.streamId
+    if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(id))
     this.#ctx.instruments.acked.add(1, this.#attributes)
     // The batch's shared promise (no `then` per message): the store result is recorded by storeDone, before it resolves.
-    return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message)
+    const done = this.#ctx.acker.ack(this.topic, this.group, id, message)
+    let list = this.#ackingList
+    if (list === undefined || done !== this.#ackingOn) list = this.#ackingBatch(done)
+    list.push(id)
+    this.#ackingIndex?.add(id)
+    return done
+  }
+
+  /** A new XACK batch's list of ids in flight, dropped once the batch's promise settled (after every storeDone of it). */
+  #ackingBatch(done: Promise<'acked' | 'failed'>): string[] {
+    const list: string[] = []
+    this.#ackingList = list
+    this.#ackingOn = done
+    this.#acking.add(list)
+    void done.then(() => {
+      this.#acking.delete(list)
+      this.#ackingIndex = undefined
+      if (this.#ackingList === list) {
+        this.#ackingList = undefined
+        this.#ackingOn = undefined
+      }
+    })
+    return list
+  }
+
+  /** Whether an ack of `id` from here is in flight. */
+  #isAcking(id: string): boolean {
+    if (this.#acking.size === 0) return false
+    let index = this.#ackingIndex
+    if (index === undefined) {
+      index = new Set()
+      for (const list of this.#acking) for (const acked of list) index.add(acked)
+      this.#ackingIndex = index
+    }
+    return index.has(id)
   }
 
   /** Tracks entries whose store failed (still pending here, unleased) until a later settlement of them succeeds. */
@@ -777,7 +822,7 @@ export class Subscription implements MessageHost {
       this.#ctx.instruments.retried.add(1, this.#attributes)
       // The new copy takes over the old one's credit: no moment with a free slot that a claim could take.
       message.transition('redelivered')
-      const result = this.#deliver(entry, 'read', false, message)
+      const result = this.#deliver(entry, 'read', false, Date.now(), message)
       if (result !== 'held') {
         if (this.#held.get(message.streamId) === message) this.#drop(message)
         if (result === 'lost') this.#logger.warn({ streamId: entry.id }, 'a nacked entry was deleted or trimmed; acked it as lost')
@@ -834,14 +879,14 @@ export class Subscription implements MessageHost {
 
   /** @internal */
   storeDone(message: DeliveredMessage, ok: boolean): void {
-    if (this.#acking.size > 0) this.#acking.delete(message.streamId)
+    // Its id leaves #acking with its whole batch, once the batch's promise settles (a microtask after this).
     this.#storeResult(message.streamId, ok)
   }
 
   /** @internal */
-  begun(message: DeliveredMessage): void {
+  begun(message: DeliveredMessage, now: number): void {
     if (message.seq > this.#maxStartedSeq) this.#maxStartedSeq = message.seq
-    this.#lastBeginAt = Date.now()
+    this.#lastBeginAt = now
     // Started: it is no longer "given back unstarted".
     if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
   }
@@ -1017,12 +1062,13 @@ export class Subscription implements MessageHost {
     this.#claimCursor = result.cursor
     let held = 0
     const rest: ReadEntry[] = []
+    const now = Date.now()
     for (const entry of result.entries) {
       if (this.#isAborted()) {
         rest.push(entry)
         continue
       }
-      const delivered = this.#deliver(entry, 'claim', true)
+      const delivered = this.#deliver(entry, 'claim', true, now)
       if (delivered === 'held') held++
       else if (delivered === 'lost') lost.count++
     }
