@@ -168,6 +168,8 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   attemptOpen = false
   /** @internal Its place in the order the subscription emitted messages. */
   seq = 0
+  /** @internal It holds credit in its subscription (set and cleared by the subscription only). */
+  held = false
   #phase: Phase = 'queued'
   #outcome: Outcome | undefined
   #result: Promise<Outcome> | undefined

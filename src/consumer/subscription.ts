@@ -75,6 +75,8 @@ const STALL_GRACE_MS = 5_000
 const READ_AHEAD_BATCHES = 4
 /** The most reads of new entries one read-ahead round pipelines. */
 const READ_AHEAD_READS = 4
+/** Dropped copies left in a subscription's held map before it is compacted (when they also outnumber the held ones). */
+const COMPACT_AFTER = 1_024
 /** The most bytes of an error's stack kept in a dead letter. */
 const MAX_STACK = 4_096
 
@@ -103,6 +105,9 @@ function compareStreamIds(a: string, b: string): number {
   const sb = ib < 0 ? 0 : Number(b.slice(ib + 1))
   return sa === sb ? 0 : sa < sb ? -1 : 1
 }
+
+/** A function, not a field read, so that checks after an await or a call are not narrowed away. */
+const isHeld = (message: DeliveredMessage): boolean => message.held
 
 /** The `replay_group` field of raw entry fields, read before anything else is decoded. */
 function replayGroupOf(fields: readonly string[]): string | undefined {
@@ -152,8 +157,15 @@ export class Subscription implements MessageHost {
   readonly #reader: GroupReader
   readonly #o: ResolvedOptions
   readonly #signalOptions: Pick<ConsumeOptions, 'signal' | 'until'>
-  /** Every message holding credit, by stream id (one copy per entry). */
-  readonly #held = new Map<string, DeliveredMessage>()
+  /**
+   * Every message holding credit, by stream id (one copy per entry): those of its values whose `held` is true. A
+   * dropped copy is only flagged (`held` false) and stays until the map is compacted (see #drop): no Map delete per
+   * message (V8 shrinks and regrows a Map's table as a batch is settled and the next one read).
+   */
+  #held = new Map<string, DeliveredMessage>()
+  /** How many values of #held are held; and how many are dropped copies not yet compacted away. */
+  #heldCount = 0
+  #heldStale = 0
   /**
    * Copies no longer held whose timed-out attempt has not returned (e.g. dead-lettered at its last timeout while the
    * handler ignores its signal). A new delivery of the same id (the group destroyed and re-created, XGROUP SETID) is
@@ -290,7 +302,7 @@ export class Subscription implements MessageHost {
       group: this.group,
       consumer: this.consumer,
       state: this.#stateNow(),
-      held: this.#held.size,
+      held: this.#heldCount,
       credit: this.#ledger.limit,
       lastReadAt: this.#lastReadAt,
       claimerAlive: this.#claimerAlive,
@@ -393,11 +405,34 @@ export class Subscription implements MessageHost {
   /** The message leaves the credit (settled, given back, failed). Idempotent. */
   #drop(message: DeliveredMessage): void {
     this.#dropProbation(message)
-    if (this.#held.get(message.streamId) !== message) return
-    this.#held.delete(message.streamId)
+    if (!message.held) return
+    message.held = false
+    this.#heldCount--
+    if (++this.#heldStale > COMPACT_AFTER && this.#heldStale > this.#heldCount) this.#compactHeld()
     if (message.attemptOpen) this.#openRuns.set(message.streamId, message)
     this.#ledger.release()
-    if (this.#aborted && this.#held.size === 0) this.#emptied?.()
+    if (this.#aborted && this.#heldCount === 0) this.#emptied?.()
+  }
+
+  /** A new map of the held copies only (an iteration of the old map under way goes on over the old one). */
+  #compactHeld(): void {
+    const live = new Map<string, DeliveredMessage>()
+    for (const [id, message] of this.#held) if (message.held) live.set(id, message)
+    this.#held = live
+    this.#heldStale = 0
+  }
+
+  /** The copy of `id` held here, if any. */
+  #heldCopy(id: string): DeliveredMessage | undefined {
+    const message = this.#held.get(id)
+    return message?.held === true ? message : undefined
+  }
+
+  /** The messages held here now (a snapshot). */
+  #heldNow(): DeliveredMessage[] {
+    const list: DeliveredMessage[] = []
+    for (const message of this.#held.values()) if (message.held) list.push(message)
+    return list
   }
 
   // ---- the pull loop ----
@@ -478,7 +513,7 @@ export class Subscription implements MessageHost {
         }
         this.#ledger.unreserve(count - held)
         // Stopped mid-batch (the downstream unsubscribed): the rest is given back at once, no delivery counted.
-        if (i < entries.length) this.#giveBackEntries(entries.slice(i).filter((e) => e.fields !== null && !this.#held.has(e.id)))
+        if (i < entries.length) this.#giveBackEntries(entries.slice(i).filter((e) => e.fields !== null && this.#heldCopy(e.id) === undefined))
         // Logged once per read, or once for a whole re-read of own pending entries.
         if (this.#lostUnlogged > 0 && !this.#readPending) {
           this.#logger.warn({ count: this.#lostUnlogged }, 'pending entries were deleted or trimmed; acked them as lost')
@@ -549,7 +584,7 @@ export class Subscription implements MessageHost {
   /** The greatest of `from` and every id held here or acked here with its XACK in flight. */
   #aboveHeld(from: string): string {
     let max = from
-    for (const id of this.#held.keys()) if (compareStreamIds(id, max) > 0) max = id
+    for (const [id, message] of this.#held) if (message.held && compareStreamIds(id, max) > 0) max = id
     for (const list of this.#acking) for (const id of list) if (compareStreamIds(id, max) > 0) max = id
     for (const id of this.#storeFailed) if (compareStreamIds(id, max) > 0) max = id
     return max
@@ -567,7 +602,7 @@ export class Subscription implements MessageHost {
    * credit it takes over.
    */
   #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, now: number, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
-    const current = this.#held.get(entry.id)
+    const current = this.#heldCopy(entry.id)
     if (current !== undefined && current !== replacing) return 'skipped'
     // Acked here, its XACK in flight: not run again (a claim, or a re-read of own pending entries, may return it).
     if (via !== 'read' && this.#isAcking(entry.id)) return 'skipped'
@@ -601,7 +636,13 @@ export class Subscription implements MessageHost {
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
     const message = new DeliveredMessage(this, entry, event, now)
     message.seq = ++this.#seq
+    const previous = this.#held.get(entry.id)
+    // A dropped copy under the same id is overwritten (one stale value less); a replaced one stops being held.
+    if (previous !== undefined && !previous.held) this.#heldStale--
     this.#held.set(entry.id, message)
+    message.held = true
+    if (current === undefined) this.#heldCount++
+    else current.held = false
     if (replacing === undefined) this.#ledger.hold(fromReservation)
     // Before it is emitted: a window that parks it at once ends its probation at once.
     if (via === 'pending' || (via === 'claim' && entry.deliveryCount >= 2)) this.#startProbation(message)
@@ -619,7 +660,7 @@ export class Subscription implements MessageHost {
 
   /** Emits a held, unemitted message once no earlier run of its entry is out; given back unseen on a stop. */
   #emitWhenReturned(message: DeliveredMessage): void {
-    if (this.#held.get(message.streamId) !== message) return
+    if (!message.held) return
     if (this.#isAborted()) {
       // Never emitted: back without counting this delivery.
       this.#giveBackMessage(message, message.deliveryCount - 1)
@@ -792,7 +833,7 @@ export class Subscription implements MessageHost {
   }
 
   async #redeliver(message: DeliveredMessage): Promise<void> {
-    if (this.#held.get(message.streamId) !== message) return
+    if (!message.held) return
     if (this.#aborted) {
       this.#giveBackMessage(message, message.deliveryCount)
       return
@@ -807,7 +848,7 @@ export class Subscription implements MessageHost {
     }
     try {
       const [entry] = await this.#ctx.backend.redeliver(this.topic, this.group, this.consumer, [message.streamId])
-      if (this.#held.get(message.streamId) !== message) return
+      if (!isHeld(message)) return
       if (this.#isAborted()) {
         if (entry !== undefined) this.#giveBackMessage(message, entry.deliveryCount)
         else this.#drop(message)
@@ -824,7 +865,7 @@ export class Subscription implements MessageHost {
       message.transition('redelivered')
       const result = this.#deliver(entry, 'read', false, Date.now(), message)
       if (result !== 'held') {
-        if (this.#held.get(message.streamId) === message) this.#drop(message)
+        if (isHeld(message)) this.#drop(message)
         if (result === 'lost') this.#logger.warn({ streamId: entry.id }, 'a nacked entry was deleted or trimmed; acked it as lost')
       }
     } catch (error) {
@@ -836,7 +877,7 @@ export class Subscription implements MessageHost {
 
   /** @internal A message given back unsettled (`releaseUnhandled`): claimable at once, no delivery counted. */
   giveBack(message: DeliveredMessage): void {
-    if (this.#held.get(message.streamId) !== message) return
+    if (!message.held) return
     const waiting = message.phase === 'waiting'
     this.#giveBackMessage(message, waiting ? message.deliveryCount : message.deliveryCount - 1)
   }
@@ -948,7 +989,7 @@ export class Subscription implements MessageHost {
   #expireTimedOut(): void {
     const now = Date.now()
     let neverStarted = 0
-    for (const message of [...this.#held.values()]) {
+    for (const message of this.#heldNow()) {
       if (message.deadline > now) continue
       const phase = message.phase
       if (phase === 'running') message.expireAttempt()
@@ -991,11 +1032,11 @@ export class Subscription implements MessageHost {
   async #renewLeases(afterMs: number): Promise<void> {
     const now = Date.now()
     const ids: string[] = []
-    for (const message of this.#held.values()) if (now - message.deliveredAt >= afterMs) ids.push(message.streamId)
+    for (const message of this.#held.values()) if (message.held && now - message.deliveredAt >= afterMs) ids.push(message.streamId)
     if (ids.length === 0) return
     const renewed = new Set(await this.#ctx.backend.renewLeases(this.topic, this.group, this.consumer, ids))
     for (const id of ids) {
-      if (!renewed.has(id)) this.#logger.warn(this.#eventFields(id, this.#held.get(id)?.event), 'lease lost: another consumer claimed this message')
+      if (!renewed.has(id)) this.#logger.warn(this.#eventFields(id, this.#heldCopy(id)?.event), 'lease lost: another consumer claimed this message')
     }
   }
 
@@ -1133,7 +1174,7 @@ export class Subscription implements MessageHost {
   }
 
   #giveBackUnstartedNow(): void {
-    for (const message of [...this.#held.values()]) {
+    for (const message of this.#heldNow()) {
       const phase = message.phase
       if (phase === 'queued') this.#giveBackMessage(message, message.deliveryCount - 1)
       else if (phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
@@ -1155,13 +1196,13 @@ export class Subscription implements MessageHost {
     this.#probation.clear()
     this.#releasePromoter?.()
     // Nacked messages wait for a redelivery that will not come here: given back (their delivery counted).
-    for (const message of [...this.#held.values()]) if (message.phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
+    for (const message of this.#heldNow()) if (message.phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
     if (reason !== 'unsubscribe') this.#giveBackUnstartedNow()
     await this.#reader.close().catch(() => undefined)
     const deadline = Date.now() + this.#o.drainTimeoutMs
     while (Date.now() < deadline && this.#hasStarted()) await new Promise((r) => setTimeout(r, 10))
     // Past the drain timeout: the runs still going are told to stop; their entries stay pending.
-    for (const message of this.#held.values()) if (message.phase === 'running') message.abort(new ClosedError('subscription (drain timeout)'))
+    for (const message of this.#heldNow()) if (message.phase === 'running') message.abort(new ClosedError('subscription (drain timeout)'))
     this.#flushGiveBacks()
     await this.#ctx.acker.flush()
     while (this.#giveBackCalls.size > 0) await Promise.allSettled([...this.#giveBackCalls])
@@ -1173,7 +1214,7 @@ export class Subscription implements MessageHost {
     }
     if (reason === 'error' && !this.#subscriber.closed) this.#subscriber.error(this.#error)
     // Unsubscribed with emitted, unstarted messages: they keep their lease until settled or timed out (lingering).
-    if (reason === 'unsubscribe' && [...this.#held.values()].some((m) => m.phase === 'queued')) {
+    if (reason === 'unsubscribe' && this.#heldNow().some((m) => m.phase === 'queued')) {
       void this.#linger()
       return
     }
@@ -1183,6 +1224,7 @@ export class Subscription implements MessageHost {
   /** Started messages still running (drain waits for these only). */
   #hasStarted(): boolean {
     for (const message of this.#held.values()) {
+      if (!message.held) continue
       const phase = message.phase
       if (phase === 'running' || phase === 'settling') return true
     }
@@ -1190,7 +1232,7 @@ export class Subscription implements MessageHost {
   }
 
   async #linger(): Promise<void> {
-    if (this.#held.size > 0) await new Promise<void>((resolve) => (this.#emptied = resolve))
+    if (this.#heldCount > 0) await new Promise<void>((resolve) => (this.#emptied = resolve))
     this.#flushGiveBacks()
     await this.#ctx.acker.flush()
     while (this.#giveBackCalls.size > 0) await Promise.allSettled([...this.#giveBackCalls])
@@ -1202,7 +1244,10 @@ export class Subscription implements MessageHost {
     this.#intervals.clear()
     for (const timer of this.#timers) timer.clear()
     this.#timers.clear()
+    for (const message of this.#held.values()) message.held = false
     this.#held.clear()
+    this.#heldCount = 0
+    this.#heldStale = 0
     // A consumer that owns no pending entries leaves its group (atomic: only when it has none).
     try {
       await this.#ctx.backend.deleteIdleConsumer(this.topic, this.group, this.consumer)
