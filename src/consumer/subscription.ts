@@ -602,7 +602,9 @@ export class Subscription implements MessageHost {
    * credit it takes over.
    */
   #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, now: number, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
-    const current = this.#heldCopy(entry.id)
+    // One lookup: the value under its id may be a dropped copy (not held), overwritten below.
+    const previous = this.#held.get(entry.id)
+    const current = previous?.held === true ? previous : undefined
     if (current !== undefined && current !== replacing) return 'skipped'
     // Acked here, its XACK in flight: not run again (a claim, or a re-read of own pending entries, may return it).
     if (via !== 'read' && this.#isAcking(entry.id)) return 'skipped'
@@ -636,9 +638,8 @@ export class Subscription implements MessageHost {
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
     const message = new DeliveredMessage(this, entry, event, now)
     message.seq = ++this.#seq
-    const previous = this.#held.get(entry.id)
     // A dropped copy under the same id is overwritten (one stale value less); a replaced one stops being held.
-    if (previous !== undefined && !previous.held) this.#heldStale--
+    if (previous !== undefined && current === undefined) this.#heldStale--
     this.#held.set(entry.id, message)
     message.held = true
     if (current === undefined) this.#heldCount++
