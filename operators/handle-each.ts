@@ -565,9 +565,10 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
       let pumping = false
       let pumpAgain = false
 
-      const report = (handling: Handling<T>, settled: Outcome): void => {
+      /** Reports one outcome; `now` is performance.now(), read once for all the reports of one settlement. */
+      const report = (handling: Handling<T>, settled: Outcome, now: number): void => {
         const representative = handling.representative
-        const seconds = (performance.now() - handling.startedAt) / 1_000
+        const seconds = (now - handling.startedAt) / 1_000
         handling.instruments.processDuration.record(seconds, attributesOf(representative).processed[settled])
         handling.span.end(settled, handling.lastError)
         if (logger !== undefined && (settled !== 'acked' || logger.isLevelEnabled('debug'))) {
@@ -590,10 +591,11 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
           waitingOn = undefined
           waiting = undefined
         }
+        const now = performance.now()
         for (const handling of list) {
           // Each outcome is emitted in the handling context it was done in (as with a `then` of its own).
-          if (handling.reportContext === currentHandlingContext()) report(handling, settled)
-          else runInContext(handling.reportContext, report, handling, settled)
+          if (handling.reportContext === currentHandlingContext()) report(handling, settled, now)
+          else runInContext(handling.reportContext, report, handling, settled, now)
         }
       }
       const reportWhenStored = (handling: Handling<T>): void => {
@@ -619,7 +621,7 @@ export function handleEach<T extends Settleable>(handler: SettleableHandler<T>, 
         reporting++
         if (scheduler !== undefined) {
           // Virtual time: report what the settlement asked for, now (the store's reply comes in real time).
-          report(handling, handling.value.outcome ?? handling.intended)
+          report(handling, handling.value.outcome ?? handling.intended, performance.now())
           return
         }
         pump()

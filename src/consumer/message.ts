@@ -135,7 +135,8 @@ export interface MessageHost {
   giveBack(message: DeliveredMessage): void
   /** An ack or dead-letter move was stored (`ok`) or failed; told before the settlement promise resolves. */
   storeDone(message: DeliveredMessage, ok: boolean): void
-  begun(message: DeliveredMessage): void
+  /** An attempt began at `now` (epoch ms, the clock read once for its deadline too). */
+  begun(message: DeliveredMessage, now: number): void
   parked(message: DeliveredMessage): void
   attemptReturned(message: DeliveredMessage): void
   declareDemand(holder: object, n: number): void
@@ -167,6 +168,8 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   attemptOpen = false
   /** @internal Its place in the order the subscription emitted messages. */
   seq = 0
+  /** @internal It holds credit in its subscription (set and cleared by the subscription only). */
+  held = false
   #phase: Phase = 'queued'
   #outcome: Outcome | undefined
   #result: Promise<Outcome> | undefined
@@ -245,8 +248,9 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     if (this.#phase === 'failed' || !this.#host.mayBegin(this.#phase) || !this.transition('begin')) return false
     this.runs++
     this.attemptOpen = true
-    this.deadline = Date.now() + this.#host.consumerTimeoutMs
-    this.#host.begun(this)
+    const now = Date.now()
+    this.deadline = now + this.#host.consumerTimeoutMs
+    this.#host.begun(this, now)
     return true
   }
 

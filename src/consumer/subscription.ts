@@ -75,6 +75,8 @@ const STALL_GRACE_MS = 5_000
 const READ_AHEAD_BATCHES = 4
 /** The most reads of new entries one read-ahead round pipelines. */
 const READ_AHEAD_READS = 4
+/** Dropped copies left in a subscription's held map before it is compacted (when they also outnumber the held ones). */
+const COMPACT_AFTER = 1_024
 /** The most bytes of an error's stack kept in a dead letter. */
 const MAX_STACK = 4_096
 
@@ -103,6 +105,9 @@ function compareStreamIds(a: string, b: string): number {
   const sb = ib < 0 ? 0 : Number(b.slice(ib + 1))
   return sa === sb ? 0 : sa < sb ? -1 : 1
 }
+
+/** A function, not a field read, so that checks after an await or a call are not narrowed away. */
+const isHeld = (message: DeliveredMessage): boolean => message.held
 
 /** The `replay_group` field of raw entry fields, read before anything else is decoded. */
 function replayGroupOf(fields: readonly string[]): string | undefined {
@@ -152,16 +157,31 @@ export class Subscription implements MessageHost {
   readonly #reader: GroupReader
   readonly #o: ResolvedOptions
   readonly #signalOptions: Pick<ConsumeOptions, 'signal' | 'until'>
-  /** Every message holding credit, by stream id (one copy per entry). */
-  readonly #held = new Map<string, DeliveredMessage>()
+  /**
+   * Every message holding credit, by stream id (one copy per entry): those of its values whose `held` is true. A
+   * dropped copy is only flagged (`held` false) and stays until the map is compacted (see #drop): no Map delete per
+   * message (V8 shrinks and regrows a Map's table as a batch is settled and the next one read).
+   */
+  #held = new Map<string, DeliveredMessage>()
+  /** How many values of #held are held; and how many are dropped copies not yet compacted away. */
+  #heldCount = 0
+  #heldStale = 0
   /**
    * Copies no longer held whose timed-out attempt has not returned (e.g. dead-lettered at its last timeout while the
    * handler ignores its signal). A new delivery of the same id (the group destroyed and re-created, XGROUP SETID) is
    * not emitted until that run returned: never two runs of one entry in one consumer.
    */
   readonly #openRuns = new Map<string, DeliveredMessage>()
-  /** Ids acked here whose XACK has not returned yet: a claim scan that finds one (idle, not yet acked) skips it. */
-  readonly #acking = new Set<string>()
+  /**
+   * Ids acked here whose XACK has not returned yet: a claim scan that finds one (idle, not yet acked) skips it.
+   * One list per XACK batch, dropped when its batch's promise settles (no Set entry added and deleted per message).
+   */
+  readonly #acking = new Set<string[]>()
+  /** The list of the XACK batch the last ack joined, and that batch's promise. */
+  #ackingList: string[] | undefined
+  #ackingOn: Promise<'acked' | 'failed'> | undefined
+  /** Every id of #acking, built on the first lookup (claims, re-reads: rare), kept up to date until a list drops. */
+  #ackingIndex: Set<string> | undefined
   /** Ids whose ack or dead-letter move failed here ('failed'): still pending here, maybe settled again by the handler; a re-read skips them (a claim recovers them once idle). */
   readonly #storeFailed = new Set<string>()
   readonly #ledger: CreditLedger
@@ -282,7 +302,7 @@ export class Subscription implements MessageHost {
       group: this.group,
       consumer: this.consumer,
       state: this.#stateNow(),
-      held: this.#held.size,
+      held: this.#heldCount,
       credit: this.#ledger.limit,
       lastReadAt: this.#lastReadAt,
       claimerAlive: this.#claimerAlive,
@@ -385,11 +405,34 @@ export class Subscription implements MessageHost {
   /** The message leaves the credit (settled, given back, failed). Idempotent. */
   #drop(message: DeliveredMessage): void {
     this.#dropProbation(message)
-    if (this.#held.get(message.streamId) !== message) return
-    this.#held.delete(message.streamId)
+    if (!message.held) return
+    message.held = false
+    this.#heldCount--
+    if (++this.#heldStale > COMPACT_AFTER && this.#heldStale > this.#heldCount) this.#compactHeld()
     if (message.attemptOpen) this.#openRuns.set(message.streamId, message)
     this.#ledger.release()
-    if (this.#aborted && this.#held.size === 0) this.#emptied?.()
+    if (this.#aborted && this.#heldCount === 0) this.#emptied?.()
+  }
+
+  /** A new map of the held copies only (an iteration of the old map under way goes on over the old one). */
+  #compactHeld(): void {
+    const live = new Map<string, DeliveredMessage>()
+    for (const [id, message] of this.#held) if (message.held) live.set(id, message)
+    this.#held = live
+    this.#heldStale = 0
+  }
+
+  /** The copy of `id` held here, if any. */
+  #heldCopy(id: string): DeliveredMessage | undefined {
+    const message = this.#held.get(id)
+    return message?.held === true ? message : undefined
+  }
+
+  /** The messages held here now (a snapshot). */
+  #heldNow(): DeliveredMessage[] {
+    const list: DeliveredMessage[] = []
+    for (const message of this.#held.values()) if (message.held) list.push(message)
+    return list
   }
 
   // ---- the pull loop ----
@@ -455,20 +498,22 @@ export class Subscription implements MessageHost {
         } finally {
           this.#readStartedAt = 0
         }
-        this.#lastReadAt = Date.now()
+        // One clock read per batch (not per message): the time its messages were delivered.
+        const now = Date.now()
+        this.#lastReadAt = now
         failures = 0
         connectFailures = 0
         if (!pending && !this.#isAborted()) this.#state = 'pulling'
         let held = 0
         let i = 0
         for (; i < entries.length && !this.#isAborted(); i++) {
-          const delivered = this.#deliver(entries[i] as ReadEntry, pending ? 'pending' : 'read', true)
+          const delivered = this.#deliver(entries[i] as ReadEntry, pending ? 'pending' : 'read', true, now)
           if (delivered === 'held') held++
           else if (delivered === 'lost') this.#lostUnlogged++
         }
         this.#ledger.unreserve(count - held)
         // Stopped mid-batch (the downstream unsubscribed): the rest is given back at once, no delivery counted.
-        if (i < entries.length) this.#giveBackEntries(entries.slice(i).filter((e) => e.fields !== null && !this.#held.has(e.id)))
+        if (i < entries.length) this.#giveBackEntries(entries.slice(i).filter((e) => e.fields !== null && this.#heldCopy(e.id) === undefined))
         // Logged once per read, or once for a whole re-read of own pending entries.
         if (this.#lostUnlogged > 0 && !this.#readPending) {
           this.#logger.warn({ count: this.#lostUnlogged }, 'pending entries were deleted or trimmed; acked them as lost')
@@ -539,8 +584,8 @@ export class Subscription implements MessageHost {
   /** The greatest of `from` and every id held here or acked here with its XACK in flight. */
   #aboveHeld(from: string): string {
     let max = from
-    for (const id of this.#held.keys()) if (compareStreamIds(id, max) > 0) max = id
-    for (const id of this.#acking) if (compareStreamIds(id, max) > 0) max = id
+    for (const [id, message] of this.#held) if (message.held && compareStreamIds(id, max) > 0) max = id
+    for (const list of this.#acking) for (const id of list) if (compareStreamIds(id, max) > 0) max = id
     for (const id of this.#storeFailed) if (compareStreamIds(id, max) > 0) max = id
     return max
   }
@@ -553,13 +598,16 @@ export class Subscription implements MessageHost {
   /**
    * Turns one entry into a held, emitted message, or settles it at once when it
    * cannot be handled. `fromReservation`: its credit was reserved by the caller.
-   * `replacing`: the copy it supersedes (a redelivery), whose credit it takes over.
+   * `now`: when it was delivered (read once per batch). `replacing`: the copy it supersedes (a redelivery), whose
+   * credit it takes over.
    */
-  #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
-    const current = this.#held.get(entry.id)
+  #deliver(entry: ReadEntry, via: 'read' | 'pending' | 'claim', fromReservation: boolean, now: number, replacing?: DeliveredMessage): 'held' | 'skipped' | 'lost' {
+    // One lookup: the value under its id may be a dropped copy (not held), overwritten below.
+    const previous = this.#held.get(entry.id)
+    const current = previous?.held === true ? previous : undefined
     if (current !== undefined && current !== replacing) return 'skipped'
     // Acked here, its XACK in flight: not run again (a claim, or a re-read of own pending entries, may return it).
-    if (via !== 'read' && this.#acking.has(entry.id)) return 'skipped'
+    if (via !== 'read' && this.#isAcking(entry.id)) return 'skipped'
     if (via === 'pending' && this.#storeFailed.has(entry.id)) return 'skipped'
     if (entry.fields === null) {
       this.#ctx.instruments.lost.add(1, this.#attributes)
@@ -588,9 +636,14 @@ export class Subscription implements MessageHost {
       return 'skipped'
     }
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
-    const message = new DeliveredMessage(this, entry, event, Date.now())
+    const message = new DeliveredMessage(this, entry, event, now)
     message.seq = ++this.#seq
+    // A dropped copy under the same id is overwritten (one stale value less); a replaced one stops being held.
+    if (previous !== undefined && current === undefined) this.#heldStale--
     this.#held.set(entry.id, message)
+    message.held = true
+    if (current === undefined) this.#heldCount++
+    else current.held = false
     if (replacing === undefined) this.#ledger.hold(fromReservation)
     // Before it is emitted: a window that parks it at once ends its probation at once.
     if (via === 'pending' || (via === 'claim' && entry.deliveryCount >= 2)) this.#startProbation(message)
@@ -608,7 +661,7 @@ export class Subscription implements MessageHost {
 
   /** Emits a held, unemitted message once no earlier run of its entry is out; given back unseen on a stop. */
   #emitWhenReturned(message: DeliveredMessage): void {
-    if (this.#held.get(message.streamId) !== message) return
+    if (!message.held) return
     if (this.#isAborted()) {
       // Never emitted: back without counting this delivery.
       this.#giveBackMessage(message, message.deliveryCount - 1)
@@ -685,11 +738,45 @@ export class Subscription implements MessageHost {
   /** @internal */
   settleAck(message: DeliveredMessage): Promise<Outcome> {
     this.#drop(message)
-    this.#acking.add(message.streamId)
-    if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
+    const id = message.streamId
+    if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(id))
     this.#ctx.instruments.acked.add(1, this.#attributes)
     // The batch's shared promise (no `then` per message): the store result is recorded by storeDone, before it resolves.
-    return this.#ctx.acker.ack(this.topic, this.group, message.streamId, message)
+    const done = this.#ctx.acker.ack(this.topic, this.group, id, message)
+    let list = this.#ackingList
+    if (list === undefined || done !== this.#ackingOn) list = this.#ackingBatch(done)
+    list.push(id)
+    this.#ackingIndex?.add(id)
+    return done
+  }
+
+  /** A new XACK batch's list of ids in flight, dropped once the batch's promise settled (after every storeDone of it). */
+  #ackingBatch(done: Promise<'acked' | 'failed'>): string[] {
+    const list: string[] = []
+    this.#ackingList = list
+    this.#ackingOn = done
+    this.#acking.add(list)
+    void done.then(() => {
+      this.#acking.delete(list)
+      this.#ackingIndex = undefined
+      if (this.#ackingList === list) {
+        this.#ackingList = undefined
+        this.#ackingOn = undefined
+      }
+    })
+    return list
+  }
+
+  /** Whether an ack of `id` from here is in flight. */
+  #isAcking(id: string): boolean {
+    if (this.#acking.size === 0) return false
+    let index = this.#ackingIndex
+    if (index === undefined) {
+      index = new Set()
+      for (const list of this.#acking) for (const acked of list) index.add(acked)
+      this.#ackingIndex = index
+    }
+    return index.has(id)
   }
 
   /** Tracks entries whose store failed (still pending here, unleased) until a later settlement of them succeeds. */
@@ -747,7 +834,7 @@ export class Subscription implements MessageHost {
   }
 
   async #redeliver(message: DeliveredMessage): Promise<void> {
-    if (this.#held.get(message.streamId) !== message) return
+    if (!message.held) return
     if (this.#aborted) {
       this.#giveBackMessage(message, message.deliveryCount)
       return
@@ -762,7 +849,7 @@ export class Subscription implements MessageHost {
     }
     try {
       const [entry] = await this.#ctx.backend.redeliver(this.topic, this.group, this.consumer, [message.streamId])
-      if (this.#held.get(message.streamId) !== message) return
+      if (!isHeld(message)) return
       if (this.#isAborted()) {
         if (entry !== undefined) this.#giveBackMessage(message, entry.deliveryCount)
         else this.#drop(message)
@@ -777,9 +864,9 @@ export class Subscription implements MessageHost {
       this.#ctx.instruments.retried.add(1, this.#attributes)
       // The new copy takes over the old one's credit: no moment with a free slot that a claim could take.
       message.transition('redelivered')
-      const result = this.#deliver(entry, 'read', false, message)
+      const result = this.#deliver(entry, 'read', false, Date.now(), message)
       if (result !== 'held') {
-        if (this.#held.get(message.streamId) === message) this.#drop(message)
+        if (isHeld(message)) this.#drop(message)
         if (result === 'lost') this.#logger.warn({ streamId: entry.id }, 'a nacked entry was deleted or trimmed; acked it as lost')
       }
     } catch (error) {
@@ -791,7 +878,7 @@ export class Subscription implements MessageHost {
 
   /** @internal A message given back unsettled (`releaseUnhandled`): claimable at once, no delivery counted. */
   giveBack(message: DeliveredMessage): void {
-    if (this.#held.get(message.streamId) !== message) return
+    if (!message.held) return
     const waiting = message.phase === 'waiting'
     this.#giveBackMessage(message, waiting ? message.deliveryCount : message.deliveryCount - 1)
   }
@@ -834,14 +921,14 @@ export class Subscription implements MessageHost {
 
   /** @internal */
   storeDone(message: DeliveredMessage, ok: boolean): void {
-    if (this.#acking.size > 0) this.#acking.delete(message.streamId)
+    // Its id leaves #acking with its whole batch, once the batch's promise settles (a microtask after this).
     this.#storeResult(message.streamId, ok)
   }
 
   /** @internal */
-  begun(message: DeliveredMessage): void {
+  begun(message: DeliveredMessage, now: number): void {
     if (message.seq > this.#maxStartedSeq) this.#maxStartedSeq = message.seq
-    this.#lastBeginAt = Date.now()
+    this.#lastBeginAt = now
     // Started: it is no longer "given back unstarted".
     if (this.#giveBacks.size > 0) this.#giveBacks.delete(this.#giveBackKey(message.streamId))
   }
@@ -903,7 +990,7 @@ export class Subscription implements MessageHost {
   #expireTimedOut(): void {
     const now = Date.now()
     let neverStarted = 0
-    for (const message of [...this.#held.values()]) {
+    for (const message of this.#heldNow()) {
       if (message.deadline > now) continue
       const phase = message.phase
       if (phase === 'running') message.expireAttempt()
@@ -946,11 +1033,11 @@ export class Subscription implements MessageHost {
   async #renewLeases(afterMs: number): Promise<void> {
     const now = Date.now()
     const ids: string[] = []
-    for (const message of this.#held.values()) if (now - message.deliveredAt >= afterMs) ids.push(message.streamId)
+    for (const message of this.#held.values()) if (message.held && now - message.deliveredAt >= afterMs) ids.push(message.streamId)
     if (ids.length === 0) return
     const renewed = new Set(await this.#ctx.backend.renewLeases(this.topic, this.group, this.consumer, ids))
     for (const id of ids) {
-      if (!renewed.has(id)) this.#logger.warn(this.#eventFields(id, this.#held.get(id)?.event), 'lease lost: another consumer claimed this message')
+      if (!renewed.has(id)) this.#logger.warn(this.#eventFields(id, this.#heldCopy(id)?.event), 'lease lost: another consumer claimed this message')
     }
   }
 
@@ -1017,12 +1104,13 @@ export class Subscription implements MessageHost {
     this.#claimCursor = result.cursor
     let held = 0
     const rest: ReadEntry[] = []
+    const now = Date.now()
     for (const entry of result.entries) {
       if (this.#isAborted()) {
         rest.push(entry)
         continue
       }
-      const delivered = this.#deliver(entry, 'claim', true)
+      const delivered = this.#deliver(entry, 'claim', true, now)
       if (delivered === 'held') held++
       else if (delivered === 'lost') lost.count++
     }
@@ -1087,7 +1175,7 @@ export class Subscription implements MessageHost {
   }
 
   #giveBackUnstartedNow(): void {
-    for (const message of [...this.#held.values()]) {
+    for (const message of this.#heldNow()) {
       const phase = message.phase
       if (phase === 'queued') this.#giveBackMessage(message, message.deliveryCount - 1)
       else if (phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
@@ -1109,13 +1197,13 @@ export class Subscription implements MessageHost {
     this.#probation.clear()
     this.#releasePromoter?.()
     // Nacked messages wait for a redelivery that will not come here: given back (their delivery counted).
-    for (const message of [...this.#held.values()]) if (message.phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
+    for (const message of this.#heldNow()) if (message.phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
     if (reason !== 'unsubscribe') this.#giveBackUnstartedNow()
     await this.#reader.close().catch(() => undefined)
     const deadline = Date.now() + this.#o.drainTimeoutMs
     while (Date.now() < deadline && this.#hasStarted()) await new Promise((r) => setTimeout(r, 10))
     // Past the drain timeout: the runs still going are told to stop; their entries stay pending.
-    for (const message of this.#held.values()) if (message.phase === 'running') message.abort(new ClosedError('subscription (drain timeout)'))
+    for (const message of this.#heldNow()) if (message.phase === 'running') message.abort(new ClosedError('subscription (drain timeout)'))
     this.#flushGiveBacks()
     await this.#ctx.acker.flush()
     while (this.#giveBackCalls.size > 0) await Promise.allSettled([...this.#giveBackCalls])
@@ -1127,7 +1215,7 @@ export class Subscription implements MessageHost {
     }
     if (reason === 'error' && !this.#subscriber.closed) this.#subscriber.error(this.#error)
     // Unsubscribed with emitted, unstarted messages: they keep their lease until settled or timed out (lingering).
-    if (reason === 'unsubscribe' && [...this.#held.values()].some((m) => m.phase === 'queued')) {
+    if (reason === 'unsubscribe' && this.#heldNow().some((m) => m.phase === 'queued')) {
       void this.#linger()
       return
     }
@@ -1137,6 +1225,7 @@ export class Subscription implements MessageHost {
   /** Started messages still running (drain waits for these only). */
   #hasStarted(): boolean {
     for (const message of this.#held.values()) {
+      if (!message.held) continue
       const phase = message.phase
       if (phase === 'running' || phase === 'settling') return true
     }
@@ -1144,7 +1233,7 @@ export class Subscription implements MessageHost {
   }
 
   async #linger(): Promise<void> {
-    if (this.#held.size > 0) await new Promise<void>((resolve) => (this.#emptied = resolve))
+    if (this.#heldCount > 0) await new Promise<void>((resolve) => (this.#emptied = resolve))
     this.#flushGiveBacks()
     await this.#ctx.acker.flush()
     while (this.#giveBackCalls.size > 0) await Promise.allSettled([...this.#giveBackCalls])
@@ -1156,7 +1245,10 @@ export class Subscription implements MessageHost {
     this.#intervals.clear()
     for (const timer of this.#timers) timer.clear()
     this.#timers.clear()
+    for (const message of this.#held.values()) message.held = false
     this.#held.clear()
+    this.#heldCount = 0
+    this.#heldStale = 0
     // A consumer that owns no pending entries leaves its group (atomic: only when it has none).
     try {
       await this.#ctx.backend.deleteIdleConsumer(this.topic, this.group, this.consumer)
