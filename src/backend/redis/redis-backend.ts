@@ -1235,7 +1235,7 @@ class RedisGroupReader implements GroupReader {
   async readMany(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> {
     if (this.#closed) return counts.map(() => [])
     if (this.#packed) {
-      const packed = await this.#readPacked(topic, group, consumer, counts)
+      const packed = await this.#readPacked(topic, group, consumer, counts, blockMs)
       if (packed !== undefined) return packed
     }
     const key = this.#keys.stream(topic)
@@ -1276,9 +1276,10 @@ class RedisGroupReader implements GroupReader {
    * cannot use it (no script permission, no cmsgpack: nothing ran), and from
    * then on it reads with XREADGROUP.
    */
-  async #readPacked(topic: string, group: string, consumer: string, counts: readonly number[]): Promise<ReadEntry[][] | undefined> {
+  async #readPacked(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][] | undefined> {
     const client = this.#connection()
-    const limitMs = this.#options.readTimeoutSlackMs ?? 10_000
+    // Bounded as the pipelined round it replaces (a large round takes its time to arrive, BLOCK or not).
+    const limitMs = blockMs + (this.#options.readTimeoutSlackMs ?? 10_000)
     let timer: NodeJS.Timeout | undefined
     try {
       const reply = await Promise.race([
