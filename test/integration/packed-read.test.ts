@@ -249,6 +249,28 @@ describe('packed reads on a private redis-server', () => {
     await waitFor(async () => (await pending(topic, group)) === 0, 10_000, 'every ack stored')
   })
 
+  it("the README's least-privilege consumer user runs packed rounds with an empty ACL LOG", async () => {
+    const line = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('ACL SETUSER rrs-consumer '))
+    expect(line).toBeDefined()
+    await direct.call('ACL', 'SETUSER', ...(line ?? '').replace('>PASSWORD', '>pw').split(' ').slice(2))
+    await direct.call('ACL', 'LOG', 'RESET')
+    await direct.call('SCRIPT', 'FLUSH')
+    const topic = randomName('packed-role')
+    const group = randomName('g')
+    await manager().publishBatch(topic, Array.from({ length: 300 }, (_, i) => newEvent('e', { i })))
+    const { logger, records } = memoryLogger()
+    const calls: ReadCall[] = []
+    const carrier = manager({ redisUrl: `redis://rrs-consumer:pw@${server.host}:${String(server.port)}`, logger })
+    const seen = await drain(recorded(carrier, calls, { logger }), topic, group, 300)
+    expect(seen.map((s) => (s.event.payload as { i: number }).i)).toEqual(Array.from({ length: 300 }, (_, i) => i))
+    expect(sum(calls.filter((c) => c.kind === 'readMany').flatMap((c) => c.got ?? []))).toBeGreaterThan(200)
+    expect(await scriptLoaded()).toBe(true)
+    expect(records().filter((r) => String(r['msg']).startsWith('packed reads unavailable'))).toEqual([])
+    expect(await direct.call('ACL', 'LOG')).toEqual([])
+  })
+
   it('an ACL user without EVAL/EVALSHA reads with XREADGROUP: the subscription never fails, the fallback is logged once and the script is not tried again', async () => {
     await direct.call('ACL', 'SETUSER', 'rrs-noscript', 'on', '>pw', '~*', '&*', '+@all', '-eval', '-evalsha', '-eval_ro', '-evalsha_ro')
     await direct.call('ACL', 'LOG', 'RESET')
