@@ -68,6 +68,24 @@ await sleep(300)
 await con.health()
 await con.close()
 
+// A consumer draining a backlog: after a full read, read-ahead rounds go as one script (readPacked-1.lua: EVAL /
+// EVALSHA, XREADGROUP inside it); a user without script permission falls back to plain XREADGROUP.
+phase = 'setup'
+const backlogTopic = 'acl-backlog'
+const filler = createEventManager({ ...opts, delayedQueueEnabled: false })
+await filler.publishBatch(backlogTopic, Array.from({ length: 200 }, (_, i) => newEvent('e', i)))
+await filler.close()
+phase = 'consumer-backlog'
+const drainer = createEventManager({ ...opts, delayedQueueEnabled: false, claimInterval: 0 })
+let drained = 0
+const drainSub = drainer.topic(backlogTopic).consume({ group, startFrom: 'beginning', batchSize: 10 }).subscribe((m: Message) => {
+  drained++
+  void m.ack()
+})
+while (drained < 200) await sleep(20)
+drainSub.unsubscribe()
+await drainer.close()
+
 phase = 'operator'
 const op = createEventManager({ ...opts, delayedQueueEnabled: false })
 await op.stats()

@@ -714,6 +714,7 @@ function createBackend(options: EventManagerOptions, config: Config, logger: Log
     keyPrefix: config.keyPrefix,
     ownsClient: user === undefined,
     sanitizeError: (error) => sanitizeRedisError(error, config),
+    logger,
   })
 }
 

@@ -24,6 +24,7 @@ import { capUtf8, MAX_DLQ_STACK_BYTES } from '../types.js'
 import { Fields } from '../../event.js'
 import { redisKeys, type RedisKeys } from './keys.js'
 import { appendThenWait, staleSentinelMaster, StaleMasterError, type AppendCommand } from './connection.js'
+import { decodePackedReads, noticePackedFallback, packedReadsUnsupported, sendPackedReads } from './packed-read.js'
 
 /** What the WAIT pipelined with an append (Cluster, see `appendThenWait`) reported: checked after the append. */
 interface WaitOutcome {
@@ -62,6 +63,8 @@ export interface RedisBackendOptions {
   readonly waitReplicas?: { readonly count: number; readonly timeoutMs: number }
   /** Makes the connection appends use when `waitReplicas` is set. */
   readonly createWriteClient?: () => RedisClient
+  /** Where the adapter logs what an operator may want to know (packed reads unavailable); none by default. */
+  readonly logger?: { info(object: object, message: string): void }
 }
 
 const SCRIPTS = {
@@ -1168,6 +1171,8 @@ class RedisGroupReader implements GroupReader {
   readonly #fail: (error: unknown) => never
   #client: RedisClient | undefined
   #closed = false
+  /** Read-ahead rounds go as one packed script call (packed-read.ts) until the server refuses it (then XREADGROUP for good). */
+  #packed = true
 
   constructor(backend: RedisBackend, options: RedisBackendOptions, keys: RedisKeys, fail: (error: unknown) => never) {
     this.#backend = backend
@@ -1229,6 +1234,10 @@ class RedisGroupReader implements GroupReader {
    */
   async readMany(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> {
     if (this.#closed) return counts.map(() => [])
+    if (this.#packed) {
+      const packed = await this.#readPacked(topic, group, consumer, counts, blockMs)
+      if (packed !== undefined) return packed
+    }
     const key = this.#keys.stream(topic)
     const client = this.#connection()
     const limitMs = blockMs + (this.#options.readTimeoutSlackMs ?? 10_000)
@@ -1250,6 +1259,43 @@ class RedisGroupReader implements GroupReader {
       return replies.map((reply) => readBufferReplyEntries(reply, 1))
     } catch (error) {
       if (this.#isClosed()) return counts.map(() => [])
+      if (isNoGroup(error)) throw new GroupMissingError(topic, group)
+      this.#drop()
+      this.#fail(error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /**
+   * A read-ahead round as one script call that does not block (the engine
+   * asks for a round only after a full read; a round that finds nothing
+   * returns empty reads, and the engine's next read blocks): the reads one
+   * after the other in Redis, each read's entries in one msgpack string (see
+   * packed-read.ts). It fails like `readMany`. Undefined when this reader
+   * cannot use it (no script permission, no cmsgpack: nothing ran), and from
+   * then on it reads with XREADGROUP.
+   */
+  async #readPacked(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][] | undefined> {
+    const client = this.#connection()
+    // Bounded as the pipelined round it replaces (a large round takes its time to arrive, BLOCK or not).
+    const limitMs = blockMs + (this.#options.readTimeoutSlackMs ?? 10_000)
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const reply = await Promise.race([
+        sendPackedReads(client, this.#keys.stream(topic), group, consumer, counts),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new BackendError(`read of ${topic} did not answer within ${limitMs} ms`)), limitMs)
+        }),
+      ])
+      return decodePackedReads(reply, counts)
+    } catch (error) {
+      if (this.#isClosed()) return counts.map(() => [])
+      if (packedReadsUnsupported(error)) {
+        this.#packed = false
+        noticePackedFallback(this.#options.logger, error)
+        return undefined
+      }
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       this.#drop()
       this.#fail(error)
