@@ -383,6 +383,7 @@ export class RedisBackend implements StreamBackend {
   /** appendOnce calls of this tick not yet sent, per topic and options. */
   readonly #coalescing = new Map<string, AppendOnceBatch>()
   #flushScheduled = false
+  #lastSlot: { readonly topic: string; readonly maxLen: number | undefined; readonly windowMs: number; readonly dedupe: boolean; readonly slot: string } | undefined
   /** Coalesced append calls sent and not yet answered: close() waits for them before it quits. */
   readonly #appendsInFlight = new Set<Promise<void>>()
   #control: RedisClient | undefined
@@ -461,7 +462,7 @@ export class RedisBackend implements StreamBackend {
     if (entries.length === 0) return Promise.resolve([])
     return new Promise<string[]>((resolve, reject) => {
       const bytes = entriesChars(entries)
-      const slot = `${dedupe ? 'once' : 'plain'}\n${topic}\n${options.maxLen ?? ''}\n${dedupe ? options.windowMs : ''}`
+      const slot = this.#slotOf(topic, options, dedupe)
       let batch = this.#coalescing.get(slot)
       if (entries.length >= APPEND_ALONE_ENTRIES) {
         if (batch !== undefined) {
@@ -488,6 +489,16 @@ export class RedisBackend implements StreamBackend {
       batch.count += entries.length
       batch.chars += bytes
     })
+  }
+
+  /** The coalescing slot of a call: its kind, topic and options (the last one kept: a burst of publishes is one topic). */
+  #slotOf(topic: string, options: { readonly windowMs: number; readonly maxLen?: number }, dedupe: boolean): string {
+    const windowMs = dedupe ? options.windowMs : 0
+    const last = this.#lastSlot
+    if (last !== undefined && last.topic === topic && last.maxLen === options.maxLen && last.windowMs === windowMs && last.dedupe === dedupe) return last.slot
+    const slot = `${dedupe ? 'once' : 'plain'}\n${topic}\n${options.maxLen ?? ''}\n${dedupe ? windowMs : ''}`
+    this.#lastSlot = { topic, maxLen: options.maxLen, windowMs, dedupe, slot }
+    return slot
   }
 
   /** Sends every coalesced batch (after the tick that queued them: ioredis's autopipeline flushes right after). */
@@ -539,7 +550,8 @@ export class RedisBackend implements StreamBackend {
         rest = [maxLen, String(windowMs), legacy]
         for (const caller of callers) {
           for (const entry of caller.entries) {
-            rest.push(entry.eventId, countText(entry.fields.length))
+            // The five-field layout starts with `id, <event id>`: the script reads it there instead of a second copy.
+            rest.push(entry.fields[0] === Fields.id && entry.fields[1] === entry.eventId ? '' : entry.eventId, countText(entry.fields.length))
             for (const value of entry.fields) rest.push(value)
           }
         }

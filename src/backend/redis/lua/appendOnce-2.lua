@@ -18,7 +18,8 @@
 -- ARGV[1]  approximate MAXLEN of the stream ("" = unbounded)
 -- ARGV[2]  the window W in ms (an integer ≥ 1)
 -- ARGV[3]  the legacy key prefix (`<prefix>published:{topic}:`), or "" to skip that lookup
--- ARGV[4…] for each entry: its event id, its number of field values n, then the n values
+-- ARGV[4…] for each entry: its event id ("" when its first field is `id`: then that field's value is the event id),
+--          its number of field values n, then the n values
 -- Returns: the stream id of each entry (the earlier one for a duplicate).
 local w = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -33,7 +34,9 @@ local legacy = ARGV[3]
 local ids, starts = {}, {}
 local i = 4
 while i <= #ARGV do
-  ids[#ids + 1] = ARGV[i]
+  local id = ARGV[i]
+  if id == '' and ARGV[i + 2] == 'id' then id = ARGV[i + 3] end
+  ids[#ids + 1] = id
   starts[#starts + 1] = i + 2
   i = i + tonumber(ARGV[i + 1]) + 2
 end
