@@ -53,9 +53,9 @@ describe('a coalesced call that could fail part-way', () => {
       const [s, us] = await direct.time()
       const bucket = Math.floor((Number(s) * 1_000 + Number(us) / 1_000) / windowMs)
       // This bucket and the next: whichever the calls below run in is the current or the previous one.
-      await direct.del(`event:dedupe:{${topic}}:${windowMs}:${bucket}`)
-      await direct.set(`event:dedupe:{${topic}}:${windowMs}:${bucket}`, 'x')
-      await direct.set(`event:dedupe:{${topic}}:${windowMs}:${bucket + 1}`, 'x')
+      await direct.del(`event:published:{${topic}}::${windowMs}:${bucket}`)
+      await direct.set(`event:published:{${topic}}::${windowMs}:${bucket}`, 'x')
+      await direct.set(`event:published:{${topic}}::${windowMs}:${bucket + 1}`, 'x')
       const results = await Promise.allSettled([newEvent('a', 1), newEvent('b', 2), newEvent('c', 3)].map((e: Event) => events.publish(topic, e)))
       for (const r of results) expect(r.status === 'rejected' ? (r.reason as { code?: string }).code : 'fulfilled').toBe('BACKEND_ERROR')
       expect(await streamEventIds(topic)).toHaveLength(1)

@@ -128,7 +128,7 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
       expect(await scriptCalls()).toBe(before + 1)
       expect(new Set(ids).size).toBe(100)
       expect((await streamEventIds(topic)).slice(1)).toEqual(published.map((e) => e.id))
-      expect(await direct.keys(`event:dedupe:{${topic}}*`)).toEqual([])
+      expect(await direct.keys(`event:published:{${topic}}::*`)).toEqual([])
       expect(await direct.exists(`event:published:{${topic}}:${published[0]?.id ?? ''}`)).toBe(0)
       const again = await events.publish(topic, published[0] as never).then(() => undefined, (e: unknown) => e)
       expect(again).toBeUndefined() // appended again: nothing deduplicates

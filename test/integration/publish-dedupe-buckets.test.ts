@@ -1,23 +1,26 @@
 /**
  * The retry-safe publish's memory of event ids (issue 14): one hash per topic
- * and window-long bucket of the server's clock (`event:dedupe:{topic}:<W>:<b>`),
+ * and window-long bucket of the server's clock (`event:published:{topic}::<W>:<b>`),
  * the current and the previous bucket looked up, so an id is remembered for at
  * least the window whatever bucket boundary falls between a publish and its
  * retry. On private redis-servers: a lost reply through a fault proxy, the
  * window's edge, a bucket rollover, the earlier layout's keys after an
  * upgrade, and the Cluster slot of the buckets.
  */
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { Cluster, Redis } from 'ioredis'
 import { describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, PublishOutcomeUnknownError, type Event, type EventManager, type EventManagerOptions } from '../../src/index.js'
 import type { FaultProxy } from '../support/fault-proxy.js'
-import { startRedisCluster } from '../support/redis-server.js'
+import { startRedisCluster, type RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { withProxiedServer } from '../support/proxied-server.js'
 
 let proxy: FaultProxy
 let direct: Redis
-withProxiedServer((s) => ({ proxy, direct } = s), { maxRetriesPerRequest: 3 })
+let server: RedisServer
+withProxiedServer((s) => ({ proxy, direct, server } = s), { maxRetriesPerRequest: 3 })
 
 function manager(options: EventManagerOptions = {}): EventManager {
   return createEventManager({ redisUrl: proxy.url, env: {}, delayedQueueEnabled: false, commandTimeout: 3_000, ...options })
@@ -44,7 +47,7 @@ async function copies(topic: string, eventId: string): Promise<number> {
   return entries.filter(([, fields]) => fields[fields.indexOf('id') + 1] === eventId).length
 }
 
-const bucketKey = (topic: string, windowMs: number, bucket: number): string => `event:dedupe:{${topic}}:${windowMs}:${bucket}`
+const bucketKey = (topic: string, windowMs: number, bucket: number): string => `event:published:{${topic}}::${windowMs}:${bucket}`
 
 describe('retry-safe publish: event ids in window-long buckets of the server clock', () => {
   it('a retried append after a lost reply is not duplicated; the id is in the bucket hash, no key per event', async () => {
@@ -62,7 +65,7 @@ describe('retry-safe publish: event ids in window-long buckets of the server clo
         id = await events.publish(topic, event)
       }
       expect(await copies(topic, event.id)).toBe(1)
-      const buckets = await direct.keys(`event:dedupe:{${topic}}:*`)
+      const buckets = await direct.keys(`event:published:{${topic}}::*`)
       const held = await Promise.all(buckets.map((key) => direct.hget(key, event.id)))
       expect(held.filter((v) => v !== null)).toEqual([id])
       for (const key of buckets) {
@@ -70,7 +73,7 @@ describe('retry-safe publish: event ids in window-long buckets of the server clo
         expect(pttl).toBeGreaterThan(0)
         expect(pttl).toBeLessThanOrEqual(3 * 5 * 60_000)
       }
-      expect(await direct.keys(`event:published:{${topic}}:*`)).toEqual([])
+      expect((await direct.keys(`event:published:{${topic}}:*`)).filter((key) => !key.startsWith(`event:published:{${topic}}::`))).toEqual([])
     } finally {
       await events.close()
     }
@@ -186,6 +189,43 @@ describe('retry-safe publish: event ids in window-long buckets of the server clo
   }, 30_000)
 })
 
+describe('retry-safe publish under a least-privilege ACL user', () => {
+  const PASSWORD = randomBytes(12).toString('hex')
+  const readmeLine = readFileSync(new URL('../../README.md', import.meta.url), 'utf8').split('\n').find((line) => line.startsWith('ACL SETUSER rrs-publisher ')) ?? ''
+  const BUCKET_COMMANDS = ['+time', '+hmget', '+exists', '+mget', '+pexpireat', '+unlink']
+
+  async function deduplicatesAs(user: string, extra: readonly string[]): Promise<{ buckets: number; perEvent: number }> {
+    const words = readmeLine.replace('>PASSWORD', `>${PASSWORD}`).split(' ').slice(2)
+    words[0] = user
+    await direct.call('ACL', 'SETUSER', ...words, ...extra)
+    await direct.call('ACL', 'LOG', 'RESET')
+    const events = createEventManager({ redisUrl: `redis://${user}:${PASSWORD}@${server.host}:${String(server.port)}`, env: {}, delayedQueueEnabled: false })
+    const topic = randomName('bk-acl')
+    try {
+      const event = newEvent('a', 1)
+      const [first, again] = await Promise.all([events.publish(topic, event), events.publish(topic, event)])
+      expect(again).toBe(first)
+      expect(await events.publishBatch(topic, [newEvent('b', 2), event])).toEqual([expect.stringMatching(/^\d+-\d+$/), first])
+      expect(await copies(topic, event.id)).toBe(1)
+      expect(await direct.call('ACL', 'LOG')).toEqual([])
+      const keys = await direct.keys(`event:published:{${topic}}:*`)
+      const buckets = keys.filter((key) => key.startsWith(`event:published:{${topic}}::`)).length
+      return { buckets, perEvent: keys.length - buckets }
+    } finally {
+      await events.close()
+    }
+  }
+
+  it('the README publisher rules as they are: a key per event id, deduplicated, nothing refused', async () => {
+    expect(readmeLine).not.toBe('')
+    expect(await deduplicatesAs('bk-pub-plain', [])).toEqual({ buckets: 0, perEvent: 2 })
+  })
+
+  it('the same rules with the buckets\' commands: the buckets, deduplicated, nothing refused', async () => {
+    expect(await deduplicatesAs('bk-pub-buckets', BUCKET_COMMANDS)).toEqual({ buckets: 1, perEvent: 0 })
+  })
+})
+
 describe('retry-safe publish on a Redis Cluster', () => {
   it('the buckets live in the topic slot; a duplicate is caught across the tick, the batch and a second client', async () => {
     const cluster = await startRedisCluster({ masters: 3 })
@@ -201,7 +241,7 @@ describe('retry-safe publish on a Redis Cluster', () => {
         expect(await one.publishBatch(topic, [event])).toEqual([first])
         expect(await two.publish(topic, event)).toBe(first)
         const slot = Number(await client.call('CLUSTER', 'KEYSLOT', `event:stream:{${topic}}`))
-        const buckets = (await Promise.all(client.nodes('master').map((n) => n.keys(`event:dedupe:{${topic}}:*`)))).flat()
+        const buckets = (await Promise.all(client.nodes('master').map((n) => n.keys(`event:published:{${topic}}::*`)))).flat()
         expect(buckets.length).toBeGreaterThan(0)
         for (const key of buckets) expect(Number(await client.call('CLUSTER', 'KEYSLOT', key))).toBe(slot)
         expect(await client.xlen(`event:stream:{${topic}}`)).toBe(2)

@@ -48,7 +48,7 @@ describe('retry-safe publishing through a proxy that loses the XADD reply', () =
       expect(await copies(topic, event.id)).toBe(1)
       expect(await direct.xlen(`event:stream:{${topic}}`)).toBe(2)
       // The topic's dedupe bucket says which stream id the event got, and expires (at most three windows on).
-      const [bucket] = await direct.keys(`event:dedupe:{${topic}}:*`)
+      const [bucket] = await direct.keys(`event:published:{${topic}}::*`)
       expect(await direct.hget(bucket ?? '', event.id)).toMatch(/^\d+-\d+$/)
       const pttl = await direct.pttl(bucket ?? '')
       expect(pttl).toBeGreaterThan(0)

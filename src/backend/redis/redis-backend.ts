@@ -67,6 +67,7 @@ export interface RedisBackendOptions {
 const SCRIPTS = {
   rrsAppend: 'append-1.lua',
   rrsAppendOnce: 'appendOnce-2.lua',
+  rrsAppendOnceKeys: 'appendOnceKeys-n.lua',
   rrsRedeliver: 'redeliver-1.lua',
   rrsDeadLetter: 'deadLetter-2.lua',
   rrsReplay: 'replay-2.lua',
@@ -380,6 +381,8 @@ export class RedisBackend implements StreamBackend {
   readonly #streamKeys = new Map<string, TopicKeys>()
   /** When this adapter was made: for one window after it, appendOnce also looks up the earlier layout's dedupe keys. */
   readonly #startedAt = Date.now()
+  /** The retry-safe append keeps a key per event id (appendOnceKeys-n.lua): the ACL refused the buckets' commands. */
+  #perEventKeys = false
   /** appendOnce calls of this tick not yet sent, per topic and options. */
   readonly #coalescing = new Map<string, AppendOnceBatch>()
   #flushScheduled = false
@@ -444,7 +447,7 @@ export class RedisBackend implements StreamBackend {
    * The retry-safe append (one script): an entry whose event id was appended
    * within `windowMs` is not appended again; its first stream id comes back.
    * The ids appended are remembered in the topic's dedupe buckets (a hash per
-   * window-long bucket of the server's clock, `<prefix>dedupe:{topic}:<window>:<bucket>`,
+   * window-long bucket of the server's clock, `<prefix>published:{topic}::<window>:<bucket>`,
    * see appendOnce-2.lua): each for at least the window, less than twice it.
    *
    * Calls for one topic made in the same tick are coalesced into one script
@@ -543,7 +546,18 @@ export class RedisBackend implements StreamBackend {
       const maxLen = options.maxLen === undefined ? '' : String(options.maxLen)
       // The arguments after the keys, in one array: ioredis flattens it once, instead of a call spreading thousands of arguments.
       let rest: string[]
-      if (dedupe) {
+      if (dedupe && this.#perEventKeys) {
+        // The ACL lacks what the buckets need (see appendOnce-2.lua): a key per event id, GET and SET … PX.
+        rest = []
+        for (const caller of callers) for (const entry of caller.entries) rest.push(this.#keys.published(topic, entry.eventId))
+        rest.push(maxLen, String(Math.max(1, Math.ceil(options.windowMs))))
+        for (const caller of callers) {
+          for (const entry of caller.entries) {
+            rest.push(countText(entry.fields.length))
+            for (const value of entry.fields) rest.push(value)
+          }
+        }
+      } else if (dedupe) {
         const windowMs = Math.max(1, Math.ceil(options.windowMs))
         // The earlier layout's keys (one per event id) may answer for a publish made before an upgrade, up to a window after it.
         const legacy = Date.now() - this.#startedAt < windowMs ? keys.legacyPrefix : ''
@@ -564,8 +578,8 @@ export class RedisBackend implements StreamBackend {
           }
         }
       }
-      const name = dedupe ? 'rrsAppendOnce' : 'rrsAppend'
-      const keyArgs = dedupe ? [keys.stream, keys.dedupe] : [keys.stream]
+      const name = dedupe ? (this.#perEventKeys ? 'rrsAppendOnceKeys' : 'rrsAppendOnce') : 'rrsAppend'
+      const keyArgs = dedupe ? (this.#perEventKeys ? [String(batch.count + 1), keys.stream] : [keys.stream, keys.dedupe]) : [keys.stream]
       if (this.#waitsInPipeline()) {
         sent = this.#appendWithWait(waited, { ...loadScript(name), args: keyArgs.concat(rest) })
       } else {
@@ -581,6 +595,12 @@ export class RedisBackend implements StreamBackend {
         try {
           // The entries are in: a failed registration (the topic set, for stats and the CLI) is retried by the next publish.
           if (registering !== undefined) await registering.catch(() => undefined)
+          if (reply === 'RRS_KEYS' && dedupe) {
+            // Nothing ran: this user may not use the buckets. From now on a key per event id, and this batch again.
+            this.#perEventKeys = true
+            this.#sendAppendOnce(batch)
+            return
+          }
           const ids = Array.isArray(reply) ? reply.map(String) : []
           if (ids.length !== batch.count) throw new BackendError(`appendOnce returned ${ids.length} ids for ${batch.count} entries`)
           try {

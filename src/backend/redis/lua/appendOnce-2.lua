@@ -7,14 +7,19 @@
 -- window (bucket b = floor(server time in ms / window), field = event id,
 -- value = stream id): an id appended at time t is in bucket floor(t / W), so
 -- any time up to t + W looks it up in the current or the previous bucket: an
--- id is remembered for at least W and less than 2 W. A call that appends
--- UNLINKs the bucket before the previous one (a large hash is freed off the
+-- id is remembered for at least W and less than 2 W. A call UNLINKs the
+-- bucket before the previous one (a large hash is freed off the
 -- main thread); PEXPIREAT one bucket later is the safety net for a topic that
 -- went quiet.
 -- Up to one window after an upgrade, ids remembered by the earlier layout (one
 -- string key per id, `<legacy prefix><event id>`) are looked up too.
+-- The buckets are named under the earlier layout's key pattern (`<prefix>published:*`), so an ACL written for it
+-- covers their keys. A user whose ACL does not allow every command below is answered `RRS_KEYS` (checked with
+-- redis.acl_check_cmd, Redis ≥ 7, nothing run, no ACL LOG entry): the caller then uses appendOnceKeys-n.lua.
+-- On older servers every command outside that earlier script's set runs before the first XADD: a NOPERM
+-- reply leaves nothing appended.
 -- KEYS[1]  topic stream
--- KEYS[2]  the buckets' base name (`<prefix>dedupe:{topic}`; a bucket is `<base>:<window>:<b>`)
+-- KEYS[2]  the buckets' base name (`<prefix>published:{topic}`; a bucket is `<base>::<window>:<b>`)
 -- ARGV[1]  approximate MAXLEN of the stream ("" = unbounded)
 -- ARGV[2]  the window W in ms (an integer ≥ 1)
 -- ARGV[3]  the legacy key prefix (`<prefix>published:{topic}:`), or "" to skip that lookup
@@ -22,13 +27,24 @@
 --          its number of field values n, then the n values
 -- Returns: the stream id of each entry (the earlier one for a duplicate).
 local w = tonumber(ARGV[2])
+local base = KEYS[2] .. '::' .. ARGV[2] .. ':'
+local legacy = ARGV[3]
+if redis.acl_check_cmd then
+  local probe = base .. '0'
+  if not (redis.acl_check_cmd('TIME') and redis.acl_check_cmd('HMGET', probe, 'x') and redis.acl_check_cmd('EXISTS', probe)
+      and redis.acl_check_cmd('HSET', probe, 'x', 'y') and redis.acl_check_cmd('PEXPIREAT', probe, '1') and redis.acl_check_cmd('UNLINK', probe)
+      and (legacy == '' or redis.acl_check_cmd('MGET', legacy .. 'x'))) then
+    return redis.status_reply('RRS_KEYS')
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local b = math.floor(now / w)
-local base = KEYS[2] .. ':' .. ARGV[2] .. ':'
 local cur = base .. string.format('%.0f', b)
 local prev = base .. string.format('%.0f', b - 1)
-local legacy = ARGV[3]
+-- The bucket before the previous one is no longer looked up: freed off the main thread (before any XADD, see above).
+redis.call('UNLINK', base .. string.format('%.0f', b - 2))
+if not redis.acl_check_cmd then redis.call('PEXPIREAT', cur, string.format('%.0f', (b + 3) * w)) end -- the ACL, before any XADD
 
 -- The event ids and where each entry's fields start.
 local ids, starts = {}, {}
@@ -92,8 +108,5 @@ end
 for from = 1, #fresh, 2 * CHUNK do
   redis.call('HSET', cur, unpack(fresh, from, math.min(#fresh, from + 2 * CHUNK - 1)))
 end
-if #fresh > 0 then
-  redis.call('PEXPIREAT', cur, string.format('%.0f', (b + 3) * w))
-  redis.call('UNLINK', base .. string.format('%.0f', b - 2))
-end
+if #fresh > 0 then redis.call('PEXPIREAT', cur, string.format('%.0f', (b + 3) * w)) end
 return out
