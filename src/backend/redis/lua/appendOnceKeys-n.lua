@@ -1,5 +1,6 @@
 -- Appends entries to a topic stream, each at most once per event id within a
--- window: the retry-safe publish. A retried (or re-sent) publish whose event id
+-- window: the retry-safe publish with one key per event id, for a user whose
+-- ACL does not allow what appendOnce-2.lua runs (it answers RRS_KEYS then). A retried (or re-sent) publish whose event id
 -- was appended within the window is not appended again; its first stream id is
 -- returned instead.
 -- KEYS[1]     topic stream
