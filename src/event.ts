@@ -184,6 +184,10 @@ function pathText(path: readonly (string | number)[]): string {
   return out
 }
 
+/** A string, a boolean, a finite number or null: a JSON value with nothing inside to check. */
+const isPlainJsonScalar = (value: unknown): boolean =>
+  typeof value === 'string' || typeof value === 'boolean' || value === null || (typeof value === 'number' && Number.isFinite(value))
+
 /**
  * Checks that a payload is a JSON value before it is stringified: objects,
  * arrays, strings, finite numbers, booleans and null; `undefined` properties
@@ -229,8 +233,10 @@ function checkJsonValue(value: unknown, maxDepth: number, path: (string | number
     ancestors.push(object)
     const list = object as unknown[]
     for (let i = 0; i < list.length; i++) {
+      const child = list[i]
+      if (isPlainJsonScalar(child)) continue // the common case, without a path entry or a call
       path.push(i)
-      checkJsonValue(list[i], maxDepth, path, ancestors)
+      checkJsonValue(child, maxDepth, path, ancestors)
       path.pop()
     }
     ancestors.pop()
@@ -247,7 +253,7 @@ function checkJsonValue(value: unknown, maxDepth: number, path: (string | number
   const record = object as Record<string, unknown>
   for (const key of Object.keys(record)) {
     const child = record[key]
-    if (child === undefined) continue // dropped, as JSON.stringify does
+    if (child === undefined || isPlainJsonScalar(child)) continue // undefined is dropped, as JSON.stringify does
     path.push(key)
     checkJsonValue(child, maxDepth, path, ancestors)
     path.pop()

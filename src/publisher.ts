@@ -71,22 +71,23 @@ export class Publisher implements EventPublisher {
     this.#dedupe = windowMs > 0 && options.backend.appendOnce !== undefined ? { windowMs, ...this.#retention } : undefined
   }
 
-  #prepare(topic: string, event: Event): Event {
-    if (event.correlationId !== undefined) return event
-    const inherited = inheritedCorrelationId()
-    return inherited === undefined ? event : { ...event, correlationId: inherited }
+  /** The event with the correlation id inherited from the handling in progress, if it has none (`inherited`: looked up once per batch). */
+  #prepare(event: Event, inherited: string | undefined): Event {
+    if (event.correlationId !== undefined || inherited === undefined) return event
+    return { ...event, correlationId: inherited }
   }
 
-  #encodeOne(topic: string, e: unknown): string[] {
+  #encodeOne(topic: string, e: unknown, inherited: string | undefined): string[] {
     if (e === null || typeof e !== 'object') throw new SerializationError('an event must be an object (see newEvent)')
-    const event = this.#prepare(topic, e as Event)
+    const event = this.#prepare(e as Event, inherited)
     return encodeEvent(event, this.#config.maxPayloadBytes, this.#hook?.(topic, event), this.#config.maxPayloadDepth, this.#config.wireFormat)
   }
 
   #encode(topic: string, events: readonly Event[]): string[][] {
     validateTopic(topic)
     if (!Array.isArray(events)) throw new SerializationError('publishBatch takes an array of events')
-    return events.map((e: unknown) => this.#encodeOne(topic, e))
+    const inherited = inheritedCorrelationId()
+    return events.map((e: unknown) => this.#encodeOne(topic, e, inherited))
   }
 
   /** Messaging attributes per topic, built once (publishing is a hot path). */
@@ -103,16 +104,18 @@ export class Publisher implements EventPublisher {
     let fields: string[]
     try {
       validateTopic(topic)
-      fields = this.#encodeOne(topic, event)
+      fields = this.#encodeOne(topic, event, inheritedCorrelationId())
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new SerializationError(String(error)))
     }
-    const appended = this.#dedupe !== undefined && this.#backend.appendOnce !== undefined
-      ? this.#backend.appendOnce(topic, [{ eventId: event.id, fields }], this.#dedupe).then((ids) => ids[0] as string)
-      : this.#backend.appendOne
-        ? this.#backend.appendOne(topic, fields, this.#retention)
-        : this.#backend.append(topic, [fields], this.#retention).then((ids) => ids[0] as string)
-    return appended.then((id) => {
+    // One continuation per publish: the first id of the reply, counted as sent.
+    const first = (ids: readonly string[]): string => {
+      this.#instruments.sent.add(1, this.#attributes(topic))
+      return ids[0] as string
+    }
+    if (this.#dedupe !== undefined && this.#backend.appendOnce !== undefined) return this.#backend.appendOnce(topic, [{ eventId: event.id, fields }], this.#dedupe).then(first)
+    if (this.#backend.appendOne === undefined) return this.#backend.append(topic, [fields], this.#retention).then(first)
+    return this.#backend.appendOne(topic, fields, this.#retention).then((id) => {
       this.#instruments.sent.add(1, this.#attributes(topic))
       return id
     })

@@ -14,7 +14,12 @@ export interface RedisKeys {
   delayedData(topic: string): string
   /** `event:topics`: the registry of known topics (no KEYS or SCAN anywhere). */
   topics(): string
-  /** `event:published:{topic}:<event id>`: the stream id of a recent publish (string, PX = the dedupe window). */
+  /**
+   * `event:dedupe:{topic}`: the base name of the retry-safe publish's buckets, `<base>:<window ms>:<bucket>` (hash event
+   * id -> stream id, one per window-long time bucket, built by `appendOnce-2.lua` from the server's clock).
+   */
+  dedupe(topic: string): string
+  /** `event:published:{topic}:<event id>`: the earlier layout's dedupe key (string, PX = the window), still looked up for one window after an upgrade. */
   published(topic: string, eventId: string): string
   /** `event:lost:{topic}`: group -> how many of its pending entries were trimmed or deleted before they were handled (hash). */
   lost(topic: string): string
@@ -37,6 +42,7 @@ export function redisKeys(prefix: string): RedisKeys {
     delayed: (topic) => `${prefix}delayed:{${topic}}`,
     delayedData: (topic) => `${prefix}delayed-data:{${topic}}`,
     topics: () => `${prefix}topics`,
+    dedupe: (topic) => `${prefix}dedupe:{${topic}}`,
     published: (topic, eventId) => `${prefix}published:{${topic}}:${eventId}`,
     lost: (topic) => `${prefix}lost:{${topic}}`,
     operatorState: (topic, group, operator, part) => `${prefix}opstate:{${topic}}:${group}:${operator}:${part}`,

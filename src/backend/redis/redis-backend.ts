@@ -69,7 +69,7 @@ export interface RedisBackendOptions {
 
 const SCRIPTS = {
   rrsAppend: 'append-1.lua',
-  rrsAppendOnce: 'appendOnce-n.lua',
+  rrsAppendOnce: 'appendOnce-2.lua',
   rrsRedeliver: 'redeliver-1.lua',
   rrsDeadLetter: 'deadLetter-2.lua',
   rrsReplay: 'replay-2.lua',
@@ -326,6 +326,18 @@ const APPEND_ALONE_ENTRIES = 16
 /** Most UTF-16 units of field values in one coalesced call (about 1 MiB of ASCII). */
 const APPEND_COALESCE_MAX_CHARS = 1 << 20
 
+/** Field counts as the strings ioredis would make of them, made once. */
+const COUNT_TEXT = Array.from({ length: 32 }, (_, i) => String(i))
+const countText = (n: number): string => COUNT_TEXT[n] ?? String(n)
+
+/** The keys an append names, per topic. */
+interface TopicKeys {
+  readonly stream: string
+  readonly dedupe: string
+  /** `<prefix>published:{topic}:`: the earlier layout's dedupe keys are this plus the event id. */
+  readonly legacyPrefix: string
+}
+
 /** appendOnce calls of one tick for one topic, sent as one script call. */
 interface AppendOnceBatch {
   readonly topic: string
@@ -368,10 +380,13 @@ export class RedisBackend implements StreamBackend {
   readonly #keys: RedisKeys
   readonly #readers = new Set<RedisGroupReader>()
   readonly #registered = new Set<string>()
-  readonly #streamKeys = new Map<string, string>()
+  readonly #streamKeys = new Map<string, TopicKeys>()
+  /** When this adapter was made: for one window after it, appendOnce also looks up the earlier layout's dedupe keys. */
+  readonly #startedAt = Date.now()
   /** appendOnce calls of this tick not yet sent, per topic and options. */
   readonly #coalescing = new Map<string, AppendOnceBatch>()
   #flushScheduled = false
+  #lastSlot: { readonly topic: string; readonly maxLen: number | undefined; readonly windowMs: number; readonly dedupe: boolean; readonly slot: string } | undefined
   /** Coalesced append calls sent and not yet answered: close() waits for them before it quits. */
   readonly #appendsInFlight = new Set<Promise<void>>()
   #control: RedisClient | undefined
@@ -431,8 +446,9 @@ export class RedisBackend implements StreamBackend {
   /**
    * The retry-safe append (one script): an entry whose event id was appended
    * within `windowMs` is not appended again; its first stream id comes back.
-   * Each appended id leaves a key `<prefix>published:{topic}:<event id>` that
-   * expires after the window.
+   * The ids appended are remembered in the topic's dedupe buckets (a hash per
+   * window-long bucket of the server's clock, `<prefix>dedupe:{topic}:<window>:<bucket>`,
+   * see appendOnce-2.lua): each for at least the window, less than twice it.
    *
    * Calls for one topic made in the same tick are coalesced into one script
    * call (see {@link APPEND_COALESCE_MAX_ENTRIES}): each call's entries stay
@@ -449,7 +465,7 @@ export class RedisBackend implements StreamBackend {
     if (entries.length === 0) return Promise.resolve([])
     return new Promise<string[]>((resolve, reject) => {
       const bytes = entriesChars(entries)
-      const slot = `${dedupe ? 'once' : 'plain'}\n${topic}\n${options.maxLen ?? ''}\n${dedupe ? options.windowMs : ''}`
+      const slot = this.#slotOf(topic, options, dedupe)
       let batch = this.#coalescing.get(slot)
       if (entries.length >= APPEND_ALONE_ENTRIES) {
         if (batch !== undefined) {
@@ -476,6 +492,16 @@ export class RedisBackend implements StreamBackend {
       batch.count += entries.length
       batch.chars += bytes
     })
+  }
+
+  /** The coalescing slot of a call: its kind, topic and options (the last one kept: a burst of publishes is one topic). */
+  #slotOf(topic: string, options: { readonly windowMs: number; readonly maxLen?: number }, dedupe: boolean): string {
+    const windowMs = dedupe ? options.windowMs : 0
+    const last = this.#lastSlot
+    if (last !== undefined && last.topic === topic && last.maxLen === options.maxLen && last.windowMs === windowMs && last.dedupe === dedupe) return last.slot
+    const slot = `${dedupe ? 'once' : 'plain'}\n${topic}\n${options.maxLen ?? ''}\n${dedupe ? windowMs : ''}`
+    this.#lastSlot = { topic, maxLen: options.maxLen, windowMs, dedupe, slot }
+    return slot
   }
 
   /** Sends every coalesced batch (after the tick that queued them: ioredis's autopipeline flushes right after). */
@@ -516,18 +542,38 @@ export class RedisBackend implements StreamBackend {
     try {
       registering = this.#registered.has(topic) ? undefined : this.#register(topic)
       registering?.catch(() => undefined)
-      const args: (string | number)[] = dedupe ? [batch.count + 1, this.#streamKey(topic)] : [this.#streamKey(topic)]
-      if (dedupe) for (const caller of callers) for (const entry of caller.entries) args.push(this.#keys.published(topic, entry.eventId))
-      args.push(options.maxLen === undefined ? '' : options.maxLen)
-      if (dedupe) args.push(Math.max(1, Math.ceil(options.windowMs)))
-      for (const caller of callers) {
-        for (const entry of caller.entries) {
-          args.push(entry.fields.length)
-          for (const value of entry.fields) args.push(value)
+      const keys = this.#topicKeys(topic)
+      const maxLen = options.maxLen === undefined ? '' : String(options.maxLen)
+      // The arguments after the keys, in one array: ioredis flattens it once, instead of a call spreading thousands of arguments.
+      let rest: string[]
+      if (dedupe) {
+        const windowMs = Math.max(1, Math.ceil(options.windowMs))
+        // The earlier layout's keys (one per event id) may answer for a publish made before an upgrade, up to a window after it.
+        const legacy = Date.now() - this.#startedAt < windowMs ? keys.legacyPrefix : ''
+        rest = [maxLen, String(windowMs), legacy]
+        for (const caller of callers) {
+          for (const entry of caller.entries) {
+            // The five-field layout starts with `id, <event id>`: the script reads it there instead of a second copy.
+            rest.push(entry.fields[0] === Fields.id && entry.fields[1] === entry.eventId ? '' : entry.eventId, countText(entry.fields.length))
+            for (const value of entry.fields) rest.push(value)
+          }
+        }
+      } else {
+        rest = [maxLen]
+        for (const caller of callers) {
+          for (const entry of caller.entries) {
+            rest.push(countText(entry.fields.length))
+            for (const value of entry.fields) rest.push(value)
+          }
         }
       }
       const name = dedupe ? 'rrsAppendOnce' : 'rrsAppend'
-      sent = this.#waitsInPipeline() ? this.#appendWithWait(waited, { ...loadScript(name), args }) : script(this.#writer(), name)(...args)
+      const keyArgs = dedupe ? [keys.stream, keys.dedupe] : [keys.stream]
+      if (this.#waitsInPipeline()) {
+        sent = this.#appendWithWait(waited, { ...loadScript(name), args: keyArgs.concat(rest) })
+      } else {
+        sent = (script(this.#writer(), name) as unknown as (...args: (string | string[])[]) => Promise<unknown>)(...keyArgs, rest)
+      }
     } catch (error) {
       fail(error, true)
       return
@@ -568,13 +614,18 @@ export class RedisBackend implements StreamBackend {
 
   /** Stream keys of recently used topics, built once. */
   #streamKey(topic: string): string {
-    let key = this.#streamKeys.get(topic)
-    if (key === undefined) {
-      key = this.#keys.stream(topic)
+    return this.#topicKeys(topic).stream
+  }
+
+  /** The keys an append of a recently used topic names, built once. */
+  #topicKeys(topic: string): TopicKeys {
+    let keys = this.#streamKeys.get(topic)
+    if (keys === undefined) {
+      keys = { stream: this.#keys.stream(topic), dedupe: this.#keys.dedupe(topic), legacyPrefix: this.#keys.published(topic, '') }
       if (this.#streamKeys.size >= 10_000) this.#streamKeys.clear()
-      this.#streamKeys.set(topic, key)
+      this.#streamKeys.set(topic, keys)
     }
-    return key
+    return keys
   }
 
   append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
@@ -613,10 +664,13 @@ export class RedisBackend implements StreamBackend {
       } else if (entries.length === 1) {
         ids = [String(await writer.xadd(key, 'MAXLEN', '~', options.maxLen as number, '*', ...(entries[0] as string[])))]
       } else {
-        // One script for the batch: atomic, and cheaper than MULTI or a pipeline.
-        const args: (string | number)[] = [options.maxLen === undefined ? '' : options.maxLen]
-        for (const fields of entries) args.push(fields.length, ...fields)
-        const reply = (await script(writer, 'rrsAppend')(key, ...args)) as unknown[]
+        // One script for the batch: atomic, and cheaper than MULTI or a pipeline (its arguments in one array, see #sendAppendOnce).
+        const rest: string[] = [options.maxLen === undefined ? '' : String(options.maxLen)]
+        for (const fields of entries) {
+          rest.push(countText(fields.length))
+          for (const value of fields) rest.push(value)
+        }
+        const reply = (await (script(writer, 'rrsAppend') as unknown as (key: string, rest: string[]) => Promise<unknown>)(key, rest)) as unknown[]
         ids = reply.map(String)
       }
       if (registering !== undefined) await registering.catch(() => undefined) // appended: see #sendAppendOnce

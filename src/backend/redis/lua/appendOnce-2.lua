@@ -1,0 +1,99 @@
+-- Appends entries to a topic stream, each at most once per event id within a
+-- window: the retry-safe publish. A retried (or re-sent) publish whose event id
+-- was appended within the window is not appended again; its first stream id is
+-- returned instead.
+--
+-- The event ids appended are remembered in one hash per time bucket of the
+-- window (bucket b = floor(server time in ms / window), field = event id,
+-- value = stream id): an id appended at time t is in bucket floor(t / W), so
+-- any time up to t + W looks it up in the current or the previous bucket: an
+-- id is remembered for at least W and less than 2 W. A call that appends
+-- UNLINKs the bucket before the previous one (a large hash is freed off the
+-- main thread); PEXPIREAT one bucket later is the safety net for a topic that
+-- went quiet.
+-- Up to one window after an upgrade, ids remembered by the earlier layout (one
+-- string key per id, `<legacy prefix><event id>`) are looked up too.
+-- KEYS[1]  topic stream
+-- KEYS[2]  the buckets' base name (`<prefix>dedupe:{topic}`; a bucket is `<base>:<window>:<b>`)
+-- ARGV[1]  approximate MAXLEN of the stream ("" = unbounded)
+-- ARGV[2]  the window W in ms (an integer ≥ 1)
+-- ARGV[3]  the legacy key prefix (`<prefix>published:{topic}:`), or "" to skip that lookup
+-- ARGV[4…] for each entry: its event id ("" when its first field is `id`: then that field's value is the event id),
+--          its number of field values n, then the n values
+-- Returns: the stream id of each entry (the earlier one for a duplicate).
+local w = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = math.floor(now / w)
+local base = KEYS[2] .. ':' .. ARGV[2] .. ':'
+local cur = base .. string.format('%.0f', b)
+local prev = base .. string.format('%.0f', b - 1)
+local legacy = ARGV[3]
+
+-- The event ids and where each entry's fields start.
+local ids, starts = {}, {}
+local i = 4
+while i <= #ARGV do
+  local id = ARGV[i]
+  if id == '' and ARGV[i + 2] == 'id' then id = ARGV[i + 3] end
+  ids[#ids + 1] = id
+  starts[#starts + 1] = i + 2
+  i = i + tonumber(ARGV[i + 1]) + 2
+end
+local m = #ids
+
+-- Looks the ids up in `key` (HMGET, or MGET of the legacy keys), in chunks (unpack has a limit), into `seen`.
+local CHUNK = 1000
+local function lookup(seen, key, isLegacy)
+  for from = 1, m, CHUNK do
+    local to = math.min(m, from + CHUNK - 1)
+    local found
+    if isLegacy then
+      local names = {}
+      for j = from, to do names[#names + 1] = legacy .. ids[j] end
+      found = redis.call('MGET', unpack(names))
+    else
+      found = redis.call('HMGET', key, unpack(ids, from, to))
+    end
+    for j = from, to do
+      local v = found[j - from + 1]
+      if v and seen[j] == nil then seen[j] = v end
+    end
+  end
+end
+
+local seen = {}
+lookup(seen, cur, false)
+if redis.call('EXISTS', prev) == 1 then lookup(seen, prev, false) end
+if legacy ~= '' then lookup(seen, nil, true) end
+
+local out, byId, fresh = {}, {}, {}
+for j = 1, m do
+  local id = ids[j]
+  local known = seen[j] or byId[id]
+  if known then
+    out[j] = known
+  else
+    local s = starts[j]
+    local n = tonumber(ARGV[s - 1])
+    local sid
+    if ARGV[1] ~= '' then
+      sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, s, s + n - 1))
+    else
+      sid = redis.call('XADD', KEYS[1], '*', unpack(ARGV, s, s + n - 1))
+    end
+    out[j] = sid
+    byId[id] = sid
+    fresh[#fresh + 1] = id
+    fresh[#fresh + 1] = sid
+  end
+end
+
+for from = 1, #fresh, 2 * CHUNK do
+  redis.call('HSET', cur, unpack(fresh, from, math.min(#fresh, from + 2 * CHUNK - 1)))
+end
+if #fresh > 0 then
+  redis.call('PEXPIREAT', cur, string.format('%.0f', (b + 3) * w))
+  redis.call('UNLINK', base .. string.format('%.0f', b - 2))
+end
+return out
