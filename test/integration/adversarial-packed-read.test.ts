@@ -12,7 +12,9 @@
  *   every entry handled exactly once, the cut round's entries re-read with
  *   delivery count 2, ids ascend, nothing pending after;
  * - credit 1..3 with a slow handler: credit never exceeded, each entry once;
- * - a 20 MiB entry among small ones and the byte budget: nothing left pending.
+ * - a 20 MiB entry among small ones and the byte budget: nothing left pending;
+ * - XGROUP DESTROY mid-drain, and a 3-master Cluster whose topic slot is moved
+ *   back and forth mid-drain (ASK/TRYAGAIN/MOVED on the script call).
  */
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -20,7 +22,8 @@ import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type EventManagerOptions, type Message } from '../../src/index.js'
 import type { ReadEntry } from '../../src/backend/types.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import { startRedisCluster, startRedisServer, type RedisCluster, type RedisServer } from '../support/redis-server.js'
+import { keySlot, masters, moveSlot, nodeClient, ownerOf } from '../support/cluster-slots.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
 import { startHoldingProxy, type HoldingProxy } from '../support/holding-proxy.js'
@@ -259,5 +262,105 @@ describe('credit and budget', () => {
     expect(seen[37]?.size).toBe(large.length)
     expect(seen.every((s) => s.deliveryCount === 1)).toBe(true)
     await waitFor(async () => (await pendingOf(topic, group)) === 0, 10_000, 'nothing pending')
+  }, 120_000)
+})
+
+describe('the group changes under a drain', () => {
+  it('XGROUP DESTROY mid-drain (then recreated by the engine from the beginning): the subscription does not fail, every entry handled at least once, nothing pending after', async () => {
+    const topic = randomName('adv-packed-destroy')
+    const group = randomName('g')
+    const total = 1_500
+    await publishNumbered(topic, total)
+    const events = manager()
+    const seen = new Set<number>()
+    let errored: unknown
+    const sub = events
+      .topic(topic)
+      .consume({ group, startFrom: 'beginning', batchSize: 20, claimInterval: 0 })
+      .subscribe({
+        next: (m: Message) => {
+          seen.add((m.event.payload as { n: number }).n)
+          void m.ack()
+        },
+        error: (error: unknown) => (errored = error),
+      })
+    try {
+      await waitFor(() => seen.size >= 200, 30_000, '200 handled')
+      expect(await direct.xgroup('DESTROY', streamKey(topic), group)).toBe(1)
+      await waitFor(() => seen.size >= total || errored !== undefined, 60_000, `${total} handled`)
+      await sleep(200)
+    } finally {
+      sub.unsubscribe()
+    }
+    expect(errored).toBeUndefined()
+    expect(seen.size).toBe(total)
+    await waitFor(async () => (await pendingOf(topic, group)) === 0, 10_000, 'nothing pending')
+  }, 90_000)
+})
+
+describe('a Cluster slot migration mid-drain', () => {
+  let cluster: RedisCluster
+  beforeAll(async () => {
+    cluster = await startRedisCluster({ masters: 3 })
+  }, 60_000)
+  afterAll(async () => {
+    await cluster.stop()
+  })
+
+  it('the topic slot moved back and forth while packed rounds drain it: every entry handled, none twice without a fault, nothing pending, no failure', async () => {
+    const hosts = cluster.nodes.map((n) => `${n.host}:${n.port}`)
+    const events = createEventManager({ redisHosts: hosts, env: {}, delayedQueueEnabled: false })
+    open.push(events)
+    const topic = randomName('adv-packed-move')
+    const group = randomName('g')
+    const total = 4_000
+    for (let i = 0; i < total; i += 500) await events.publishBatch(topic, Array.from({ length: 500 }, (_, j) => newEvent('n', { n: i + j })))
+    const node = nodeClient(cluster.nodes[0]?.port as number)
+    const slot = await keySlot(node, streamKey(topic))
+    const home = await ownerOf(node, slot)
+    const away = (await masters(node)).find((m) => m.port !== home.port)?.port as number
+    const counts = new Map<number, number>()
+    let errored: unknown
+    let movedMidDrain = 0
+    const sub = events
+      .topic(topic)
+      // Credit 30 over batches of 10 (packed rounds of [10, 10] after a full read), each ack 20 ms later: about 1,500/s,
+      // so that the drain spans the moves.
+      .consume({ group, startFrom: 'beginning', batchSize: 10, maxPendingMessages: 30, claimInterval: 0 })
+      .subscribe({
+        next: (m: Message) => {
+          const n = (m.event.payload as { n: number }).n
+          counts.set(n, (counts.get(n) ?? 0) + 1)
+          setTimeout(() => void m.ack(), 20)
+        },
+        error: (error: unknown) => (errored = error),
+      })
+    try {
+      for (let round = 0; round < 4 && counts.size < total; round++) {
+        await moveSlot(cluster, slot, round % 2 === 0 ? away : home.port, { pauseMs: 100 })
+        if (counts.size < total) movedMidDrain++
+      }
+      await waitFor(() => counts.size >= total || errored !== undefined, 60_000, `${total} handled`)
+      await sleep(300)
+    } finally {
+      sub.unsubscribe()
+      node.disconnect()
+    }
+    expect(movedMidDrain).toBeGreaterThan(0)
+    expect(errored).toBeUndefined()
+    expect(counts.size).toBe(total)
+    expect([...counts.entries()].filter(([, c]) => c !== 1)).toEqual([])
+    const client = new Redis(cluster.nodes[0]?.port as number)
+    try {
+      const owner = await ownerOf(client, slot)
+      const at = new Redis(owner.port)
+      try {
+        await waitFor(async () => Number((await at.xpending(streamKey(topic), group))[0]) === 0, 20_000, 'nothing pending')
+      } finally {
+        at.disconnect()
+      }
+    } finally {
+      client.disconnect()
+    }
   }, 120_000)
 })
