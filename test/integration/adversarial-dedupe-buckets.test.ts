@@ -16,6 +16,7 @@
  */
 import { Redis } from 'ioredis'
 import { describe, expect, it } from 'vitest'
+import { entryEventId } from '../support/entries.js'
 import { createEventManager, newEvent, PublishOutcomeUnknownError, type Event, type EventManager, type EventManagerOptions } from '../../src/index.js'
 import type { FaultProxy } from '../support/fault-proxy.js'
 import { randomName } from '../support/redis.js'
@@ -36,7 +37,7 @@ const streamKey = (topic: string): string => `event:stream:{${topic}}`
 async function copiesById(topic: string): Promise<Map<string, number>> {
   const out = new Map<string, number>()
   for (const [, fields] of await direct.xrange(streamKey(topic), '-', '+')) {
-    const id = fields[fields.indexOf('id') + 1] as string
+    const id = entryEventId(fields)
     out.set(id, (out.get(id) ?? 0) + 1)
   }
   return out
@@ -153,7 +154,7 @@ describe('bucketed dedupe under attack', () => {
       }
       expect(await direct.xlen(streamKey(topic))).toBeGreaterThanOrEqual(2_000)
       expect(await direct.xlen(streamKey(topic))).toBeLessThanOrEqual(4_000)
-      await waitFor(async () => (await direct.keys(`event:dedupe:{${topic}}:*`)).length === 0, 10_000, 'the 1 ms buckets expired')
+      await waitFor(async () => (await direct.keys(`event:published:{${topic}}::*`)).length === 0, 10_000, 'the 1 ms buckets expired')
     } finally {
       await events.close()
     }
@@ -168,7 +169,7 @@ describe('bucketed dedupe under attack', () => {
       expect(await events.publish(topic, event)).toBe(first)
       expect(await events.publishBatch(topic, [newEvent('f', 2), event])).toEqual([expect.stringMatching(/^\d+-\d+$/), first])
       expect(await direct.xlen(streamKey(topic))).toBe(2)
-      const buckets = await direct.keys(`event:dedupe:{${topic}}:*`)
+      const buckets = await direct.keys(`event:published:{${topic}}::*`)
       expect(buckets).toHaveLength(1)
       expect(await direct.pttl(buckets[0] as string)).toBeGreaterThan(0)
     } finally {
@@ -180,7 +181,7 @@ describe('bucketed dedupe under attack', () => {
     const windowMs = 500
     const events = manager({ publishDedupeWindow: windowMs })
     const topic = randomName('adv-dd-200k')
-    const pattern = `event:dedupe:{${topic}}:*`
+    const pattern = `event:published:{${topic}}::*`
     try {
       let most = 0
       const total = 200_000

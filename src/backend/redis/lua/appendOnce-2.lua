@@ -81,6 +81,10 @@ end
 local seen = {}
 lookup(seen, cur, false)
 if redis.call('EXISTS', prev) == 1 then lookup(seen, prev, false) end
+-- A bucket after the current one exists only when the server's clock stepped back (or a failover reached a node whose
+-- clock is behind): the ids in it were appended less than a window ago by that clock, so they are looked up too.
+local nxt = base .. string.format('%.0f', b + 1)
+if redis.call('EXISTS', nxt) == 1 then lookup(seen, nxt, false) end
 if legacy ~= '' then lookup(seen, nil, true) end
 
 local out, byId, fresh = {}, {}, {}
