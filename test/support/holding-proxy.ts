@@ -1,0 +1,98 @@
+/**
+ * A TCP proxy for the adversarial read tests: it holds the replies of the one
+ * connection that sent a chunk matching {@link HoldingProxy.hold}'s predicate
+ * (its commands still reach the server and run), then forwards part of them
+ * and resets the connection: "the connection was cut mid-reply".
+ */
+import { createServer, Socket, type AddressInfo, type Server } from 'node:net'
+
+/** A running proxy; see {@link startHoldingProxy}. */
+export interface HoldingProxy {
+  /** `redis://[user@]127.0.0.1:<port>`. */
+  readonly url: (user?: string) => string
+  /** From now on, the first connection that sends a chunk matching `match` gets every later reply held. */
+  hold(match: (chunk: Buffer) => boolean): void
+  /** Bytes of replies held so far. */
+  held(): number
+  /** Forwards the first `bytes` held, then resets the held connection (client side) and closes its upstream. */
+  cut(bytes: number): void
+  /** Forwards every reply held so far and stops holding (the replies were only late). */
+  release(): void
+  close(): Promise<void>
+}
+
+interface Link {
+  readonly client: Socket
+  readonly upstream: Socket
+  readonly chunks: Buffer[]
+  holding: boolean
+}
+
+/** Starts a {@link HoldingProxy} to `target` on a free loopback port. */
+export async function startHoldingProxy(target: { host: string; port: number }): Promise<HoldingProxy> {
+  const sockets = new Set<Socket>()
+  let match: ((chunk: Buffer) => boolean) | undefined
+  let heldLink: Link | undefined
+  const server: Server = createServer((client) => {
+    const upstream = new Socket()
+    sockets.add(client).add(upstream)
+    const link: Link = { client, upstream, chunks: [], holding: false }
+    const early: Buffer[] = []
+    let connected = false
+    client.on('data', (chunk: Buffer) => {
+      if (match !== undefined && heldLink === undefined && match(chunk)) {
+        link.holding = true
+        heldLink = link
+        match = undefined
+      }
+      if (connected) upstream.write(chunk)
+      else early.push(chunk)
+    })
+    upstream.on('data', (chunk: Buffer) => {
+      if (link.holding) link.chunks.push(chunk)
+      else client.write(chunk)
+    })
+    const end = (): void => {
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', end).on('close', end)
+    upstream.on('error', end).on('close', end)
+    upstream.connect(target.port, target.host, () => {
+      connected = true
+      for (const c of early.splice(0)) upstream.write(c)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  return {
+    url: (user) => `redis://${user === undefined ? '' : `${user}@`}127.0.0.1:${String(port)}`,
+    hold(m) {
+      heldLink = undefined
+      match = m
+    },
+    held: () => (heldLink?.chunks ?? []).reduce((n, c) => n + c.length, 0),
+    cut(bytes) {
+      const link = heldLink
+      if (link === undefined) throw new Error('nothing held')
+      const all = Buffer.concat(link.chunks)
+      link.chunks.length = 0
+      link.client.write(all.subarray(0, Math.min(bytes, all.length)), () => {
+        link.client.resetAndDestroy()
+        link.upstream.destroy()
+      })
+    },
+    release() {
+      const link = heldLink
+      if (link === undefined) throw new Error('nothing held')
+      link.holding = false
+      const all = Buffer.concat(link.chunks)
+      link.chunks.length = 0
+      if (!link.client.destroyed) link.client.write(all)
+    },
+    async close() {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+}
