@@ -16,6 +16,8 @@ export interface HoldingProxy {
   held(): number
   /** Forwards the first `bytes` held, then resets the held connection (client side) and closes its upstream. */
   cut(bytes: number): void
+  /** Forwards every reply held so far and stops holding (the replies were only late). */
+  release(): void
   close(): Promise<void>
 }
 
@@ -79,6 +81,14 @@ export async function startHoldingProxy(target: { host: string; port: number }):
         link.client.resetAndDestroy()
         link.upstream.destroy()
       })
+    },
+    release() {
+      const link = heldLink
+      if (link === undefined) throw new Error('nothing held')
+      link.holding = false
+      const all = Buffer.concat(link.chunks)
+      link.chunks.length = 0
+      if (!link.client.destroyed) link.client.write(all)
     },
     async close() {
       for (const s of sockets) s.destroy()

@@ -1247,6 +1247,12 @@ class RedisGroupReader implements GroupReader {
   #closed = false
   /** Read-ahead rounds go as one packed script call (packed-read.ts) until the server refuses it (then XREADGROUP for good). */
   #packed = true
+  /**
+   * Packed read-ahead rounds (no BLOCK) not yet returned: Redis has run them, so close() waits for them (each
+   * bounded by its own time limit) before it drops the connection, and the engine gives back what they return.
+   */
+  readonly #packedCalls = new Set<Promise<unknown>>()
+  #closing: Promise<void> | undefined
 
   constructor(backend: RedisBackend, options: RedisBackendOptions, keys: RedisKeys, fail: (error: unknown) => never) {
     this.#backend = backend
@@ -1306,11 +1312,26 @@ class RedisGroupReader implements GroupReader {
    * (its errors translated, a cut connection rejecting it, never re-sent); any
    * failing fails the whole call.
    */
-  async readMany(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> {
+  readMany(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> {
+    const call = this.#readMany(topic, group, consumer, counts, blockMs)
+    if (this.#packed && !this.#closed) {
+      // The caller's own promise is the one close() waits for: the caller sees the entries (and gives them back) first.
+      this.#packedCalls.add(call)
+      void call.then(
+        () => this.#packedCalls.delete(call),
+        () => this.#packedCalls.delete(call),
+      )
+    }
+    return call
+  }
+
+  async #readMany(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> {
     if (this.#closed) return counts.map(() => [])
     if (this.#packed) {
       const packed = await this.#readPacked(topic, group, consumer, counts, blockMs)
       if (packed !== undefined) return packed
+      // Refused (nothing ran): a reader closed meanwhile does not start a blocking read.
+      if (this.#isClosed()) return counts.map(() => [])
     }
     const key = this.#keys.stream(topic)
     const client = this.#connection()
@@ -1384,11 +1405,18 @@ class RedisGroupReader implements GroupReader {
   }
 
   close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true
-      this.#drop()
-      this.onClose?.()
-    }
-    return Promise.resolve()
+    if (this.#closed) return this.#closing ?? Promise.resolve()
+    this.#closed = true
+    this.#closing = this.#close()
+    return this.#closing
+  }
+
+  async #close(): Promise<void> {
+    // A packed round in flight has run in Redis: its reply is awaited, not cut (a cut one strands its entries,
+    // pending to this consumer with a delivery counted). Its own time limit bounds the wait; a connection that is
+    // not up has no reply to wait for (and a cut one rejects the round).
+    while (this.#packedCalls.size > 0 && this.#client?.status === 'ready') await Promise.allSettled([...this.#packedCalls])
+    this.#drop()
+    this.onClose?.()
   }
 }
