@@ -331,6 +331,12 @@ const APPEND_COALESCE_MAX_CHARS = 1 << 20
 const COUNT_TEXT = Array.from({ length: 32 }, (_, i) => String(i))
 const countText = (n: number): string => COUNT_TEXT[n] ?? String(n)
 
+/** Appends an entry as the append scripts take it: its number of field values, then the values. */
+function pushFields(rest: string[], fields: readonly string[]): void {
+  rest.push(countText(fields.length))
+  for (const value of fields) rest.push(value)
+}
+
 /** The keys an append names, per topic. */
 interface TopicKeys {
   readonly stream: string
@@ -554,12 +560,7 @@ export class RedisBackend implements StreamBackend {
         rest = []
         for (const caller of callers) for (const entry of caller.entries) rest.push(this.#keys.published(topic, entry.eventId))
         rest.push(maxLen, String(Math.max(1, Math.ceil(options.windowMs))))
-        for (const caller of callers) {
-          for (const entry of caller.entries) {
-            rest.push(countText(entry.fields.length))
-            for (const value of entry.fields) rest.push(value)
-          }
-        }
+        for (const caller of callers) for (const entry of caller.entries) pushFields(rest, entry.fields)
       } else if (dedupe) {
         const windowMs = Math.max(1, Math.ceil(options.windowMs))
         // The earlier layout's keys (one per event id) may answer for a publish made before an upgrade, up to a window after it.
@@ -568,18 +569,13 @@ export class RedisBackend implements StreamBackend {
         for (const caller of callers) {
           for (const entry of caller.entries) {
             // The five-field layout starts with `id, <event id>`: the script reads it there instead of a second copy.
-            rest.push(entry.fields[0] === Fields.id && entry.fields[1] === entry.eventId ? '' : entry.eventId, countText(entry.fields.length))
-            for (const value of entry.fields) rest.push(value)
+            rest.push(entry.fields[0] === Fields.id && entry.fields[1] === entry.eventId ? '' : entry.eventId)
+            pushFields(rest, entry.fields)
           }
         }
       } else {
         rest = [maxLen]
-        for (const caller of callers) {
-          for (const entry of caller.entries) {
-            rest.push(countText(entry.fields.length))
-            for (const value of entry.fields) rest.push(value)
-          }
-        }
+        for (const caller of callers) for (const entry of caller.entries) pushFields(rest, entry.fields)
       }
       const name = dedupe ? (this.#perEventKeys ? 'rrsAppendOnceKeys' : 'rrsAppendOnce') : 'rrsAppend'
       const keyArgs = dedupe ? (this.#perEventKeys ? [String(batch.count + 1), keys.stream] : [keys.stream, keys.dedupe]) : [keys.stream]
@@ -686,10 +682,7 @@ export class RedisBackend implements StreamBackend {
       } else {
         // One script for the batch: atomic, and cheaper than MULTI or a pipeline (its arguments in one array, see #sendAppendOnce).
         const rest: string[] = [options.maxLen === undefined ? '' : String(options.maxLen)]
-        for (const fields of entries) {
-          rest.push(countText(fields.length))
-          for (const value of fields) rest.push(value)
-        }
+        for (const fields of entries) pushFields(rest, fields)
         const reply = (await (script(writer, 'rrsAppend') as unknown as (key: string, rest: string[]) => Promise<unknown>)(key, rest)) as unknown[]
         ids = reply.map(String)
       }
@@ -1236,6 +1229,21 @@ export class RedisBackend implements StreamBackend {
   }
 }
 
+/** `call`, or a BackendError naming the topic when it has not answered within `limitMs` (the timer cleared either way). */
+async function withinReadLimit<T>(call: Promise<T>, topic: string, limitMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      call,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new BackendError(`read of ${topic} did not answer within ${limitMs} ms`)), limitMs)
+      }),
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** A reader on a connection of its own. A read that outlives BLOCK by far is abandoned and its connection replaced. */
 class RedisGroupReader implements GroupReader {
   onClose: (() => void) | undefined
@@ -1281,14 +1289,8 @@ class RedisGroupReader implements GroupReader {
     args.push('STREAMS', key, pending ? (request.after ?? '0') : '>')
     const client = pending ? this.#backend.client : this.#connection()
     const limitMs = (pending ? 0 : request.blockMs) + (this.#options.readTimeoutSlackMs ?? 10_000)
-    let timer: NodeJS.Timeout | undefined
     try {
-      const reply = await Promise.race([
-        readGroup(client, args),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new BackendError(`read of ${topic} did not answer within ${limitMs} ms`)), limitMs)
-        }),
-      ])
+      const reply = await withinReadLimit(readGroup(client, args), topic, limitMs)
       const entries = readBufferReplyEntries(reply, 1)
       if (!pending) return entries
       const counts = await this.#backend.deliveryCounts(topic, group, consumer, entries.map((e) => e.id))
@@ -1299,8 +1301,6 @@ class RedisGroupReader implements GroupReader {
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       if (!pending) this.#drop()
       this.#fail(error)
-    } finally {
-      clearTimeout(timer)
     }
   }
 
@@ -1336,9 +1336,8 @@ class RedisGroupReader implements GroupReader {
     const key = this.#keys.stream(topic)
     const client = this.#connection()
     const limitMs = blockMs + (this.#options.readTimeoutSlackMs ?? 10_000)
-    let timer: NodeJS.Timeout | undefined
     try {
-      const replies = await Promise.race([
+      const replies = await withinReadLimit(
         Promise.all(
           counts.map((count, i) => {
             const args: (string | number)[] = ['GROUP', group, consumer, 'COUNT', count]
@@ -1347,18 +1346,15 @@ class RedisGroupReader implements GroupReader {
             return readGroup(client, args)
           }),
         ),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new BackendError(`read of ${topic} did not answer within ${limitMs} ms`)), limitMs)
-        }),
-      ])
+        topic,
+        limitMs,
+      )
       return replies.map((reply) => readBufferReplyEntries(reply, 1))
     } catch (error) {
       if (this.#isClosed()) return counts.map(() => [])
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       this.#drop()
       this.#fail(error)
-    } finally {
-      clearTimeout(timer)
     }
   }
 
@@ -1375,14 +1371,8 @@ class RedisGroupReader implements GroupReader {
     const client = this.#connection()
     // Bounded as the pipelined round it replaces (a large round takes its time to arrive, BLOCK or not).
     const limitMs = blockMs + (this.#options.readTimeoutSlackMs ?? 10_000)
-    let timer: NodeJS.Timeout | undefined
     try {
-      const reply = await Promise.race([
-        sendPackedReads(client, this.#keys.stream(topic), group, consumer, counts),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new BackendError(`read of ${topic} did not answer within ${limitMs} ms`)), limitMs)
-        }),
-      ])
+      const reply = await withinReadLimit(sendPackedReads(client, this.#keys.stream(topic), group, consumer, counts), topic, limitMs)
       return decodePackedReads(reply, counts)
     } catch (error) {
       if (this.#isClosed()) return counts.map(() => [])
@@ -1394,8 +1384,6 @@ class RedisGroupReader implements GroupReader {
       if (isNoGroup(error)) throw new GroupMissingError(topic, group)
       this.#drop()
       this.#fail(error)
-    } finally {
-      clearTimeout(timer)
     }
   }
 
