@@ -13,12 +13,12 @@
  * read blocked on an empty stream does not hold close() for BLOCK ms.
  */
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type Message } from '../../src/index.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
-import { startHoldingProxy, type HoldingProxy } from '../support/holding-proxy.js'
+import { withHoldingServer, type HoldingProxy } from '../support/holding-proxy.js'
 
 const CLAIM_MIN_IDLE_MS = 30_000
 const BUDGET_MARK = Buffer.from(String(8 << 20))
@@ -27,16 +27,7 @@ const isPackedCall = (chunk: Buffer): boolean => chunk.includes(BUDGET_MARK) && 
 let server: RedisServer
 let direct: Redis
 let proxy: HoldingProxy
-beforeAll(async () => {
-  server = await startRedisServer()
-  direct = new Redis(server.url)
-  proxy = await startHoldingProxy({ host: server.host, port: server.port })
-}, 30_000)
-afterAll(async () => {
-  await proxy.close()
-  await direct.quit()
-  await server.stop()
-})
+withHoldingServer((s) => ({ server, direct, proxy } = s))
 
 describe('close() while a read is in flight', () => {
   it('a packed read-ahead round (script) answered late: every entry it read is acked or given back, none left fresh in the closed consumer', async () => {

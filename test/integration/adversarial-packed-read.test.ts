@@ -22,11 +22,11 @@ import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createEventManager, newEvent, type EventManager, type EventManagerOptions, type Message } from '../../src/index.js'
 import type { ReadEntry } from '../../src/backend/types.js'
-import { startRedisCluster, startRedisServer, type RedisCluster, type RedisServer } from '../support/redis-server.js'
+import { startRedisCluster, type RedisCluster, type RedisServer } from '../support/redis-server.js'
 import { keySlot, masters, moveSlot, nodeClient, ownerOf } from '../support/cluster-slots.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
-import { startHoldingProxy, type HoldingProxy } from '../support/holding-proxy.js'
+import { withHoldingServer, type HoldingProxy } from '../support/holding-proxy.js'
 
 /** The byte budget the packed call sends (PACKED_READ_BUDGET_BYTES): marks the script call on the wire. */
 const BUDGET_MARK = Buffer.from(String(8 << 20))
@@ -38,16 +38,9 @@ const PACKED_SHA = createHash('sha1')
 let server: RedisServer
 let direct: Redis
 let proxy: HoldingProxy
+withHoldingServer((s) => ({ server, direct, proxy } = s))
 beforeAll(async () => {
-  server = await startRedisServer()
-  direct = new Redis(server.url)
-  proxy = await startHoldingProxy({ host: server.host, port: server.port })
   await direct.call('ACL', 'SETUSER', 'rrs-noeval', 'on', '>pw', '~*', '&*', '+@all', '-eval', '-evalsha', '-eval_ro', '-evalsha_ro')
-}, 30_000)
-afterAll(async () => {
-  await proxy.close()
-  await direct.quit()
-  await server.stop()
 })
 
 const open: EventManager[] = []

@@ -5,6 +5,9 @@
  * and resets the connection: "the connection was cut mid-reply".
  */
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll } from 'vitest'
+import { startRedisServer, type RedisServer } from './redis-server.js'
 
 /** A running proxy; see {@link startHoldingProxy}. */
 export interface HoldingProxy {
@@ -95,4 +98,36 @@ export async function startHoldingProxy(target: { host: string; port: number }):
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
+}
+
+/** A private redis-server, a direct client and a holding proxy in front of the server. */
+export interface HeldServer {
+  readonly server: RedisServer
+  readonly direct: Redis
+  readonly proxy: HoldingProxy
+}
+
+/**
+ * A private redis-server with a holding proxy for the test file (started in `beforeAll`, stopped in `afterAll`),
+ * as `withProxiedServer` does with the fault proxy:
+ *
+ * ```ts
+ * let server: RedisServer, direct: Redis, proxy: HoldingProxy
+ * withHoldingServer((s) => ({ server, direct, proxy } = s))
+ * ```
+ */
+export function withHoldingServer(use: (started: HeldServer) => void): void {
+  let started: HeldServer | undefined
+  beforeAll(async () => {
+    const server = await startRedisServer()
+    const proxy = await startHoldingProxy({ host: server.host, port: server.port })
+    started = { server, proxy, direct: new Redis(server.url) }
+    use(started)
+  }, 30_000)
+  afterAll(async () => {
+    if (started === undefined) return
+    await started.proxy.close()
+    await started.direct.quit()
+    await started.server.stop()
+  })
 }
