@@ -47,7 +47,10 @@ export interface GroupReader {
    * Returns one array per read, in order, so the entries are in id order
    * across them. Fails as a whole (then nothing of it counts as delivered to
    * the caller, as for a failed `read`). Optional: without it the engine reads
-   * one batch at a time with `read`.
+   * one batch at a time with `read`. The engine sends a round with `blockMs`
+   * 0 while it still delivers the one before (never more than one call of a
+   * reader in flight): `close()` should let such a call return what it read
+   * (the engine gives it back) rather than cut it.
    *
    * ## Example
    * ```ts

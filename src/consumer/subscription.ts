@@ -71,10 +71,20 @@ export function defaultConsumerName(): string {
 const PROBATION_MS = 1_000
 /** A read that has not returned this long after its block time is `stalled`. */
 const STALL_GRACE_MS = 5_000
-/** Credit for read-ahead when the credit follows demand: this many reads of `batchSize`. */
+/** Credit for read-ahead when the credit follows demand and nothing downstream declares one: this many reads of `batchSize`. */
 const READ_AHEAD_BATCHES = 4
-/** The most reads of new entries one read-ahead round pipelines. */
+/** The most reads of new entries one read-ahead round runs. */
 const READ_AHEAD_READS = 4
+/**
+ * A read of a read-ahead round asks for max(batchSize, this) entries (`batchSize` is the size of a blocking read):
+ * a small batch size does not cap a backlog's drain at a few entries per round trip.
+ */
+const READ_AHEAD_MIN_READ = 50
+/**
+ * Rounds of read-ahead the credit has room for when it follows a declared demand: the round being delivered and
+ * the next one, sent before it is delivered (see #sendPrefetch).
+ */
+const READ_AHEAD_ROUNDS = 2
 /** Dropped copies left in a subscription's held map before it is compacted (when they also outnumber the held ones). */
 const COMPACT_AFTER = 1_024
 /** The most bytes of an error's stack kept in a dead letter. */
@@ -108,6 +118,14 @@ function compareStreamIds(a: string, b: string): number {
 
 /** A function, not a field read, so that checks after an await or a call are not narrowed away. */
 const isHeld = (message: DeliveredMessage): boolean => message.held
+
+/** A read-ahead round in flight that the pull loop has not taken yet. */
+interface Prefetch {
+  readonly reply: Promise<ReadEntry[][]>
+  /** The units reserved for it (the sum of its counts). */
+  readonly count: number
+  readonly sentAt: number
+}
 
 /** The `replay_group` field of raw entry fields, read before anything else is decoded. */
 function replayGroupOf(fields: readonly string[]): string | undefined {
@@ -207,6 +225,11 @@ export class Subscription implements MessageHost {
   #lastNewId: string | undefined
   /** The last read of new entries came back full (a backlog likely waits): the next round reads ahead. */
   #readAhead = false
+  /**
+   * A read-ahead round sent before the round it follows was delivered (at most one; see #sendPrefetch): its credit
+   * is reserved, and the pull loop's next read is this one.
+   */
+  #prefetch: Prefetch | undefined
   /** Slow start of recovery (see PROBATION_MS): at most this many recovered messages on probation at once. */
   #recoveryWindow = 1
   readonly #probation = new Map<DeliveredMessage, NodeJS.Timeout>()
@@ -370,12 +393,24 @@ export class Subscription implements MessageHost {
 
   // ---- credit ----
 
-  /** The credit limit: the user's, or the declared demand plus read-ahead. */
+  /**
+   * The credit limit: the user's, or the declared demand plus read-ahead. With a declared demand (handleEach, a
+   * window, a join: operators that start or park what they hold, so a long queue of theirs keeps its lease), two
+   * rounds of READ_AHEAD_READS reads of max(batchSize, READ_AHEAD_MIN_READ) = 8 × max(batchSize, 50); with none (a
+   * hand-written mergeMap may never call begin(), and then what waits past consumerTimeout is given back),
+   * 4 × batchSize.
+   */
   #limit(): number {
     if (this.#o.maxPending !== undefined) return this.#o.maxPending
+    if (this.#demands.size === 0) return READ_AHEAD_BATCHES * this.#o.batchSize
     let sum = 0
     for (const n of this.#demands.values()) sum += n
-    return sum + READ_AHEAD_BATCHES * this.#o.batchSize
+    return sum + READ_AHEAD_ROUNDS * READ_AHEAD_READS * this.#readAheadRead()
+  }
+
+  /** The count of one read of a read-ahead round (before the credit left bounds it). */
+  #readAheadRead(): number {
+    return Math.max(this.#o.batchSize, READ_AHEAD_MIN_READ)
   }
 
   get creditLimit(): number {
@@ -452,52 +487,71 @@ export class Subscription implements MessageHost {
         // A claim step in flight may still hold entries above the re-read's start: it finishes first (claiming
         // does not start again while own pending entries are re-read).
         if (this.#readPending && this.#claimRunning !== undefined) await this.#claimRunning
-        const credit = this.#ledger.free
-        const pending = this.#readPending
-        // Re-reading own pending entries bumps the delivery count of each entry read: read no more than the recovery window lets in.
-        const room = pending ? this.#recoveryRoom() : credit
-        if (credit <= 0 || room <= 0) {
-          if (this.#state !== 'starting') this.#state = 'paused'
-          await new Promise<void>((resolve) => (this.#creditWaiter = resolve))
-          continue
-        }
-        // Read-ahead: after a full read of new entries, up to READ_AHEAD_READS reads of min(batchSize, the credit
-        // left) in one round trip; a short read ends it. The whole round is reserved and fails as one read.
-        const counts = pending ? [Math.min(this.#o.batchSize, credit, room)] : this.#readCounts(credit)
-        const count = counts.reduce((a, b) => a + b, 0)
+        const prefetched = this.#prefetch
+        const pending = prefetched === undefined && this.#readPending
+        let count: number
         let entries: ReadEntry[]
-        this.#ledger.reserve(count)
-        this.#readStartedAt = Date.now()
-        try {
-          if (pending) {
-            // XREADGROUP with an id bumps the count of every entry it returns, held or not: the re-read starts above
-            // every id held now, including entries a claim step took while this re-read was under way.
-            this.#pendingCursor = this.#aboveHeld(this.#pendingCursor)
-            entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: 0, from: 'pending', after: this.#pendingCursor })
-            const last = entries[entries.length - 1]
-            if (last === undefined) {
-              this.#readPending = false
-              this.#pendingCursor = '0'
-            } else {
-              this.#pendingCursor = last.id
-            }
-          } else {
-            entries =
-              counts.length > 1 && this.#reader.readMany !== undefined
-                ? (await this.#reader.readMany(this.topic, this.group, this.consumer, counts, this.#o.blockMs)).flat()
-                : await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#o.blockMs, from: 'new' })
-            const last = entries[entries.length - 1]
-            if (last !== undefined) this.#lastNewId = last.id
-            this.#lastReadEmpty = entries.length === 0
-            this.#readAhead = entries.length >= count
+        if (prefetched !== undefined) {
+          // The round sent while the previous one was delivered: its credit is reserved, it is the next read.
+          this.#prefetch = undefined
+          count = prefetched.count
+          this.#readStartedAt = prefetched.sentAt
+          try {
+            entries = (await prefetched.reply).flat()
+            this.#readNew(entries, count)
+          } catch (error) {
+            this.#readAhead = false
+            this.#ledger.unreserve(count)
+            throw error
+          } finally {
+            this.#readStartedAt = 0
           }
-        } catch (error) {
-          this.#readAhead = false
-          this.#ledger.unreserve(count)
-          throw error
-        } finally {
-          this.#readStartedAt = 0
+        } else {
+          const credit = this.#ledger.free
+          // Re-reading own pending entries bumps the delivery count of each entry read: read no more than the recovery window lets in.
+          const room = pending ? this.#recoveryRoom() : credit
+          if (credit <= 0 || room <= 0) {
+            if (this.#state !== 'starting') this.#state = 'paused'
+            await new Promise<void>((resolve) => (this.#creditWaiter = resolve))
+            continue
+          }
+          // Read-ahead: after a full read of new entries, up to READ_AHEAD_READS reads of min(max(batchSize, 50), the
+          // credit left) in one round trip; a short read ends it. The whole round is reserved and fails as one read.
+          const round = !pending && this.#roundNext(credit)
+          const counts = pending ? [Math.min(this.#o.batchSize, credit, room)] : round ? this.#aheadCounts(credit) : [Math.min(this.#o.batchSize, credit)]
+          count = counts.reduce((a, b) => a + b, 0)
+          this.#ledger.reserve(count)
+          this.#readStartedAt = Date.now()
+          try {
+            if (pending) {
+              // XREADGROUP with an id bumps the count of every entry it returns, held or not: the re-read starts above
+              // every id held now, including entries a claim step took while this re-read was under way.
+              this.#pendingCursor = this.#aboveHeld(this.#pendingCursor)
+              entries = await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: 0, from: 'pending', after: this.#pendingCursor })
+              const last = entries[entries.length - 1]
+              if (last === undefined) {
+                this.#readPending = false
+                this.#pendingCursor = '0'
+              } else {
+                this.#pendingCursor = last.id
+              }
+            } else {
+              entries =
+                round && this.#reader.readMany !== undefined
+                  ? (await this.#reader.readMany(this.topic, this.group, this.consumer, counts, this.#o.blockMs)).flat()
+                  : await this.#reader.read(this.topic, this.group, this.consumer, { count, blockMs: this.#o.blockMs, from: 'new' })
+              this.#readNew(entries, count)
+            }
+          } catch (error) {
+            this.#readAhead = false
+            this.#ledger.unreserve(count)
+            throw error
+          } finally {
+            this.#readStartedAt = 0
+          }
         }
+        // A full read of new entries, with credit for another round: that round goes out before this one is delivered.
+        if (!pending) this.#sendPrefetch()
         // One clock read per batch (not per message): the time its messages were delivered.
         const now = Date.now()
         this.#lastReadAt = now
@@ -534,6 +588,8 @@ export class Subscription implements MessageHost {
           break
         }
         if (error instanceof GroupMissingError) groupReady = false
+        // A round sent ahead of a batch whose delivery failed: what it read is above the last id delivered, re-read below.
+        await this.#dropPrefetch()
         // Only what the failed read may have delivered unseen is re-read: ids after every id seen or held.
         this.#restartPending(this.#readPending ? this.#pendingCursor : (this.#lastNewId ?? '0'))
         this.#state = 'reconnecting'
@@ -545,18 +601,94 @@ export class Subscription implements MessageHost {
     }
   }
 
+  /** What a read of new entries that returned tells: the last id delivered, whether a backlog likely waits. */
+  #readNew(entries: readonly ReadEntry[], count: number): void {
+    const last = entries[entries.length - 1]
+    if (last !== undefined) this.#lastNewId = last.id
+    this.#lastReadEmpty = entries.length === 0
+    this.#readAhead = entries.length >= count
+  }
+
   /**
-   * The counts of the next round of new-entry reads: one of min(batchSize,
-   * credit), or (read-ahead, after a full read, when the reader pipelines and
-   * the credit allows more than one batch) up to READ_AHEAD_READS, each of
-   * min(batchSize, the credit left).
+   * Whether the next read of new entries is a read-ahead round (#aheadCounts, one `readMany` call): after a full
+   * read, when the reader has `readMany` and the credit allows more than one batch; else one blocking read of
+   * min(batchSize, credit).
    */
-  #readCounts(credit: number): number[] {
-    const batch = this.#o.batchSize
-    if (!this.#readAhead || credit <= batch || this.#reader.readMany === undefined) return [Math.min(batch, credit)]
+  #roundNext(credit: number): boolean {
+    return this.#readAhead && credit > this.#o.batchSize && this.#reader.readMany !== undefined
+  }
+
+  /** A read-ahead round within `credit`: up to READ_AHEAD_READS reads, each of min(max(batchSize, 50), the credit left). */
+  #aheadCounts(credit: number): number[] {
+    const size = this.#readAheadRead()
     const counts: number[] = []
-    for (let left = credit; left > 0 && counts.length < READ_AHEAD_READS; left -= batch) counts.push(Math.min(batch, left))
+    for (let left = credit; left > 0 && counts.length < READ_AHEAD_READS; left -= size) counts.push(Math.min(size, left))
     return counts
+  }
+
+  /**
+   * Overlap: a read of new entries came back full (a backlog waits) and the
+   * credit left after its reservation still has room for a batch: the next
+   * read-ahead round (not blocking) is sent now, before the entries just read
+   * are delivered, so that Redis reads it while they are handled. At most one
+   * is in flight; its credit is reserved before it is sent (reserved plus held
+   * never exceed the credit); the pull loop takes it as its next read, so the
+   * entries are delivered in stream order, and a failure of it is a failed
+   * read. A stop gives back what it returns (#releasePrefetch).
+   */
+  #sendPrefetch(): void {
+    if (!this.#readAhead || this.#prefetch !== undefined || this.#readPending || this.#isAborted()) return
+    const reader = this.#reader
+    if (reader.readMany === undefined) return
+    const free = this.#ledger.free
+    if (free < this.#o.batchSize) return
+    const counts = this.#aheadCounts(free)
+    const count = counts.reduce((a, b) => a + b, 0)
+    this.#ledger.reserve(count)
+    let reply: Promise<ReadEntry[][]>
+    try {
+      reply = reader.readMany(this.topic, this.group, this.consumer, counts, 0)
+    } catch (error) {
+      reply = Promise.reject(error instanceof Error ? error : new Error(String(error)))
+    }
+    // Awaited later (by the pull loop, or a stop): not an unhandled rejection meanwhile.
+    reply.catch(() => undefined)
+    const sentAt = Date.now()
+    this.#prefetch = { reply, count, sentAt }
+    // A read is in flight while this batch is delivered (stall detection).
+    this.#readStartedAt = sentAt
+  }
+
+  /** A round sent ahead that the pull loop will not deliver (its batch failed): waited for, its credit freed. */
+  async #dropPrefetch(): Promise<void> {
+    const prefetched = this.#prefetch
+    if (prefetched === undefined) return
+    this.#prefetch = undefined
+    // What it read is pending here, above the last id delivered: the re-read of own pending entries finds it.
+    await prefetched.reply.catch(() => undefined)
+    this.#readStartedAt = 0
+    this.#ledger.unreserve(prefetched.count)
+  }
+
+  /**
+   * Stopping with a round sent ahead and not taken by the pull loop: its
+   * reply is awaited (the reader's close() waits for a round in flight) and
+   * every entry it read is given back at once, no delivery counted, as the
+   * unemitted rest of a batch is.
+   */
+  async #releasePrefetch(): Promise<void> {
+    const prefetched = this.#prefetch
+    if (prefetched === undefined) return
+    this.#prefetch = undefined
+    let entries: ReadEntry[] = []
+    try {
+      entries = (await prefetched.reply).flat()
+    } catch {
+      // A failed read: what it may have read stays pending here (re-read by this consumer name on restart, or claimed).
+    }
+    this.#readStartedAt = 0
+    this.#ledger.unreserve(prefetched.count)
+    this.#giveBackEntries(entries.filter((e) => e.fields !== null && this.#heldCopy(e.id) === undefined))
   }
 
   /** Ends the subscription by a permanent failure: `health()` shows it, the Observable errors. */
@@ -1200,6 +1332,8 @@ export class Subscription implements MessageHost {
     for (const message of this.#heldNow()) if (message.phase === 'waiting') this.#giveBackMessage(message, message.deliveryCount)
     if (reason !== 'unsubscribe') this.#giveBackUnstartedNow()
     await this.#reader.close().catch(() => undefined)
+    // A read-ahead round sent before the last batch was delivered, never taken: what it read goes back.
+    await this.#releasePrefetch()
     const deadline = Date.now() + this.#o.drainTimeoutMs
     while (Date.now() < deadline && this.#hasStarted()) await new Promise((r) => setTimeout(r, 10))
     // Past the drain timeout: the runs still going are told to stop; their entries stay pending.

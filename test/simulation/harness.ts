@@ -372,7 +372,8 @@ class Simulation {
   /** The most unsettled messages one subscription may hold. */
   #creditLimit(inc: Incarnation): number {
     const s = this.#s.settings
-    return s.maxPendingMessages ?? inc.concurrency + 4 * s.batchSize
+    // handleEach declares its concurrency: two read-ahead rounds of 4 reads of max(batchSize, 50) on top.
+    return s.maxPendingMessages ?? inc.concurrency + 8 * Math.max(s.batchSize, 50)
   }
 
   // ---- consumers -------------------------------------------------------------

@@ -10,6 +10,12 @@ export interface ReadCall {
   readonly counts: readonly number[]
   /** Messages emitted and not settled when the call was made (the test's own count). */
   readonly unsettled: number
+  /** The block time asked for (0: a round sent ahead, not blocking). */
+  readonly blockMs: number
+  /** Entries asked for by this reader's calls still in flight when this one was made (a round sent ahead overlaps). */
+  readonly inFlight: number
+  /** Entries returned by this reader's earlier calls, in all. */
+  readonly returned: number
   got?: number[]
 }
 
@@ -29,23 +35,38 @@ export function recording(inner: StreamBackend, calls: ReadCall[], unsettled: ()
       return (): GroupReader => {
         const reader = (value as () => GroupReader).call(target)
         const readMany = readAhead ? reader.readMany?.bind(reader) : undefined
+        let inFlight = 0
+        let returned = 0
         return {
           read: async (topic, group, consumer, request) => {
-            const call: ReadCall = { kind: 'read', counts: [request.count], unsettled: unsettled() }
+            const call: ReadCall = { kind: 'read', counts: [request.count], unsettled: unsettled(), blockMs: request.blockMs, inFlight, returned }
             if (request.from === 'new') calls.push(call)
-            const entries = await reader.read(topic, group, consumer, request)
-            call.got = [entries.length]
-            return entries
+            inFlight += request.count
+            try {
+              const entries = await reader.read(topic, group, consumer, request)
+              call.got = [entries.length]
+              returned += entries.length
+              return entries
+            } finally {
+              inFlight -= request.count
+            }
           },
           ...(readMany === undefined
             ? {}
             : {
                 readMany: async (topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> => {
-                  const call: ReadCall = { kind: 'readMany', counts: [...counts], unsettled: unsettled() }
+                  const call: ReadCall = { kind: 'readMany', counts: [...counts], unsettled: unsettled(), blockMs, inFlight, returned }
                   calls.push(call)
-                  const replies = await readMany(topic, group, consumer, counts, blockMs)
-                  call.got = replies.map((r) => r.length)
-                  return replies
+                  const asked = sum(counts)
+                  inFlight += asked
+                  try {
+                    const replies = await readMany(topic, group, consumer, counts, blockMs)
+                    call.got = replies.map((r) => r.length)
+                    returned += sum(call.got)
+                    return replies
+                  } finally {
+                    inFlight -= asked
+                  }
                 },
               }),
           close: () => reader.close(),

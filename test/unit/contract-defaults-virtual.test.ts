@@ -197,14 +197,16 @@ function expectEachHandledOnce(run: Run, credit: number, count = EVENTS): void {
   // Shutdown in milliseconds: nothing is left in work, so close() waits for no drainTimeout.
   expect(run.closeMs).toBeLessThan(100)
   // The backlog fills the credit (README, Backpressure: unless maxPendingMessages is set, the declared concurrency
-  // plus 4 × batchSize). One more may be seen here: the credit is released when ack() is called, the outcome is
+  // plus 8 × max(batchSize, 50), or 4 × batchSize when nothing declares one). One more may be seen here: the credit is released when ack() is called, the outcome is
   // recorded when its Promise resolves.
   expect(ledger.maxInFlight).toBeGreaterThanOrEqual(credit)
   expect(ledger.maxInFlight).toBeLessThanOrEqual(credit + 1)
 }
 
-/** The credit at the defaults (batchSize 10): what the downstream declares plus 4 × batchSize of read-ahead. */
+/** The credit at the defaults (batchSize 10) when nothing downstream declares a demand: 4 × batchSize of read-ahead. */
 const DEFAULT_CREDIT = 4 * 10
+/** The read-ahead at the defaults on top of a declared demand (handleEach): two rounds of 4 reads of max(batchSize, 50). */
+const DEMAND_READ_AHEAD = 8 * 50
 
 /** The hand-written operators of the README's table: begin() first (skip what is withdrawn), then work, then ack. */
 const withBegin = (ledger: Ledger) => async (m: Message): Promise<void> => {
@@ -231,8 +233,8 @@ describe('with the defaults, a backlog of 5,000 with 20 ms handlers at concurren
         tap(({ outcome }) => ledger.outcome(outcome)),
       ),
     )
-    // handleEach declares its concurrency: 1 + 40.
-    expectEachHandledOnce(run, 1 + DEFAULT_CREDIT)
+    // handleEach declares its concurrency: 1 + 400.
+    expectEachHandledOnce(run, 1 + DEMAND_READ_AHEAD)
   }, 120_000)
 
   it('(b) mergeMap(async m => { if (!m.begin()) return; await work; await m.ack() }, 1): the same', async () => {
@@ -261,7 +263,7 @@ describe('the same at 50 ms handlers (2,000 events, 100 s): where a credit large
   // At 20 ms even the engine before issue #10 (credit 1,000, its timeout counting from the read) passes the
   // backlog: its last queued message waits 1,000 × 20 ms = 20 s, under the 30 s consumerTimeout. At 50 ms that
   // queue waits 50 s; on that engine (77fc2ed) handleEach and concatMap each ran 6,203 times for 2,000 events and
-  // dead-lettered 1,401 good ones. Here the credit follows the work (41 / 40), so nothing waits long.
+  // dead-lettered 1,401 good ones. Here the credit follows the work (401 / 40), so nothing waits long.
   const FIFTY = { events: 2_000, handlerMs: 50 }
 
   it('handleEach(h, { concurrency: 1 }): each handled once, 0 dead letters, 100 s', async () => {
@@ -273,7 +275,9 @@ describe('the same at 50 ms handlers (2,000 events, 100 s): where a credit large
         ),
       FIFTY,
     )
-    expectEachHandledOnce(run, 1 + DEFAULT_CREDIT, FIFTY.events)
+    // 1 + 400: the last of a full queue waits 400 × 50 ms = 20 s, under consumerTimeout (and handleEach starts
+    // them in order, so its queue keeps its lease however long it is).
+    expectEachHandledOnce(run, 1 + DEMAND_READ_AHEAD, FIFTY.events)
   }, 120_000)
 
   it('mergeMap(…, 1) with begin(): the same', async () => {

@@ -145,7 +145,7 @@ describe('time and credit follow handling (issue 10, items 1-2)', () => {
     expect(copies[1]?.deliveryCount).toBe(2)
   })
 
-  it('unless maxPendingMessages is set, the credit is the declared demand plus 4 x batchSize', async () => {
+  it('unless maxPendingMessages is set, the credit is 4 x batchSize, or the declared demand plus 8 x max(batchSize, 50)', async () => {
     const events = manager(new MemoryBackend())
     const topic = name('demand')
     await events.publish(topic, newEvent('e', 0))
@@ -159,7 +159,8 @@ describe('time and credit follow handling (issue 10, items 1-2)', () => {
     const holder = {}
     declareDemand(seen[0], holder, 7)
     declareDemand(seen[0]?.withPayload('x'), holder, 8)
-    expect(events.internals.subscriptions()[0]?.credit).toBe(28)
+    // 8 (the last declaration of a holder wins) + 8 × max(5, 50).
+    expect(events.internals.subscriptions()[0]?.credit).toBe(408)
     events.topic(topic).consume({ group: 'g2', maxPendingMessages: 3 }).subscribe((m) => declareDemand(m, holder, 50))
     await waitFor(() => events.internals.subscriptions().length === 2, 'the second subscription')
     await sleep(20)

@@ -1,12 +1,16 @@
 /**
- * Read-ahead (issue #10, "Read-ahead pipelines up to 4 reads, each asking for
- * min(batchSize, credit)"): after a full read of new entries, when the free
- * credit allows more than one batch, the pull loop sends up to 4 reads in one
- * round (one `readMany` port call); a short read goes back to one blocking
- * read. On the memory backend, with the reader's calls recorded.
+ * Read-ahead (issue #10; issue 14: reads of max(batchSize, 50), and the next
+ * round sent before the one just read is delivered): after a full read of new
+ * entries, when the free credit allows more than one batch, the pull loop
+ * sends up to 4 reads of min(max(batchSize, 50), credit left) in one round
+ * (one `readMany` port call), and while the credit left after a full read has
+ * room for a batch, the next round goes out (not blocking) before that read's
+ * entries are emitted; a short read goes back to one blocking read. On the
+ * memory backend, with the reader's calls recorded.
  */
 import { describe, expect, it } from 'vitest'
-import { take } from 'rxjs'
+import { take, tap } from 'rxjs'
+import { handleEach } from '../../operators/index.js'
 import { MemoryBackend } from '../../src/backend/memory/index.js'
 import { newEvent, type Message } from '../../src/index.js'
 import { publishMany } from '../support/contract.js'
@@ -21,7 +25,10 @@ describe('read-ahead', () => {
     const store = new MemoryBackend()
     const calls: ReadCall[] = []
     const held: Message[] = []
-    const backend = recording(store, calls, () => held.length)
+    let emittedCount = 0
+    // Held, minus emitted: with `returned` (entries the reader returned before a call) it counts the entries read
+    // and not yet emitted as well (none is given back here).
+    const backend = recording(store, calls, () => held.length - emittedCount)
     const events = manager(backend, { claimInterval: 0 })
     const topic = name('ahead')
     await publishMany(events, topic, 1_000)
@@ -31,6 +38,7 @@ describe('read-ahead', () => {
       .topic(topic)
       .consume({ group: 'g', batchSize: 10, maxPendingMessages: 50 })
       .subscribe((m: Message) => {
+        emittedCount++
         emitted.push(m.streamId)
         held.push(m)
       })
@@ -47,12 +55,15 @@ describe('read-ahead', () => {
     const productive = calls.filter((c) => sum(c.got) > 0)
     expect(productive.length).toBeLessThanOrEqual(45)
     expect(rounds.length).toBeGreaterThanOrEqual(15)
-    expect(rounds.some((c) => c.counts.join() === '10,10,10,10')).toBe(true)
+    // A read of a round asks for max(batchSize, 50) entries, here bounded by the credit left.
+    expect(rounds.some((c) => c.counts.join() === '50')).toBe(true)
     for (const c of calls) {
       expect(c.counts.length).toBeLessThanOrEqual(4)
-      for (const n of c.counts) expect(n).toBeLessThanOrEqual(10)
-      // Credit: what is held plus what the call may return never exceeds maxPendingMessages.
-      expect(c.unsettled + sum(c.counts)).toBeLessThanOrEqual(50)
+      for (const n of c.counts) expect(n).toBeLessThanOrEqual(50)
+      if (c.kind === 'read') expect(c.counts[0]).toBeLessThanOrEqual(10)
+      // Credit: what is held, read and not yet emitted, asked for by a call in flight, plus what this call may
+      // return never exceeds maxPendingMessages.
+      expect(c.unsettled + c.returned + c.inFlight + sum(c.counts)).toBeLessThanOrEqual(50)
     }
     // A round is sent only after a full read (the previous call returned all it asked for).
     for (let i = 1; i < calls.length; i++) {
@@ -72,23 +83,25 @@ describe('read-ahead', () => {
   it('a short read ends read-ahead: the next call is one blocking read, and a full one starts it again', async () => {
     const store = new MemoryBackend()
     const calls: ReadCall[] = []
-    const backend = recording(store, calls, () => 0)
+    const emitted: Message[] = []
+    const backend = recording(store, calls, () => emitted.length)
     const events = manager(backend, { claimInterval: 0 })
     const topic = name('short')
     await publishMany(events, topic, 45)
-    const emitted: Message[] = []
     events
       .topic(topic)
       .consume({ group: 'g', batchSize: 10, maxPendingMessages: 100, blockMs: 60_000 })
       .subscribe((m: Message) => emitted.push(m))
     await waitFor(() => emitted.length === 45 && calls.length === 3, 'the backlog and the next blocking read', 4_000)
-    // read 10 (full) → a round of 4 × 10 that got 35 (short) → one blocking read again.
+    // read 10 (full) → a round of 50 + 40 (the credit left, 90) that got 35 (short) → one blocking read again.
     expect(calls.map((c) => [c.kind, c.counts.join()])).toEqual([
       ['read', '10'],
-      ['readMany', '10,10,10,10'],
+      ['readMany', '50,40'],
       ['read', '10'],
     ])
-    expect(calls[1]?.got).toEqual([10, 10, 10, 5])
+    expect(calls[1]?.got).toEqual([35, 0])
+    // The round went out, not blocking, before the 10 of the first read were emitted.
+    expect(calls[1]).toMatchObject({ blockMs: 0, unsettled: 0, returned: 10 })
     // 30 more while that read blocks (the memory store wakes it at the first entry appended, so it comes back short).
     await publishMany(events, topic, 30)
     await waitFor(() => emitted.length === 75 && calls[calls.length - 1]?.got === undefined, 'the 30 and the next blocking read')
@@ -142,7 +155,7 @@ describe('read-ahead', () => {
       })
     await waitFor(() => seenA.length === 25, 'a to take 25')
     expect(calls.map((c) => c.kind)).toEqual(['read', 'readMany'])
-    expect(calls[1]?.got).toEqual([10, 10, 10, 10])
+    expect(calls[1]?.got).toEqual([40, 0])
     // Another consumer of the group (claiming every 50 ms, claimMinIdleTime a minute) gets the 25 unemitted at once.
     const b = manager(store, { claimInterval: 50, claimMinIdleTime: 60_000 })
     const seenB: Message[] = []
@@ -157,5 +170,78 @@ describe('read-ahead', () => {
     expect(seenB.map((m) => m.streamId).sort()).toEqual(ids.slice(25).sort())
     // No delivery counted against what a never saw.
     expect(seenB.map((m) => m.deliveryCount)).toEqual(Array<number>(25).fill(1))
+  })
+
+  it('unsubscribing while a round sent ahead is in flight gives back every entry it read, no delivery counted', async () => {
+    const store = new MemoryBackend()
+    const calls: ReadCall[] = []
+    const seenA: Message[] = []
+    const backend = recording(store, calls, () => seenA.length)
+    const a = manager(backend, { claimInterval: 0, claimMinIdleTime: 60_000 })
+    const topic = name('ahead-stop')
+    const ids = await a.publishBatch(topic, Array.from({ length: 50 }, (_, n) => newEvent('job', { n })))
+    // take(5): the downstream goes away in the middle of the first read's 10, with the round sent ahead in flight.
+    a.topic(topic)
+      .consume({ group: 'g', consumer: 'a', batchSize: 10, maxPendingMessages: 100 })
+      .pipe(take(5))
+      .subscribe((m: Message) => {
+        seenA.push(m)
+        if (m.begin()) void m.ack()
+      })
+    await waitFor(() => seenA.length === 5, 'a to take 5')
+    // The first read (10, full), then the round of the credit left (90), sent before any of the 10 was emitted.
+    expect(calls.map((c) => [c.kind, c.counts.join(), c.blockMs, c.unsettled])).toEqual([
+      ['read', '10', 2_000, 0],
+      ['readMany', '50,40', 0, 0],
+    ])
+    const b = manager(store, { claimInterval: 50, claimMinIdleTime: 60_000 })
+    const seenB: Message[] = []
+    b.topic(topic)
+      .consume({ group: 'g', consumer: 'b', batchSize: 10, maxPendingMessages: 100 })
+      .subscribe((m: Message) => {
+        seenB.push(m)
+        if (m.begin()) void m.ack()
+      })
+    await waitFor(() => seenB.length === 45, 'b to get the given-back rest', 10_000)
+    expect(seenA.map((m) => m.streamId)).toEqual(ids.slice(0, 5))
+    expect(seenB.map((m) => m.streamId).sort()).toEqual(ids.slice(5).sort())
+    // The rest of the first read and all 40 of the round: back with no delivery counted.
+    expect(seenB.map((m) => m.deliveryCount)).toEqual(Array<number>(45).fill(1))
+    expect(calls.filter((c) => c.kind === 'readMany')).toHaveLength(1)
+  })
+
+  it('at the default credit (handleEach declares its concurrency), a backlog with a slow handler: held, read and unemitted, and asked for never exceed the credit', async () => {
+    const store = new MemoryBackend()
+    const calls: ReadCall[] = []
+    let emitted = 0
+    let unsettled = (): number => 0
+    const events = manager(recording(store, calls, () => unsettled()), { claimInterval: 0 })
+    // Held (the engine's count), minus emitted: with `returned`, the entries read and not yet emitted count too.
+    unsettled = () => (events.internals.subscriptions()[0]?.held ?? 0) - emitted
+    const topic = name('ahead-slow')
+    await publishMany(events, topic, 1_500)
+    let handled = 0
+    events
+      .topic(topic)
+      .consume({ group: 'g' })
+      .pipe(
+        tap(() => emitted++),
+        handleEach(async () => {
+          await sleep(1)
+          handled++
+        }, { concurrency: 5 }),
+      )
+      .subscribe()
+    await waitFor(() => handled === 1_500, 'the backlog handled', 30_000)
+    const credit = events.internals.subscriptions()[0]?.credit ?? 0
+    // handleEach's 5 plus two rounds of 4 reads of max(batchSize 10, 50).
+    expect(credit).toBe(5 + 8 * 50)
+    // Rounds were sent ahead (not blocking, while the entries before them were still unemitted).
+    expect(calls.some((c) => c.kind === 'readMany' && c.blockMs === 0)).toBe(true)
+    for (const c of calls) {
+      expect(c.inFlight).toBe(0) // never more than one call of the reader in flight
+      expect(c.unsettled + c.returned + c.inFlight + sum(c.counts)).toBeLessThanOrEqual(credit)
+    }
+    await waitFor(async () => (await store.groups(topic)).every((g) => g.pending === 0), 'every ack stored')
   })
 })

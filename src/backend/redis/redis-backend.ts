@@ -1256,8 +1256,9 @@ class RedisGroupReader implements GroupReader {
   /** Read-ahead rounds go as one packed script call (packed-read.ts) until the server refuses it (then XREADGROUP for good). */
   #packed = true
   /**
-   * Packed read-ahead rounds (no BLOCK) not yet returned: Redis has run them, so close() waits for them (each
-   * bounded by its own time limit) before it drops the connection, and the engine gives back what they return.
+   * Read-ahead rounds that do not block (packed, or sent with `blockMs` 0) not yet returned: Redis has run them, so
+   * close() waits for them (each bounded by its own time limit) before it drops the connection, and the engine gives
+   * back what they return.
    */
   readonly #packedCalls = new Set<Promise<unknown>>()
   #closing: Promise<void> | undefined
@@ -1314,7 +1315,7 @@ class RedisGroupReader implements GroupReader {
    */
   readMany(topic: string, group: string, consumer: string, counts: readonly number[], blockMs: number): Promise<ReadEntry[][]> {
     const call = this.#readMany(topic, group, consumer, counts, blockMs)
-    if (this.#packed && !this.#closed) {
+    if ((this.#packed || blockMs <= 0) && !this.#closed) {
       // The caller's own promise is the one close() waits for: the caller sees the entries (and gives them back) first.
       this.#packedCalls.add(call)
       void call.then(
