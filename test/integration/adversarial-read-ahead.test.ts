@@ -231,7 +231,8 @@ describe.each(backends)('read-ahead under a window (%s)', (kind, options) => {
     expect(windows).toHaveLength(20)
     expect(windows.every((w) => w.messages.length === 25)).toBe(true)
     for (const c of calls) expect(c.held + sum(c.counts)).toBeLessThanOrEqual(60)
-    expect(calls.some((c) => c.counts.length > 1)).toBe(true) // read-ahead rounds did run
+    // Read-ahead rounds did run (only a round asks for more than batchSize: its reads ask for max(batchSize, 50)).
+    expect(calls.some((c) => sum(c.counts) > 10)).toBe(true)
     expect(await carrier.deadLetters.count(topic)).toBe(0)
   })
 })
