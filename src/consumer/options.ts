@@ -29,13 +29,19 @@ export interface ConsumeOptions {
    * (`ConsumerNameInUseError`).
    */
   readonly consumer?: string
-  /** Most entries per read (XREADGROUP COUNT). */
+  /**
+   * Most entries per blocking read (XREADGROUP COUNT). With a backlog and free credit, a read-ahead round's reads
+   * ask for max(batchSize, 50) each (see `maxPendingMessages`).
+   */
   readonly batchSize?: number
   /**
    * Most unsettled messages at any time (the credit): memory stays bounded whatever the
    * backlog. Unset (here and in `EVENT_MAX_PENDING_MESSAGES`), the credit follows demand:
    * what the operators downstream declare they hold at once (`handleEach`'s concurrency, a
-   * window's `maxOpenMessages`) plus 4 × `batchSize` of read-ahead.
+   * window's `maxOpenMessages`) plus 8 × max(`batchSize`, 50) of read-ahead (two rounds: the one
+   * being delivered and the next, sent before it is delivered); when nothing downstream declares a
+   * demand, 4 × `batchSize`. A consumer draining a backlog holds up to its whole credit: set this to
+   * bound what one consumer of a group takes at once.
    * Recovered messages (own pending entries re-read on restart, claimed entries) come in a
    * slow start: one at first, then twice as many with every round that did not crash the
    * process.
