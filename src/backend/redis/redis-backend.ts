@@ -96,18 +96,26 @@ function loadScript(name: ScriptName): { lua: string; numberOfKeys?: number } {
   return script
 }
 
+/** Scripts sent when called, never autopipelined (see defineScripts). */
+const DIRECT_SCRIPTS: ReadonlySet<ScriptName> = new Set(['rrsAppend', 'rrsAppendOnce', 'rrsAppendOnceKeys'])
+
 function defineScripts(client: RedisClient): void {
   for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
     if (typeof (client as unknown as Record<string, unknown>)[name] !== 'function') client.defineCommand(name, loadScript(name))
   }
+  // The append scripts are written to the socket when called, not queued for the autopipeline: ioredis keeps one
+  // autopipeline in flight per connection (node), so queued appends would wait for the previous pipeline's replies and
+  // the client and Redis would take turns; sent at once, Redis runs one coalesced call while the client builds the
+  // next (see APPEND_SEND_AT_ENTRIES), and concurrent batches are all in flight, as with pipelines of XADDs. Each such
+  // call already carries many entries (one write per call).
   // ioredis files an autopipelined call under the slot of its first argument; for a `-n.lua` script that is the key
   // count, not a key, so on a Cluster the call could join a pipeline of commands for another node, which ioredis then
   // rejects unsent ("All keys in the pipeline should belong to the same slots allocation group"). Those go on their own.
-  if (!(client instanceof Redis)) {
-    const ignored = client.options.autoPipeliningIgnoredCommands ?? []
-    const variable = (Object.keys(SCRIPTS) as ScriptName[]).filter((name) => SCRIPTS[name].endsWith('-n.lua') && !ignored.includes(name))
-    if (variable.length > 0) client.options.autoPipeliningIgnoredCommands = [...ignored, ...variable]
-  }
+  const ignored = client.options.autoPipeliningIgnoredCommands ?? []
+  const direct = (Object.keys(SCRIPTS) as ScriptName[]).filter(
+    (name) => (DIRECT_SCRIPTS.has(name) || (!(client instanceof Redis) && SCRIPTS[name].endsWith('-n.lua'))) && !ignored.includes(name),
+  )
+  if (direct.length > 0) client.options.autoPipeliningIgnoredCommands = [...ignored, ...direct]
 }
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>
@@ -314,10 +322,14 @@ function eventIdOf(fields: readonly string[]): string {
 }
 
 /**
- * Most entries in one coalesced appendOnce script call (a single larger call
- * is sent as it is): a script blocks the server while it runs.
+ * A coalesced append call is sent as soon as it holds this many entries,
+ * without waiting for the end of the tick: Redis runs it while the client
+ * builds the next one (the calls go straight to the socket, see
+ * defineScripts), so of a burst of publishes only the last call's Redis time
+ * is waited for. Also the most entries of one coalesced call (a single larger
+ * call is sent as it is): a script blocks the server while it runs.
  */
-export const APPEND_COALESCE_MAX_ENTRIES = 512
+export const APPEND_SEND_AT_ENTRIES = 128
 /**
  * A call of this many entries or more is sent on its own, right away (after
  * the calls of the tick queued before it, to keep their order): it already
@@ -459,8 +471,8 @@ export class RedisBackend implements StreamBackend {
    * window-long bucket of the server's clock, `<prefix>published:{topic}::<window>:<bucket>`,
    * see appendOnce-2.lua): each for at least the window, less than twice it.
    *
-   * Calls for one topic made in the same tick are coalesced into one script
-   * call (see {@link APPEND_COALESCE_MAX_ENTRIES}): each call's entries stay
+   * Calls for one topic made in the same tick are coalesced into script
+   * calls of up to {@link APPEND_SEND_AT_ENTRIES} entries: each call's entries stay
    * together and in order, each caller gets its own ids, and a failure gives
    * each caller its own error (a PublishOutcomeUnknownError naming only its
    * event ids, or the Redis error reply).
@@ -484,7 +496,7 @@ export class RedisBackend implements StreamBackend {
         this.#sendAppendOnce({ topic, dedupe, options, callers: [{ entries, resolve, reject }], count: entries.length, chars: bytes })
         return
       }
-      if (batch !== undefined && (batch.count + entries.length > APPEND_COALESCE_MAX_ENTRIES || batch.chars + bytes > APPEND_COALESCE_MAX_CHARS)) {
+      if (batch !== undefined && batch.chars + bytes > APPEND_COALESCE_MAX_CHARS) {
         this.#coalescing.delete(slot)
         this.#sendAppendOnce(batch)
         batch = undefined
@@ -500,6 +512,11 @@ export class RedisBackend implements StreamBackend {
       batch.callers.push({ entries, resolve, reject })
       batch.count += entries.length
       batch.chars += bytes
+      if (batch.count >= APPEND_SEND_AT_ENTRIES) {
+        // Full: sent now (the tick's next calls start a new one), while the client goes on building.
+        this.#coalescing.delete(slot)
+        this.#sendAppendOnce(batch)
+      }
     })
   }
 
@@ -513,7 +530,7 @@ export class RedisBackend implements StreamBackend {
     return slot
   }
 
-  /** Sends every coalesced batch (after the tick that queued them: ioredis's autopipeline flushes right after). */
+  /** Sends every coalesced batch not yet full, at the end of the tick that queued them (written at once, see defineScripts). */
   readonly #flushAppends = (): void => {
     this.#flushScheduled = false
     const batches = [...this.#coalescing.values()]

@@ -4,15 +4,22 @@
 -- ARGV[1]  approximate MAXLEN of the stream ("" = unbounded)
 -- ARGV[2…] for each entry: its number of field values n, then the n values (field, value, ...)
 -- Returns: the new entry ids, in order.
-local ids = {}
-local i = 2
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  if ARGV[1] ~= '' then
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, i + 1, i + n))
-  else
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n))
+local ids, m = {}, 0
+local stream, maxLen = KEYS[1], ARGV[1]
+local i, nargs = 2, #ARGV
+if maxLen ~= '' then
+  while i <= nargs do
+    local n = tonumber(ARGV[i])
+    m = m + 1
+    ids[m] = redis.call('XADD', stream, 'MAXLEN', '~', maxLen, '*', unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
   end
-  i = i + n + 1
+else
+  while i <= nargs do
+    local n = tonumber(ARGV[i])
+    m = m + 1
+    ids[m] = redis.call('XADD', stream, '*', unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+  end
 end
 return ids
