@@ -145,6 +145,29 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
     })
   }
 
+  for (const publishDedupeWindow of [60_000, 0]) {
+    it(`dedupe window ${publishDedupeWindow}: a value holding "\\0" (the packed arguments' separator) is appended as it is, with the calls of its tick`, async () => {
+      // The five-field layout writes the event name raw: the one place a NUL byte can reach a value (JSON escapes it).
+      const events = manager({ publishDedupeWindow, wireFormat: 'fields' })
+      const topic = randomName('coalesce-nul')
+      try {
+        await events.publish(topic, newEvent('warm.up', 0))
+        const odd = newEvent('a\0b', { s: 'x\0y' })
+        const around = [newEvent('before', 1), odd, newEvent('after', 2)]
+        const batch = [newEvent('b\0', 1), newEvent('plain', 2)]
+        const ids = await Promise.all([...around.map((e) => events.publish(topic, e)), events.publishBatch(topic, batch)])
+        const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
+        expect(entries.slice(1).map(([, fields]) => entryEventId(fields))).toEqual([...around, ...batch].map((e) => e.id))
+        const names = entries.slice(1).map(([, fields]) => fields[fields.indexOf('name') + 1])
+        expect(names).toEqual(['before', 'a\0b', 'after', 'b\0', 'plain'])
+        expect(entries.map(([id]) => id).slice(1)).toEqual(ids.flat())
+        if (publishDedupeWindow > 0) expect(await events.publish(topic, odd)).toBe(ids[1])
+      } finally {
+        await events.close()
+      }
+    })
+  }
+
   it('with the dedupe window off, the publishes of a tick share one plain append script call (no dedupe keys)', async () => {
     const events = manager({ publishDedupeWindow: 0, streamMaxLen: 10_000 })
     const topic = randomName('coalesce-plain')

@@ -349,6 +349,33 @@ function pushFields(rest: string[], fields: readonly string[]): void {
   for (const value of fields) rest.push(value)
 }
 
+/** Separates the values of a packed append argument (see {@link packValues}): JSON text never holds it raw. */
+const PACK_SEPARATOR = '\0'
+
+/**
+ * The values an append script takes after its fixed arguments, in one
+ * argument joined by {@link PACK_SEPARATOR} (the scripts split it): ioredis
+ * then writes one bulk string instead of one per value (its work per
+ * argument, and the socket write of a command string of thousands of pieces,
+ * were about a quarter of a coalesced publish's client CPU), and Redis parses
+ * one. Undefined when a value holds the separator: those go one argument each.
+ */
+function packValues(values: readonly string[]): string | undefined {
+  for (const value of values) if (value.includes(PACK_SEPARATOR)) return undefined
+  return values.join(PACK_SEPARATOR)
+}
+
+/** The fixed arguments, then the values packed in one argument (or one each, see {@link packValues}). */
+function withValues(fixed: string[], values: string[]): string[] {
+  const packed = packValues(values)
+  if (packed === undefined) {
+    for (const value of values) fixed.push(value)
+  } else {
+    fixed.push(packed)
+  }
+  return fixed
+}
+
 /** The keys an append names, per topic. */
 interface TopicKeys {
   readonly stream: string
@@ -582,17 +609,19 @@ export class RedisBackend implements StreamBackend {
         const windowMs = Math.max(1, Math.ceil(options.windowMs))
         // The earlier layout's keys (one per event id) may answer for a publish made before an upgrade, up to a window after it.
         const legacy = Date.now() - this.#startedAt < windowMs ? keys.legacyPrefix : ''
-        rest = [maxLen, String(windowMs), legacy]
+        const values: string[] = []
         for (const caller of callers) {
           for (const entry of caller.entries) {
             // The five-field layout starts with `id, <event id>`: the script reads it there instead of a second copy.
-            rest.push(entry.fields[0] === Fields.id && entry.fields[1] === entry.eventId ? '' : entry.eventId)
-            pushFields(rest, entry.fields)
+            values.push(entry.fields[0] === Fields.id && entry.fields[1] === entry.eventId ? '' : entry.eventId)
+            pushFields(values, entry.fields)
           }
         }
+        rest = withValues([maxLen, String(windowMs), legacy], values)
       } else {
-        rest = [maxLen]
-        for (const caller of callers) for (const entry of caller.entries) pushFields(rest, entry.fields)
+        const values: string[] = []
+        for (const caller of callers) for (const entry of caller.entries) pushFields(values, entry.fields)
+        rest = withValues([maxLen], values)
       }
       const name = dedupe ? (this.#perEventKeys ? 'rrsAppendOnceKeys' : 'rrsAppendOnce') : 'rrsAppend'
       const keyArgs = dedupe ? (this.#perEventKeys ? [String(batch.count + 1), keys.stream] : [keys.stream, keys.dedupe]) : [keys.stream]
@@ -661,7 +690,14 @@ export class RedisBackend implements StreamBackend {
     return keys
   }
 
+  /**
+   * Appends entries in one script call, all or nothing. Like {@link appendOnce}
+   * without the dedupe: a call of fewer than 16 entries shares the tick's
+   * script call with the other appends of its topic, a larger one goes on its
+   * own, after them, so the stream keeps the order of the calls.
+   */
   append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
+    if (!this.#waitsInPipeline()) return this.#coalesce(topic, entries.map((fields) => ({ eventId: '', fields })), { windowMs: 0, ...options }, false)
     const appended = this.#appendNow(topic, entries, options)
     this.#trackAppend(appended)
     return appended
@@ -677,6 +713,7 @@ export class RedisBackend implements StreamBackend {
     void answered.then(() => this.#appendsInFlight.delete(answered))
   }
 
+  /** Cluster with WAIT: the batch script for any count, in one pipeline with its WAIT on the topic's node. */
   async #appendNow(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number }): Promise<string[]> {
     const key = this.#streamKey(topic)
     let appended: string[]
@@ -685,24 +722,10 @@ export class RedisBackend implements StreamBackend {
       const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
       // Awaited below; if the append fails first, its rejection must not go unhandled.
       registering?.catch(() => undefined)
-      let ids: string[]
-      const writer = this.#writer()
-      if (this.#waitsInPipeline()) {
-        // Cluster with WAIT: the batch script for any count, in one pipeline with its WAIT on the topic's node.
-        const args: (string | number)[] = [key, options.maxLen === undefined ? '' : options.maxLen]
-        for (const fields of entries) args.push(fields.length, ...fields)
-        ids = ((await this.#appendWithWait(waited, { ...loadScript('rrsAppend'), args })) as unknown[]).map(String)
-      } else if (entries.length === 1 && options.maxLen === undefined) {
-        ids = [String(await writer.xadd(key, '*', ...(entries[0] as string[])))]
-      } else if (entries.length === 1) {
-        ids = [String(await writer.xadd(key, 'MAXLEN', '~', options.maxLen as number, '*', ...(entries[0] as string[])))]
-      } else {
-        // One script for the batch: atomic, and cheaper than MULTI or a pipeline (its arguments in one array, see #sendAppendOnce).
-        const rest: string[] = [options.maxLen === undefined ? '' : String(options.maxLen)]
-        for (const fields of entries) pushFields(rest, fields)
-        const reply = (await (script(writer, 'rrsAppend') as unknown as (key: string, rest: string[]) => Promise<unknown>)(key, rest)) as unknown[]
-        ids = reply.map(String)
-      }
+      const values: string[] = []
+      for (const fields of entries) pushFields(values, fields)
+      const args = withValues([key, options.maxLen === undefined ? '' : String(options.maxLen)], values)
+      const ids = ((await this.#appendWithWait(waited, { ...loadScript('rrsAppend'), args })) as unknown[]).map(String)
       if (registering !== undefined) await registering.catch(() => undefined) // appended: see #sendAppendOnce
       appended = ids
     } catch (error) {
@@ -711,6 +734,7 @@ export class RedisBackend implements StreamBackend {
     await this.#replicated(waited)
     return appended
   }
+
 
   async ensureGroup(topic: string, group: string, startFrom: StartFrom): Promise<void> {
     try {

@@ -24,7 +24,8 @@
 -- ARGV[2]  the window W in ms (an integer ≥ 1)
 -- ARGV[3]  the legacy key prefix (`<prefix>published:{topic}:`), or "" to skip that lookup
 -- ARGV[4…] for each entry: its event id ("" when its first field is `id`: then that field's value is the event id),
---          its number of field values n, then the n values
+--          its number of field values n, then the n values; or all of them in ARGV[4] alone, joined by "\0"
+--          (packed: one argument to send and parse instead of thousands)
 -- Returns: the stream id of each entry (the earlier one for a duplicate).
 local w = tonumber(ARGV[2])
 local base = KEYS[2] .. '::' .. ARGV[2] .. ':'
@@ -46,18 +47,32 @@ local prev = base .. string.format('%.0f', b - 1)
 redis.call('UNLINK', base .. string.format('%.0f', b - 2))
 if not redis.acl_check_cmd then redis.call('PEXPIREAT', cur, string.format('%.0f', (b + 3) * w)) end -- the ACL, before any XADD
 
+-- The entries' arguments: ARGV from 4, or the packed ARGV[4] split at each "\0" (an unpacked entry takes at least
+-- four arguments).
+local A, i = ARGV, 4
+if #ARGV == 4 then
+  local s, n, pos = ARGV[4], 0, 1
+  A, i = {}, 1
+  while true do
+    local e = string.find(s, '\0', pos, true)
+    n = n + 1
+    if not e then A[n] = string.sub(s, pos) break end
+    A[n] = string.sub(s, pos, e - 1)
+    pos = e + 1
+  end
+end
+
 -- The event ids and where each entry's fields start (no per-entry table but these two: a script's cost is per entry).
 local ids, starts = {}, {}
 local m = 0
-local i = 4
-local nargs = #ARGV
+local nargs = #A
 while i <= nargs do
-  local id = ARGV[i]
-  if id == '' and ARGV[i + 2] == 'id' then id = ARGV[i + 3] end
+  local id = A[i]
+  if id == '' and A[i + 2] == 'id' then id = A[i + 3] end
   m = m + 1
   ids[m] = id
   starts[m] = i + 1
-  i = i + tonumber(ARGV[i + 1]) + 2
+  i = i + tonumber(A[i + 1]) + 2
 end
 
 -- Looks the ids up in `key` (HMGET, or MGET of the legacy keys), in chunks (unpack has a limit), into `seen`.
@@ -102,9 +117,9 @@ for j = 1, m do
       local s = starts[j]
       local sid
       if maxLen ~= '' then
-        sid = redis.call('XADD', stream, 'MAXLEN', '~', maxLen, '*', unpack(ARGV, s + 1, s + tonumber(ARGV[s])))
+        sid = redis.call('XADD', stream, 'MAXLEN', '~', maxLen, '*', unpack(A, s + 1, s + tonumber(A[s])))
       else
-        sid = redis.call('XADD', stream, '*', unpack(ARGV, s + 1, s + tonumber(ARGV[s])))
+        sid = redis.call('XADD', stream, '*', unpack(A, s + 1, s + tonumber(A[s])))
       end
       seen[j] = sid
       -- The same id again later in this call (a retry coalesced with its first try) is not appended twice.
