@@ -14,6 +14,7 @@ import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { entryEventId } from '../support/entries.js'
 import { withProxiedServer } from '../support/proxied-server.js'
+import { APPEND_SEND_AT_ENTRIES } from '../../src/backend/redis/redis-backend.js'
 
 let server: RedisServer
 let proxy: FaultProxy
@@ -39,7 +40,7 @@ async function streamEventIds(topic: string): Promise<string[]> {
 }
 
 describe('publish() calls of one tick are coalesced into one script call', () => {
-  it('200 concurrent publishes: one script call, each caller its own id, stream order = call order', async () => {
+  it('200 concurrent publishes: one script call per APPEND_SEND_AT_ENTRIES, each caller its own id, stream order = call order', async () => {
     const events = manager()
     const topic = randomName('coalesce')
     try {
@@ -47,7 +48,7 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
       const published = Array.from({ length: 200 }, (_, i) => newEvent('n', { i }))
       const before = await scriptCalls()
       const ids = await Promise.all(published.map((e) => events.publish(topic, e)))
-      expect(await scriptCalls()).toBe(before + 1)
+      expect(await scriptCalls()).toBe(before + Math.ceil(200 / APPEND_SEND_AT_ENTRIES))
       expect(new Set(ids).size).toBe(200)
       const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
       const byStreamId = new Map(entries.map(([id, fields]) => [id, entryEventId(fields)]))
@@ -108,15 +109,64 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
       await events.publish(topic, newEvent('warm.up', 0))
       const before = await scriptCalls()
       const ids = await Promise.all(Array.from({ length: 1_500 }, (_, i) => events.publish(topic, newEvent('n', { i }))))
-      const calls = (await scriptCalls()) - before
-      expect(calls).toBeGreaterThanOrEqual(2)
-      expect(calls).toBeLessThanOrEqual(4)
+      expect((await scriptCalls()) - before).toBe(Math.ceil(1_500 / APPEND_SEND_AT_ENTRIES))
       expect(new Set(ids).size).toBe(1_500)
       expect(await direct.xlen(`event:stream:{${topic}}`)).toBe(1_501)
     } finally {
       await events.close()
     }
   })
+
+  for (const publishDedupeWindow of [60_000, 0]) {
+    it(`dedupe window ${publishDedupeWindow}: a full coalesced call is written before the tick ends, and concurrent batches are all written at once (not behind the autopipeline's previous reply)`, async () => {
+      const events = manager({ publishDedupeWindow })
+      const topic = randomName('coalesce-overlap')
+      try {
+        await events.publish(topic, newEvent('warm.up', 0))
+        const socket = (events.backend as unknown as { client: Redis }).client.stream
+        // Nothing below awaits: what reaches the socket here was written by the calls themselves, in this tick.
+        const singles = Array.from({ length: APPEND_SEND_AT_ENTRIES }, (_, i) => newEvent('n', { i }))
+        const batches = Array.from({ length: 4 }, (_, b) => Array.from({ length: 100 }, (_, i) => newEvent('b', { b, i })))
+        const start = socket.bytesWritten
+        const published = singles.slice(0, -1).map((e) => events.publish(topic, e))
+        expect(socket.bytesWritten).toBe(start) // not full yet: waits for the tick's other publishes
+        published.push(events.publish(topic, singles[singles.length - 1] as never))
+        const afterFull = socket.bytesWritten
+        expect(afterFull).toBeGreaterThan(start)
+        const batched = batches.map((batch) => events.publishBatch(topic, batch))
+        expect(socket.bytesWritten).toBeGreaterThan(afterFull + 4 * 100 * 20) // the four batches' entries are on their way
+        const ids = [...(await Promise.all(published)), ...(await Promise.all(batched)).flat()]
+        expect(new Set(ids).size).toBe(APPEND_SEND_AT_ENTRIES + 400)
+        expect((await streamEventIds(topic)).slice(1)).toEqual([...singles, ...batches.flat()].map((e) => e.id))
+        expect(await direct.xlen(`event:stream:{${topic}}`)).toBe(1 + APPEND_SEND_AT_ENTRIES + 400)
+      } finally {
+        await events.close()
+      }
+    })
+  }
+
+  for (const publishDedupeWindow of [60_000, 0]) {
+    it(`dedupe window ${publishDedupeWindow}: a value holding "\\0" (the packed arguments' separator) is appended as it is, with the calls of its tick`, async () => {
+      // The five-field layout writes the event name raw: the one place a NUL byte can reach a value (JSON escapes it).
+      const events = manager({ publishDedupeWindow, wireFormat: 'fields' })
+      const topic = randomName('coalesce-nul')
+      try {
+        await events.publish(topic, newEvent('warm.up', 0))
+        const odd = newEvent('a\0b', { s: 'x\0y' })
+        const around = [newEvent('before', 1), odd, newEvent('after', 2)]
+        const batch = [newEvent('b\0', 1), newEvent('plain', 2)]
+        const ids = await Promise.all([...around.map((e) => events.publish(topic, e)), events.publishBatch(topic, batch)])
+        const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
+        expect(entries.slice(1).map(([, fields]) => entryEventId(fields))).toEqual([...around, ...batch].map((e) => e.id))
+        const names = entries.slice(1).map(([, fields]) => fields[fields.indexOf('name') + 1])
+        expect(names).toEqual(['before', 'a\0b', 'after', 'b\0', 'plain'])
+        expect(entries.map(([id]) => id).slice(1)).toEqual(ids.flat())
+        if (publishDedupeWindow > 0) expect(await events.publish(topic, odd)).toBe(ids[1])
+      } finally {
+        await events.close()
+      }
+    })
+  }
 
   it('with the dedupe window off, the publishes of a tick share one plain append script call (no dedupe keys)', async () => {
     const events = manager({ publishDedupeWindow: 0, streamMaxLen: 10_000 })

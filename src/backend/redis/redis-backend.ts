@@ -96,18 +96,26 @@ function loadScript(name: ScriptName): { lua: string; numberOfKeys?: number } {
   return script
 }
 
+/** Scripts sent when called, never autopipelined (see defineScripts). */
+const DIRECT_SCRIPTS: ReadonlySet<ScriptName> = new Set(['rrsAppend', 'rrsAppendOnce', 'rrsAppendOnceKeys'])
+
 function defineScripts(client: RedisClient): void {
   for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
     if (typeof (client as unknown as Record<string, unknown>)[name] !== 'function') client.defineCommand(name, loadScript(name))
   }
+  // The append scripts are written to the socket when called, not queued for the autopipeline: ioredis keeps one
+  // autopipeline in flight per connection (node), so queued appends would wait for the previous pipeline's replies and
+  // the client and Redis would take turns; sent at once, Redis runs one coalesced call while the client builds the
+  // next (see APPEND_SEND_AT_ENTRIES), and concurrent batches are all in flight, as with pipelines of XADDs. Each such
+  // call already carries many entries (one write per call).
   // ioredis files an autopipelined call under the slot of its first argument; for a `-n.lua` script that is the key
   // count, not a key, so on a Cluster the call could join a pipeline of commands for another node, which ioredis then
   // rejects unsent ("All keys in the pipeline should belong to the same slots allocation group"). Those go on their own.
-  if (!(client instanceof Redis)) {
-    const ignored = client.options.autoPipeliningIgnoredCommands ?? []
-    const variable = (Object.keys(SCRIPTS) as ScriptName[]).filter((name) => SCRIPTS[name].endsWith('-n.lua') && !ignored.includes(name))
-    if (variable.length > 0) client.options.autoPipeliningIgnoredCommands = [...ignored, ...variable]
-  }
+  const ignored = client.options.autoPipeliningIgnoredCommands ?? []
+  const direct = (Object.keys(SCRIPTS) as ScriptName[]).filter(
+    (name) => (DIRECT_SCRIPTS.has(name) || (!(client instanceof Redis) && SCRIPTS[name].endsWith('-n.lua'))) && !ignored.includes(name),
+  )
+  if (direct.length > 0) client.options.autoPipeliningIgnoredCommands = [...ignored, ...direct]
 }
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>
@@ -314,10 +322,14 @@ function eventIdOf(fields: readonly string[]): string {
 }
 
 /**
- * Most entries in one coalesced appendOnce script call (a single larger call
- * is sent as it is): a script blocks the server while it runs.
+ * A coalesced append call is sent as soon as it holds this many entries,
+ * without waiting for the end of the tick: Redis runs it while the client
+ * builds the next one (the calls go straight to the socket, see
+ * defineScripts), so of a burst of publishes only the last call's Redis time
+ * is waited for. Also the most entries of one coalesced call (a single larger
+ * call is sent as it is): a script blocks the server while it runs.
  */
-export const APPEND_COALESCE_MAX_ENTRIES = 512
+export const APPEND_SEND_AT_ENTRIES = 128
 /**
  * A call of this many entries or more is sent on its own, right away (after
  * the calls of the tick queued before it, to keep their order): it already
@@ -335,6 +347,33 @@ const countText = (n: number): string => COUNT_TEXT[n] ?? String(n)
 function pushFields(rest: string[], fields: readonly string[]): void {
   rest.push(countText(fields.length))
   for (const value of fields) rest.push(value)
+}
+
+/** Separates the values of a packed append argument (see {@link packValues}): JSON text never holds it raw. */
+const PACK_SEPARATOR = '\0'
+
+/**
+ * The values an append script takes after its fixed arguments, in one
+ * argument joined by {@link PACK_SEPARATOR} (the scripts split it): ioredis
+ * then writes one bulk string instead of one per value (its work per
+ * argument, and the socket write of a command string of thousands of pieces,
+ * were about a quarter of a coalesced publish's client CPU), and Redis parses
+ * one. Undefined when a value holds the separator: those go one argument each.
+ */
+function packValues(values: readonly string[]): string | undefined {
+  for (const value of values) if (value.includes(PACK_SEPARATOR)) return undefined
+  return values.join(PACK_SEPARATOR)
+}
+
+/** The fixed arguments, then the values packed in one argument (or one each, see {@link packValues}). */
+function withValues(fixed: string[], values: string[]): string[] {
+  const packed = packValues(values)
+  if (packed === undefined) {
+    for (const value of values) fixed.push(value)
+  } else {
+    fixed.push(packed)
+  }
+  return fixed
 }
 
 /** The keys an append names, per topic. */
@@ -459,8 +498,8 @@ export class RedisBackend implements StreamBackend {
    * window-long bucket of the server's clock, `<prefix>published:{topic}::<window>:<bucket>`,
    * see appendOnce-2.lua): each for at least the window, less than twice it.
    *
-   * Calls for one topic made in the same tick are coalesced into one script
-   * call (see {@link APPEND_COALESCE_MAX_ENTRIES}): each call's entries stay
+   * Calls for one topic made in the same tick are coalesced into script
+   * calls of up to {@link APPEND_SEND_AT_ENTRIES} entries: each call's entries stay
    * together and in order, each caller gets its own ids, and a failure gives
    * each caller its own error (a PublishOutcomeUnknownError naming only its
    * event ids, or the Redis error reply).
@@ -484,7 +523,7 @@ export class RedisBackend implements StreamBackend {
         this.#sendAppendOnce({ topic, dedupe, options, callers: [{ entries, resolve, reject }], count: entries.length, chars: bytes })
         return
       }
-      if (batch !== undefined && (batch.count + entries.length > APPEND_COALESCE_MAX_ENTRIES || batch.chars + bytes > APPEND_COALESCE_MAX_CHARS)) {
+      if (batch !== undefined && batch.chars + bytes > APPEND_COALESCE_MAX_CHARS) {
         this.#coalescing.delete(slot)
         this.#sendAppendOnce(batch)
         batch = undefined
@@ -500,6 +539,11 @@ export class RedisBackend implements StreamBackend {
       batch.callers.push({ entries, resolve, reject })
       batch.count += entries.length
       batch.chars += bytes
+      if (batch.count >= APPEND_SEND_AT_ENTRIES) {
+        // Full: sent now (the tick's next calls start a new one), while the client goes on building.
+        this.#coalescing.delete(slot)
+        this.#sendAppendOnce(batch)
+      }
     })
   }
 
@@ -513,7 +557,7 @@ export class RedisBackend implements StreamBackend {
     return slot
   }
 
-  /** Sends every coalesced batch (after the tick that queued them: ioredis's autopipeline flushes right after). */
+  /** Sends every coalesced batch not yet full, at the end of the tick that queued them (written at once, see defineScripts). */
   readonly #flushAppends = (): void => {
     this.#flushScheduled = false
     const batches = [...this.#coalescing.values()]
@@ -565,17 +609,19 @@ export class RedisBackend implements StreamBackend {
         const windowMs = Math.max(1, Math.ceil(options.windowMs))
         // The earlier layout's keys (one per event id) may answer for a publish made before an upgrade, up to a window after it.
         const legacy = Date.now() - this.#startedAt < windowMs ? keys.legacyPrefix : ''
-        rest = [maxLen, String(windowMs), legacy]
+        const values: string[] = []
         for (const caller of callers) {
           for (const entry of caller.entries) {
             // The five-field layout starts with `id, <event id>`: the script reads it there instead of a second copy.
-            rest.push(entry.fields[0] === Fields.id && entry.fields[1] === entry.eventId ? '' : entry.eventId)
-            pushFields(rest, entry.fields)
+            values.push(entry.fields[0] === Fields.id && entry.fields[1] === entry.eventId ? '' : entry.eventId)
+            pushFields(values, entry.fields)
           }
         }
+        rest = withValues([maxLen, String(windowMs), legacy], values)
       } else {
-        rest = [maxLen]
-        for (const caller of callers) for (const entry of caller.entries) pushFields(rest, entry.fields)
+        const values: string[] = []
+        for (const caller of callers) for (const entry of caller.entries) pushFields(values, entry.fields)
+        rest = withValues([maxLen], values)
       }
       const name = dedupe ? (this.#perEventKeys ? 'rrsAppendOnceKeys' : 'rrsAppendOnce') : 'rrsAppend'
       const keyArgs = dedupe ? (this.#perEventKeys ? [String(batch.count + 1), keys.stream] : [keys.stream, keys.dedupe]) : [keys.stream]
@@ -644,7 +690,14 @@ export class RedisBackend implements StreamBackend {
     return keys
   }
 
+  /**
+   * Appends entries in one script call, all or nothing. Like {@link appendOnce}
+   * without the dedupe: a call of fewer than 16 entries shares the tick's
+   * script call with the other appends of its topic, a larger one goes on its
+   * own, after them, so the stream keeps the order of the calls.
+   */
   append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
+    if (!this.#waitsInPipeline()) return this.#coalesce(topic, entries.map((fields) => ({ eventId: '', fields })), { windowMs: 0, ...options }, false)
     const appended = this.#appendNow(topic, entries, options)
     this.#trackAppend(appended)
     return appended
@@ -660,6 +713,7 @@ export class RedisBackend implements StreamBackend {
     void answered.then(() => this.#appendsInFlight.delete(answered))
   }
 
+  /** Cluster with WAIT: the batch script for any count, in one pipeline with its WAIT on the topic's node. */
   async #appendNow(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number }): Promise<string[]> {
     const key = this.#streamKey(topic)
     let appended: string[]
@@ -668,24 +722,10 @@ export class RedisBackend implements StreamBackend {
       const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
       // Awaited below; if the append fails first, its rejection must not go unhandled.
       registering?.catch(() => undefined)
-      let ids: string[]
-      const writer = this.#writer()
-      if (this.#waitsInPipeline()) {
-        // Cluster with WAIT: the batch script for any count, in one pipeline with its WAIT on the topic's node.
-        const args: (string | number)[] = [key, options.maxLen === undefined ? '' : options.maxLen]
-        for (const fields of entries) args.push(fields.length, ...fields)
-        ids = ((await this.#appendWithWait(waited, { ...loadScript('rrsAppend'), args })) as unknown[]).map(String)
-      } else if (entries.length === 1 && options.maxLen === undefined) {
-        ids = [String(await writer.xadd(key, '*', ...(entries[0] as string[])))]
-      } else if (entries.length === 1) {
-        ids = [String(await writer.xadd(key, 'MAXLEN', '~', options.maxLen as number, '*', ...(entries[0] as string[])))]
-      } else {
-        // One script for the batch: atomic, and cheaper than MULTI or a pipeline (its arguments in one array, see #sendAppendOnce).
-        const rest: string[] = [options.maxLen === undefined ? '' : String(options.maxLen)]
-        for (const fields of entries) pushFields(rest, fields)
-        const reply = (await (script(writer, 'rrsAppend') as unknown as (key: string, rest: string[]) => Promise<unknown>)(key, rest)) as unknown[]
-        ids = reply.map(String)
-      }
+      const values: string[] = []
+      for (const fields of entries) pushFields(values, fields)
+      const args = withValues([key, options.maxLen === undefined ? '' : String(options.maxLen)], values)
+      const ids = ((await this.#appendWithWait(waited, { ...loadScript('rrsAppend'), args })) as unknown[]).map(String)
       if (registering !== undefined) await registering.catch(() => undefined) // appended: see #sendAppendOnce
       appended = ids
     } catch (error) {
@@ -694,6 +734,7 @@ export class RedisBackend implements StreamBackend {
     await this.#replicated(waited)
     return appended
   }
+
 
   async ensureGroup(topic: string, group: string, startFrom: StartFrom): Promise<void> {
     try {

@@ -24,7 +24,8 @@
 -- ARGV[2]  the window W in ms (an integer ≥ 1)
 -- ARGV[3]  the legacy key prefix (`<prefix>published:{topic}:`), or "" to skip that lookup
 -- ARGV[4…] for each entry: its event id ("" when its first field is `id`: then that field's value is the event id),
---          its number of field values n, then the n values
+--          its number of field values n, then the n values; or all of them in ARGV[4] alone, joined by "\0"
+--          (packed: one argument to send and parse instead of thousands)
 -- Returns: the stream id of each entry (the earlier one for a duplicate).
 local w = tonumber(ARGV[2])
 local base = KEYS[2] .. '::' .. ARGV[2] .. ':'
@@ -46,17 +47,33 @@ local prev = base .. string.format('%.0f', b - 1)
 redis.call('UNLINK', base .. string.format('%.0f', b - 2))
 if not redis.acl_check_cmd then redis.call('PEXPIREAT', cur, string.format('%.0f', (b + 3) * w)) end -- the ACL, before any XADD
 
--- The event ids and where each entry's fields start.
-local ids, starts = {}, {}
-local i = 4
-while i <= #ARGV do
-  local id = ARGV[i]
-  if id == '' and ARGV[i + 2] == 'id' then id = ARGV[i + 3] end
-  ids[#ids + 1] = id
-  starts[#starts + 1] = i + 2
-  i = i + tonumber(ARGV[i + 1]) + 2
+-- The entries' arguments: ARGV from 4, or the packed ARGV[4] split at each "\0" (an unpacked entry takes at least
+-- four arguments).
+local A, i = ARGV, 4
+if #ARGV == 4 then
+  local s, n, pos = ARGV[4], 0, 1
+  A, i = {}, 1
+  while true do
+    local e = string.find(s, '\0', pos, true)
+    n = n + 1
+    if not e then A[n] = string.sub(s, pos) break end
+    A[n] = string.sub(s, pos, e - 1)
+    pos = e + 1
+  end
 end
-local m = #ids
+
+-- The event ids and where each entry's fields start (no per-entry table but these two: a script's cost is per entry).
+local ids, starts = {}, {}
+local m = 0
+local nargs = #A
+while i <= nargs do
+  local id = A[i]
+  if id == '' and A[i + 2] == 'id' then id = A[i + 3] end
+  m = m + 1
+  ids[m] = id
+  starts[m] = i + 1
+  i = i + tonumber(A[i + 1]) + 2
+end
 
 -- Looks the ids up in `key` (HMGET, or MGET of the legacy keys), in chunks (unpack has a limit), into `seen`.
 local CHUNK = 1000
@@ -66,7 +83,7 @@ local function lookup(seen, key, isLegacy)
     local found
     if isLegacy then
       local names = {}
-      for j = from, to do names[#names + 1] = legacy .. ids[j] end
+      for j = from, to do names[j - from + 1] = legacy .. ids[j] end
       found = redis.call('MGET', unpack(names))
     else
       found = redis.call('HMGET', key, unpack(ids, from, to))
@@ -87,30 +104,38 @@ local nxt = base .. string.format('%.0f', b + 1)
 if redis.call('EXISTS', nxt) == 1 then lookup(seen, nxt, false) end
 if legacy ~= '' then lookup(seen, nil, true) end
 
-local out, byId, fresh = {}, {}, {}
+-- `seen` becomes the reply (a duplicate keeps its earlier stream id); `fresh` the HSET arguments (event id, stream id).
+local stream, maxLen = KEYS[1], ARGV[1]
+local byId, fresh, f = nil, {}, 0
 for j = 1, m do
   local id = ids[j]
-  local known = seen[j] or byId[id]
-  if known then
-    out[j] = known
-  else
-    local s = starts[j]
-    local n = tonumber(ARGV[s - 1])
-    local sid
-    if ARGV[1] ~= '' then
-      sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, s, s + n - 1))
+  if seen[j] == nil then
+    local known = byId and byId[id]
+    if known then
+      seen[j] = known
     else
-      sid = redis.call('XADD', KEYS[1], '*', unpack(ARGV, s, s + n - 1))
+      local s = starts[j]
+      local sid
+      if maxLen ~= '' then
+        sid = redis.call('XADD', stream, 'MAXLEN', '~', maxLen, '*', unpack(A, s + 1, s + tonumber(A[s])))
+      else
+        sid = redis.call('XADD', stream, '*', unpack(A, s + 1, s + tonumber(A[s])))
+      end
+      seen[j] = sid
+      -- The same id again later in this call (a retry coalesced with its first try) is not appended twice.
+      if j < m then
+        byId = byId or {}
+        byId[id] = sid
+      end
+      fresh[f + 1] = id
+      fresh[f + 2] = sid
+      f = f + 2
     end
-    out[j] = sid
-    byId[id] = sid
-    fresh[#fresh + 1] = id
-    fresh[#fresh + 1] = sid
   end
 end
 
-for from = 1, #fresh, 2 * CHUNK do
-  redis.call('HSET', cur, unpack(fresh, from, math.min(#fresh, from + 2 * CHUNK - 1)))
+for from = 1, f, 2 * CHUNK do
+  redis.call('HSET', cur, unpack(fresh, from, math.min(f, from + 2 * CHUNK - 1)))
 end
-if #fresh > 0 then redis.call('PEXPIREAT', cur, string.format('%.0f', (b + 3) * w)) end
-return out
+if f > 0 then redis.call('PEXPIREAT', cur, string.format('%.0f', (b + 3) * w)) end
+return seen
