@@ -30,7 +30,7 @@ function shape(event: StoredEvent): unknown {
 }
 
 /** The outcome of reading `meta`: the event's shape, or the error's reason and message. */
-function outcome(read: () => StoredEvent): unknown {
+function outcome(read: () => StoredEvent): { ok?: unknown; reason?: string; message?: string } {
   try {
     return { ok: shape(read()) }
   } catch (error) {
