@@ -458,8 +458,13 @@ function stripUnsafeKeys(value: unknown): unknown {
  * @throws {DecodeError} with reason `malformed_json`, or `payload_too_deep`
  */
 export function safeJsonParse(text: string, options: { readonly maxDepth?: number } = {}): unknown {
-  if (options.maxDepth !== undefined && jsonDepthExceeds(text, options.maxDepth)) {
-    throw new DecodeError('payload_too_deep', `JSON nested deeper than ${String(options.maxDepth)} levels`)
+  return parseJsonSafely(text, options.maxDepth)
+}
+
+/** {@link safeJsonParse} without an options object (a payload's first read). */
+function parseJsonSafely(text: string, maxDepth: number | undefined): unknown {
+  if (maxDepth !== undefined && jsonDepthExceeds(text, maxDepth)) {
+    throw new DecodeError('payload_too_deep', `JSON nested deeper than ${String(maxDepth)} levels`)
   }
   let value: unknown
   try {
@@ -584,7 +589,7 @@ export class StoredEvent<P = unknown> implements Event<P> {
   get payload(): P {
     if (!this.#parsed) {
       try {
-        this.#payload = safeJsonParse(this.rawPayload, { maxDepth: this.#maxDepth })
+        this.#payload = parseJsonSafely(this.rawPayload, this.#maxDepth)
       } catch (error) {
         if (this.#guard !== undefined && error instanceof DecodeError) throw this.#guard.malformed(error)
         throw error
@@ -623,6 +628,14 @@ export interface DecodedEntry {
  * @throws {DecodeError} with a reason code; never anything else
  */
 export function decodeEntry(fields: EntryFields, maxPayloadBytes: number, maxPayloadDepth: number = DEFAULT_MAX_PAYLOAD_DEPTH): DecodedEntry {
+  // The compact layout as this library writes it, `meta` then `payload` and nothing else: what wireParts would
+  // find, without its record and its field-by-field switch (the hot path).
+  const untrusted: unknown = fields
+  if (Array.isArray(untrusted) && untrusted.length === 4 && untrusted[0] === Fields.meta && untrusted[2] === Fields.payload) {
+    const meta: unknown = untrusted[1]
+    const payload: unknown = untrusted[3]
+    if (typeof meta === 'string' && typeof payload === 'string') return decodeCompactParts(meta, payload, undefined, maxPayloadBytes, maxPayloadDepth)
+  }
   const parts = wireParts(fields)
   if (parts.meta !== undefined) return decodeCompact(parts, parts.meta, maxPayloadBytes, maxPayloadDepth)
   const { id, name, ts, headers: rawHeaders, payload: rawPayload, cid, traceparent, replayGroup } = parts
@@ -698,12 +711,29 @@ const optionalText = (value: unknown, what: string): string | undefined => {
  * cannot be told).
  */
 function decodeCompact(parts: WireParts, meta: string, maxPayloadBytes: number, maxPayloadDepth: number): DecodedEntry {
-  for (const [key, field] of [['id', Fields.id], ['name', Fields.name], ['ts', Fields.ts], ['headers', Fields.headers], ['cid', Fields.correlationId], ['traceparent', Fields.traceparent]] as const) {
-    if (parts[key] !== undefined) throw new DecodeError('duplicate_field', `field ${JSON.stringify(field)} appears next to "meta" (which one is meant cannot be told)`)
-  }
+  let field: string | undefined
+  if (parts.id !== undefined) field = Fields.id
+  else if (parts.name !== undefined) field = Fields.name
+  else if (parts.ts !== undefined) field = Fields.ts
+  else if (parts.headers !== undefined) field = Fields.headers
+  else if (parts.cid !== undefined) field = Fields.correlationId
+  else if (parts.traceparent !== undefined) field = Fields.traceparent
+  if (field !== undefined) throw new DecodeError('duplicate_field', `field ${JSON.stringify(field)} appears next to "meta" (which one is meant cannot be told)`)
   const rawPayload = parts.payload
   if (rawPayload === undefined) throw new DecodeError('missing_field', 'field "payload" is missing')
+  return decodeCompactParts(meta, rawPayload, parts.replayGroup, maxPayloadBytes, maxPayloadDepth)
+}
+
+/** `meta` and `payload` of a compact entry, the other fields checked: the envelope is read, then the payload's size. */
+function decodeCompactParts(meta: string, rawPayload: string, replayGroup: string | undefined, maxPayloadBytes: number, maxPayloadDepth: number): DecodedEntry {
   if (tooLarge(meta, maxPayloadBytes)) throw invalidMeta(`of ${Buffer.byteLength(meta, 'utf8')} bytes exceeds the limit of ${maxPayloadBytes} bytes`)
+  const event = scanMeta(meta, rawPayload, maxPayloadDepth) ?? parseMeta(meta, rawPayload, maxPayloadDepth)
+  checkPayloadSize(rawPayload, maxPayloadBytes)
+  return { event, replayGroup }
+}
+
+/** The envelope through {@link safeJsonParse}, checked part by part: what every `meta` value gets, whatever its shape. */
+function parseMeta(meta: string, rawPayload: string, maxPayloadDepth: number): StoredEvent {
   let envelope: unknown
   try {
     // An array holding a flat headers object: nothing nests deeper than 2.
@@ -716,18 +746,124 @@ function decodeCompact(parts: WireParts, meta: string, maxPayloadBytes: number, 
   if (typeof id !== 'string' || id.length === 0) throw invalidMeta('has no event id')
   if (typeof name !== 'string' || name.length === 0) throw invalidMeta('has no event name')
   if (typeof timestamp !== 'number' || !Number.isFinite(timestamp)) throw invalidMeta('has a timestamp that is not a number')
-  checkPayloadSize(rawPayload, maxPayloadBytes)
-  return {
-    event: new StoredEvent({
-      id,
-      name,
-      headers: cleanHeaders(rawHeaders),
-      timestamp,
-      rawPayload,
-      correlationId: optionalText(cid, 'correlation id'),
-      traceparent: optionalText(traceparent, 'traceparent'),
-      maxDepth: maxPayloadDepth,
-    }),
-    replayGroup: parts.replayGroup,
+  return new StoredEvent({
+    id,
+    name,
+    headers: cleanHeaders(rawHeaders),
+    timestamp,
+    rawPayload,
+    correlationId: optionalText(cid, 'correlation id'),
+    traceparent: optionalText(traceparent, 'traceparent'),
+    maxDepth: maxPayloadDepth,
+  })
+}
+
+/*
+ * The envelope as the library writes it, read without JSON.parse: `["<id>","<name>",<ts>,{<headers>}` and an
+ * optional `,null` or `,"<cid>"` and `,"<traceparent>"`, then `]`, with no whitespace, strings without escapes or
+ * control characters, a non-negative integer of at most 15 digits for the time, and string header values. Exactly
+ * the texts whose JSON.parse would be that array; for them, the event is the one parseMeta builds (a `__proto__`
+ * header dropped, as safeJsonParse drops it; nothing nests). Any other text (an escape, a space, a fraction, a bad
+ * part) is not judged here: parseMeta reads it and reports what is wrong.
+ */
+
+/** A backslash (an escape) or a control character anywhere: the text is left to the safe parse. */
+// eslint-disable-next-line no-control-regex -- control characters are what it looks for
+const ESCAPE_OR_CONTROL = /[\\\u0000-\u001f]/
+
+/**
+ * The end (after the closing quote) of a JSON string at `at`; -1 when there is none. Only for a text with no
+ * escape and no control character (see ESCAPE_OR_CONTROL): then the next quote closes it (native search, no
+ * per-character loop).
+ */
+function plainStringEnd(text: string, at: number): number {
+  if (text.charCodeAt(at) !== 0x22) return -1
+  const end = text.indexOf('"', at + 1)
+  return end < 0 ? -1 : end + 1
+}
+
+/** Where the last {@link scanHeaders} ended (module state: no result object per entry). */
+let scannedTo = 0
+let scannedHeaders: Readonly<Record<string, string>> = EMPTY_HEADERS
+
+/** A flat object of plain strings at `at` (see above); false when it is anything else. */
+function scanHeaders(text: string, at: number): boolean {
+  if (text.charCodeAt(at) !== 0x7b) return false
+  if (text.charCodeAt(at + 1) === 0x7d) {
+    scannedTo = at + 2
+    scannedHeaders = EMPTY_HEADERS
+    return true
+  }
+  let clean: Record<string, string> | undefined
+  let i = at + 1
+  for (;;) {
+    const keyEnd = plainStringEnd(text, i)
+    if (keyEnd < 0 || text.charCodeAt(keyEnd) !== 0x3a) return false
+    const valueEnd = plainStringEnd(text, keyEnd + 1)
+    if (valueEnd < 0) return false
+    const key = text.slice(i + 1, keyEnd - 1)
+    // Dropped, as safeJsonParse drops it (a repeated key: the last one wins, in the first one's place, as in JSON.parse).
+    if (key !== '__proto__') (clean ??= Object.create(null) as Record<string, string>)[key] = text.slice(keyEnd + 2, valueEnd - 1)
+    const next = text.charCodeAt(valueEnd)
+    if (next === 0x7d) {
+      scannedTo = valueEnd + 1
+      scannedHeaders = clean === undefined ? EMPTY_HEADERS : Object.freeze(clean)
+      return true
+    }
+    if (next !== 0x2c) return false
+    i = valueEnd + 1
   }
 }
+
+/** The event of a `meta` value in the layout the library writes (see above); undefined for any other text. */
+function scanMeta(meta: string, rawPayload: string, maxPayloadDepth: number): StoredEvent | undefined {
+  const last = meta.length - 1
+  if (meta.charCodeAt(0) !== 0x5b || meta.charCodeAt(last) !== 0x5d || ESCAPE_OR_CONTROL.test(meta)) return undefined
+  const idEnd = plainStringEnd(meta, 1)
+  if (idEnd <= 3 || meta.charCodeAt(idEnd) !== 0x2c) return undefined
+  const nameEnd = plainStringEnd(meta, idEnd + 1)
+  if (nameEnd <= idEnd + 3 || meta.charCodeAt(nameEnd) !== 0x2c) return undefined
+  let i = nameEnd + 1
+  let timestamp = 0
+  const first = i
+  for (let c = meta.charCodeAt(i); c >= 0x30 && c <= 0x39; c = meta.charCodeAt(++i)) timestamp = timestamp * 10 + (c - 0x30)
+  // "0", or no leading zero; 15 digits at most: exact, as JSON.parse reads it.
+  if (i === first || i - first > 15 || (meta.charCodeAt(first) === 0x30 && i - first > 1) || meta.charCodeAt(i) !== 0x2c) return undefined
+  if (!scanHeaders(meta, i + 1)) return undefined
+  const headers = scannedHeaders
+  i = scannedTo
+  let correlationId: string | undefined
+  let traceparent: string | undefined
+  if (i !== last) {
+    if (meta.charCodeAt(i) !== 0x2c) return undefined
+    i++
+    if (meta.startsWith('null', i)) i += 4
+    else {
+      const end = plainStringEnd(meta, i)
+      if (end < 0) return undefined
+      correlationId = meta.slice(i + 1, end - 1)
+      i = end
+    }
+    if (i !== last) {
+      if (meta.charCodeAt(i) !== 0x2c) return undefined
+      const end = plainStringEnd(meta, i + 1)
+      if (end !== last) return undefined
+      traceparent = meta.slice(i + 2, end - 1)
+    }
+  }
+  return new StoredEvent({
+    id: meta.slice(2, idEnd - 1),
+    name: meta.slice(idEnd + 2, nameEnd - 1),
+    headers,
+    timestamp,
+    rawPayload,
+    correlationId,
+    traceparent,
+    maxDepth: maxPayloadDepth,
+  })
+}
+
+/** @internal The slow reading of a `meta` value, for the tests that hold the fast one to it. */
+export const parseMetaForTest = (meta: string, maxPayloadDepth: number = DEFAULT_MAX_PAYLOAD_DEPTH): StoredEvent => parseMeta(meta, '0', maxPayloadDepth)
+/** @internal The fast reading of a `meta` value (undefined: not in the written layout), for the same tests. */
+export const scanMetaForTest = (meta: string, maxPayloadDepth: number = DEFAULT_MAX_PAYLOAD_DEPTH): StoredEvent | undefined => scanMeta(meta, '0', maxPayloadDepth)
