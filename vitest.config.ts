@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os'
 import { defineConfig } from 'vitest/config'
+import { LongestFirstSequencer } from './test/support/sequencer.js'
 
 /**
  * Files run in parallel, one more worker than cores: most integration files
@@ -13,6 +14,7 @@ const maxWorkers = Math.min(Math.max(availableParallelism() + 1, 2), 8)
 export default defineConfig({
   test: {
     maxWorkers,
+    sequence: { sequencer: LongestFirstSequencer },
     projects: [
       {
         test: {
