@@ -7,15 +7,18 @@ import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { newEvent, ReplicationTimeoutError } from '../../src/index.js'
 import { randomName } from '../support/redis.js'
-import { startRedisServer, type RedisServer } from '../support/redis-server.js'
+import { startRedisServer, waitForReplicaSync, type RedisServer } from '../support/redis-server.js'
 import { testEvents } from '../support/events.js'
 
 describe('health() and ROLE', () => {
   let master: RedisServer
   let replica: RedisServer
   beforeAll(async () => {
-    master = await startRedisServer()
+    // No diskless-sync delay (5 s by default, longer than WAIT 1's timeout below): the replica syncs at once.
+    master = await startRedisServer({ extraArgs: ['--repl-diskless-sync-delay', '0'] })
     replica = await startRedisServer({ extraArgs: ['--replicaof', master.host, String(master.port)] })
+    // The replica has synced before WAIT is asked of it (WAIT 2 below expects exactly 1 acknowledgement).
+    await waitForReplicaSync(replica.port)
   })
   afterAll(async () => {
     await replica.stop()

@@ -171,6 +171,7 @@ describe('Sentinel: a node that still acts as master after the sentinels named a
       await sleep(300)
       // A becomes a replica of B (its writes refused with READONLY); the sentinel names B half a second later.
       const demoted = new Redis(a.port, a.host)
+      await demoted.ping() // connected first: on a loaded machine the connection alone can take longer than the 50 ms margin below
       const demotedAt = Date.now()
       try {
         await demoted.call('REPLICAOF', b.host, String(b.port))

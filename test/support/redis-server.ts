@@ -390,15 +390,29 @@ export async function startRedisCluster(options: RedisClusterOptions = { masters
       )
     }
     const endpoints = servers.map((s) => `${s.host}:${s.port}`)
-    await redisCli(['--cluster', 'create', ...endpoints, '--cluster-replicas', String(options.replicas ?? 0), '--cluster-yes'])
-    const deadline = Date.now() + 15_000
-    for (const server of servers) {
-      for (;;) {
-        const info = await redisCli(['-h', server.host, '-p', String(server.port), 'cluster', 'info'], 5_000)
-        if (info.includes('cluster_state:ok')) break
-        if (Date.now() > deadline) throw new Error(`cluster node ${server.port} did not reach cluster_state:ok:\n${info}`)
-        await sleep(50)
+    const create = async (): Promise<void> => {
+      await redisCli(['--cluster', 'create', ...endpoints, '--cluster-replicas', String(options.replicas ?? 0), '--cluster-yes'])
+      const deadline = Date.now() + 15_000
+      for (const server of servers) {
+        for (;;) {
+          const info = await redisCli(['-h', server.host, '-p', String(server.port), 'cluster', 'info'], 5_000)
+          if (info.includes('cluster_state:ok')) break
+          if (Date.now() > deadline) throw new Error(`cluster node ${server.port} did not reach cluster_state:ok:\n${info}`)
+          await sleep(50)
+        }
       }
+    }
+    if ((options.replicas ?? 0) > 0) {
+      // Every replica has synced before the cluster is handed over (the tests waited for it themselves, 5 s of sync delay later).
+      await withoutSyncDelay(servers.map((s) => s.port), async () => {
+        await create()
+        for (const server of servers) {
+          const role = await redisCli(['-h', server.host, '-p', String(server.port), 'role'], 5_000)
+          if (role.startsWith('slave')) await waitForReplicaSync(server.port)
+        }
+      })
+    } else {
+      await create()
     }
     return { nodes: servers.map((s) => ({ host: s.host, port: s.port })), servers, stop }
   } catch (err) {
@@ -511,13 +525,41 @@ export interface SentinelGroup {
   stop(): Promise<void>
 }
 
-async function replicationUp(port: number, timeoutMs: number): Promise<void> {
+/**
+ * Resolves once the replica on `port` has synced with its master
+ * (`master_link_status:up`), or rejects after `timeoutMs`.
+ *
+ * @example
+ * ```ts
+ * const replica = await startRedisServer({ extraArgs: ['--replicaof', master.host, String(master.port)] })
+ * await waitForReplicaSync(replica.port) // WAIT 1 can be met from now on
+ * ```
+ */
+export async function waitForReplicaSync(port: number, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const info = await redisCli(['-h', HOST, '-p', String(port), 'info', 'replication'], 5_000).catch(() => '')
     if (info.includes('master_link_status:up')) return
     if (Date.now() > deadline) throw new Error(`replica ${port} did not sync with its master:\n${info}`)
     await sleep(50)
+  }
+}
+
+/**
+ * Runs `setup` (replicas joining the masters on `ports`) with those masters'
+ * `repl-diskless-sync-delay` at 0, then gives it back its value. Redis waits
+ * that delay (5 s by default) before a full sync, for more replicas to come:
+ * time a test's setup only waits out. Syncs after the setup (a failover, a
+ * restarted node rejoining) wait as before.
+ */
+async function withoutSyncDelay<T>(ports: readonly number[], setup: () => Promise<T>): Promise<T> {
+  const config = (port: number, args: readonly string[]): Promise<string> => redisCli(['-h', HOST, '-p', String(port), 'config', ...args], 5_000)
+  const previous = await Promise.all(ports.map(async (port) => (await config(port, ['get', 'repl-diskless-sync-delay'])).trim().split('\n')[1] ?? '5'))
+  await Promise.all(ports.map((port) => config(port, ['set', 'repl-diskless-sync-delay', '0'])))
+  try {
+    return await setup()
+  } finally {
+    await Promise.all(ports.map((port, i) => config(port, ['set', 'repl-diskless-sync-delay', previous[i] ?? '5']).catch(() => '')))
   }
 }
 
@@ -548,11 +590,13 @@ export async function startSentinelGroup(options: SentinelGroupOptions = {}): Pr
   try {
     const master = await startRedisServer(options.serverOptions ?? {})
     servers.push(master)
-    for (let i = 0; i < (options.replicas ?? 2); i++) {
-      const base = options.serverOptions ?? {}
-      servers.push(await startRedisServer({ ...base, extraArgs: [...(base.extraArgs ?? []), '--replicaof', HOST, String(master.port)] }))
-    }
-    await Promise.all(servers.slice(1).map((s) => replicationUp(s.port, 15_000)))
+    await withoutSyncDelay([master.port], async () => {
+      for (let i = 0; i < (options.replicas ?? 2); i++) {
+        const base = options.serverOptions ?? {}
+        servers.push(await startRedisServer({ ...base, extraArgs: [...(base.extraArgs ?? []), '--replicaof', HOST, String(master.port)] }))
+      }
+      await Promise.all(servers.slice(1).map((s) => waitForReplicaSync(s.port)))
+    })
     const count = options.sentinels ?? 3
     const quorum = Math.floor(count / 2) + 1
     for (let i = 0; i < count; i++) {

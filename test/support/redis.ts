@@ -7,13 +7,14 @@ import { inject } from 'vitest'
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    /** The URL of the Redis the integration tests share (never assume port 6379). */
-    redisUrl: string
+    /** The URLs of the Redis servers the integration tests share, one per worker (never assume port 6379). */
+    redisUrls: readonly string[]
   }
 }
 
 /**
- * The URL of the shared test Redis.
+ * The URL of the shared test Redis: the one of this worker, so that files
+ * running at the same time in other workers never use the same server.
  *
  * @example
  * ```ts
@@ -21,7 +22,11 @@ declare module 'vitest' {
  * ```
  */
 export function redisUrl(): string {
-  return inject('redisUrl')
+  const urls = inject('redisUrls')
+  const worker = Number(process.env['VITEST_POOL_ID'] ?? '1')
+  const url = urls[(Number.isInteger(worker) && worker >= 1 ? worker - 1 : 0) % urls.length]
+  if (url === undefined) throw new Error('the integration globalSetup provided no Redis URL')
+  return url
 }
 
 /**
