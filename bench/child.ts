@@ -17,7 +17,7 @@ export type ChildSpec =
   | { readonly kind: 'publish'; readonly side: Side; readonly url: string; readonly count: number; readonly concurrency: number; readonly retrySafe?: boolean }
   | { readonly kind: 'batch'; readonly side: Side; readonly url: string; readonly count: number; readonly size: number; readonly retrySafe?: boolean }
   | { readonly kind: 'drain'; readonly side: Side; readonly url: string; readonly topic: string; readonly count: number; readonly options: DrainOptions }
-  | { readonly kind: 'latency'; readonly side: Side; readonly url: string; readonly rate: number; readonly seconds: number }
+  | { readonly kind: 'latency'; readonly side: Side; readonly url: string; readonly rate: number; readonly seconds: number; readonly retrySafe?: boolean }
 
 /** What the child prints. */
 export interface ChildResult {
@@ -60,7 +60,7 @@ async function main(): Promise<void> {
       result = { rate: await drain(spec.side, spec.url, spec.topic, spec.count, spec.options) }
       break
     case 'latency':
-      result = await latency(spec.side, spec.url, spec.rate, spec.seconds)
+      result = await latency(spec.side, spec.url, spec.rate, spec.seconds, spec.retrySafe ?? true)
       break
   }
   const cpu = process.cpuUsage(cpuBefore)

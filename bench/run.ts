@@ -121,8 +121,11 @@ try {
     ])
   }
   if (only.has('latency')) {
-    const spec = (side: Side) => (url: string): ChildSpec => ({ kind: 'latency', side, url, rate: 5_000, seconds: latencySeconds })
-    await measure('latency', (['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `latency-${side}`, side, spec: spec(side) })))
+    const spec = (side: Side, retrySafe = true) => (url: string): ChildSpec => ({ kind: 'latency', side, url, rate: 5_000, seconds: latencySeconds, retrySafe })
+    await measure('latency', [
+      ...(['raw1', 'library', 'raw5'] as const).map((side) => ({ label: `latency-${side}`, side, spec: spec(side) })),
+      { label: 'latency-library-unsafe', side: 'library', spec: spec('library', false) },
+    ])
   }
   if (only.has('rss')) {
     const variants: Variant[] = []
@@ -183,11 +186,12 @@ throughputRow(`publishBatch of 100 (raw: pipeline of 100 XADDs); retry-safe (def
 throughputRow('the same, dedupe window off', 'batch-library-unsafe', 'batch-raw1', 'batch-raw5', 1.0)
 throughputRow('the same, retry-safe, five-field layout (EVENT_WIRE_FORMAT=fields)', 'batch-library-fields', 'batch-raw1', 'batch-raw5', 1.0)
 
-if (results.has('latency-library')) {
+function latencyRow(work: string, libLabel: string): void {
+  if (!results.has(libLabel)) return
   const p = (label: string, q: 'p50' | 'p99'): number => med(label, (r) => r[q])
-  const [l50, l99, a50, a99, b50, b99] = [p('latency-library', 'p50'), p('latency-library', 'p99'), p('latency-raw1', 'p50'), p('latency-raw1', 'p99'), p('latency-raw5', 'p50'), p('latency-raw5', 'p99')]
+  const [l50, l99, a50, a99, b50, b99] = [p(libLabel, 'p50'), p(libLabel, 'p99'), p('latency-raw1', 'p50'), p('latency-raw1', 'p99'), p('latency-raw5', 'p50'), p('latency-raw5', 'p99')]
   rows.push({
-    work: 'end-to-end latency at 5,000/s, p50 / p99 (ms)',
+    work,
     raw1: `${ms(a50)} / ${ms(a99)}`,
     library: `${ms(l50)} / ${ms(l99)}`,
     ratio: `${l50 - a50 >= 0 ? '+' : ''}${(l50 - a50).toFixed(2)} ms / ${(l99 / a99).toFixed(2)}×`,
@@ -197,6 +201,8 @@ if (results.has('latency-library')) {
     ratio5: `${l50 - b50 >= 0 ? '+' : ''}${(l50 - b50).toFixed(2)} ms / ${(l99 / b99).toFixed(2)}×`,
   })
 }
+latencyRow(`end-to-end latency at 5,000/s, p50 / p99 (ms); retry-safe publish (default), ${LAYOUT} layout`, 'latency-library')
+latencyRow('the same, dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0)', 'latency-library-unsafe')
 
 if (results.has('rss-big-library')) {
   const lib = rss('rss-big-library')
