@@ -330,6 +330,8 @@ function eventIdOf(fields: readonly string[]): string {
  * call is sent as it is): a script blocks the server while it runs.
  */
 export const APPEND_SEND_AT_ENTRIES = 128
+/** Most values of one entry the append scripts take (`unpack` is bounded by Lua's C stack, about 8,000). */
+const SCRIPT_MAX_VALUES = 7_000
 /**
  * A call of this many entries or more is sent on its own, right away (after
  * the calls of the tick queued before it, to keep their order): it already
@@ -697,10 +699,35 @@ export class RedisBackend implements StreamBackend {
    * own, after them, so the stream keeps the order of the calls.
    */
   append(topic: string, entries: readonly (readonly string[])[], options: { readonly maxLen?: number } = {}): Promise<string[]> {
+    if (!this.#waitsInPipeline() && entries.length === 1 && (entries[0] as readonly string[]).length > SCRIPT_MAX_VALUES) {
+      // More values than a script's `unpack` takes (Lua's C stack): one plain XADD (a dead letter's replay of a huge entry).
+      const appended = this.#appendLarge(topic, entries[0] as readonly string[], options)
+      this.#trackAppend(appended)
+      return appended
+    }
     if (!this.#waitsInPipeline()) return this.#coalesce(topic, entries.map((fields) => ({ eventId: '', fields })), { windowMs: 0, ...options }, false)
     const appended = this.#appendNow(topic, entries, options)
     this.#trackAppend(appended)
     return appended
+  }
+
+  /** One entry of more than {@link SCRIPT_MAX_VALUES} values, by a plain XADD (after the appends of the tick queued before it). */
+  async #appendLarge(topic: string, fields: readonly string[], options: { readonly maxLen?: number }): Promise<string[]> {
+    this.#flushAppends()
+    const key = this.#streamKey(topic)
+    try {
+      const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
+      registering?.catch(() => undefined)
+      const writer = this.#writer()
+      const id =
+        options.maxLen === undefined
+          ? await writer.xadd(key, '*', ...(fields as string[]))
+          : await writer.xadd(key, 'MAXLEN', '~', options.maxLen, '*', ...(fields as string[]))
+      if (registering !== undefined) await registering.catch(() => undefined)
+      return [String(id)]
+    } catch (error) {
+      return this.#failAppend(topic, [fields], error, false)
+    }
   }
 
   /** Counts an append as in flight until it is answered (see {@link close}). */
