@@ -61,7 +61,7 @@ describe('two consumers of one group on one key', () => {
     const consume = (manager: EventManager, consumer: string): Observable<Message> =>
       manager
         .topic(topic)
-        .consume({ group, consumer, batchSize: 2, maxPendingMessages: 100, drainTimeout: 50 })
+        .consume({ group, consumer, batchSize: 2, maxPendingMessages: 10, drainTimeout: 50 })
         .pipe(
           // the store the engine is to put on its messages (operatorStateStore)
           tap((m) => {
@@ -85,7 +85,7 @@ describe('two consumers of one group on one key', () => {
     // the window closes by the clock once each consumer's source is idle
     const first = (): Window<Message>[] => windows.filter((w) => w.start === BASE)
     await waitFor(() => first().reduce((n, w) => n + w.messages.length, 0) === 20, 10_000, 'the window of the 20 events')
-    // one window's 20 events, split between the two consumers
+    // one window's 20 events, split between the two consumers (each holds at most 10: read-ahead reads ask for 50)
     expect(new Set(first().map((w) => w.messages[0]?.consumer)).size).toBe(2)
     await waitFor(() => warnings.length > 0, 5_000, 'the split-window warning')
     expect(warnings[0]).toMatch(/one consumer per key/)
