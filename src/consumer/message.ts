@@ -97,7 +97,8 @@ export const demandDeclaration: unique symbol = Symbol.for('rx-redis-streams.dec
  * Tells the message's subscription that the operator `holder` will hold up to `n`
  * of its messages at once (handleEach: its concurrency; a window or join: what it
  * needs). Unless the user set `maxPendingMessages`, the subscription's credit is the
- * sum of the declared demands plus 4 × `batchSize`. The last declaration of a holder
+ * sum of the declared demands plus 8 × max(`batchSize`, 50) of read-ahead (see the README's
+ * "Backpressure"). The last declaration of a holder
  * wins. A no-op on values that do not support it.
  *
  * ## Example
