@@ -1,6 +1,6 @@
 /**
  * The shared connection writes the adapter's appends at once, outside ioredis'
- * autopipeline (connection.ts, sendAppendsDirectly): ioredis keeps one
+ * autopipeline (redis-backend.ts, defineScripts): ioredis keeps one
  * autopipeline in flight per connection, and a publish queued behind one
  * (acks, lease renewals, the previous append) waited for all of its replies
  * before Redis saw it. XGROUP goes at once too, so that a group created at

@@ -1106,44 +1106,9 @@ function describeClient(client: RedisClient): { address: string; mode: 'standalo
 }
 
 /**
- * Commands an autopipelined client writes at once, outside ioredis'
- * autopipeline (see {@link sendAppendsDirectly}): the Redis adapter's append
- * scripts (the names it defines them under with `defineCommand`), and
- * `XGROUP`, so that a group created at `$` still reaches Redis before a
- * publish made right after it in the same tick.
- */
-const DIRECT_COMMANDS: readonly string[] = ['rrsAppend', 'rrsAppendOnce', 'rrsAppendOnceKeys', 'xgroup']
-
-/**
- * Makes an autopipelined client write {@link DIRECT_COMMANDS} at once instead
- * of queueing them in ioredis' autopipeline (`autoPipeliningIgnoredCommands`,
- * as a new array: ioredis' default one is shared by every client).
- *
- * Why: ioredis keeps one autopipeline in flight per connection; the next one
- * waits until every reply of the one in flight is in (acks, lease renewals,
- * the previous append), and is written a turn of the event loop later
- * (`setImmediate`). A publish queued there waited that long before Redis saw
- * it: end-to-end latency that a hand-written producer, whose connection
- * carries nothing else, does not pay. The adapter already coalesces the
- * appends of a tick into one script call, so the autopipeline saved them no
- * round trip. Appends keep their order among themselves (one connection,
- * written in call order); a command still queued in the autopipeline may now
- * reach Redis after an append made later, hence `XGROUP` goes at once too.
- */
-function sendAppendsDirectly(client: RedisClient): void {
-  const options = client.options as { enableAutoPipelining?: boolean; autoPipeliningIgnoredCommands?: string[] }
-  if (options.enableAutoPipelining !== true) return
-  const ignored = options.autoPipeliningIgnoredCommands ?? []
-  const missing = DIRECT_COMMANDS.filter((name) => !ignored.includes(name))
-  if (missing.length > 0) options.autoPipeliningIgnoredCommands = [...ignored, ...missing]
-}
-
-/**
  * Tracks, bounds and hides the secrets of a client made here or given by the
  * user: every call settles within `commandTimeout` of the call, connection
- * failures reject as {@link ConnectionError}. On an autopipelined client, the
- * adapter's append scripts and `XGROUP` are written at once, outside the
- * autopipeline (see {@link sendAppendsDirectly}).
+ * failures reject as {@link ConnectionError}.
  *
  * ## Example
  * ```ts
@@ -1156,7 +1121,6 @@ export function superviseClient<C extends RedisClient>(
   config: Config,
   options: { readonly commandTimeout?: number | undefined; readonly onError?: ((error: BackendError) => void) | undefined } = {},
 ): C {
-  sendAppendsDirectly(client)
   const given = describeClient(client)
   const address = given?.address ?? describeAddress(config)
   const secrets = [config.redis.password, config.redis.tlsOptions?.key, given?.password]

@@ -107,7 +107,8 @@ function defineScripts(client: RedisClient): void {
   // autopipeline in flight per connection (node), so queued appends would wait for the previous pipeline's replies and
   // the client and Redis would take turns; sent at once, Redis runs one coalesced call while the client builds the
   // next (see APPEND_SEND_AT_ENTRIES), and concurrent batches are all in flight, as with pipelines of XADDs. Each such
-  // call already carries many entries (one write per call).
+  // call already carries many entries (one write per call). XGROUP goes at once too: a group created at `$` must still
+  // reach Redis before an append made right after it in the same tick (a queued command may now follow a later append).
   // ioredis files an autopipelined call under the slot of its first argument; for a `-n.lua` script that is the key
   // count, not a key, so on a Cluster the call could join a pipeline of commands for another node, which ioredis then
   // rejects unsent ("All keys in the pipeline should belong to the same slots allocation group"). Those go on their own.
@@ -115,7 +116,8 @@ function defineScripts(client: RedisClient): void {
   const direct = (Object.keys(SCRIPTS) as ScriptName[]).filter(
     (name) => (DIRECT_SCRIPTS.has(name) || (!(client instanceof Redis) && SCRIPTS[name].endsWith('-n.lua'))) && !ignored.includes(name),
   )
-  if (direct.length > 0) client.options.autoPipeliningIgnoredCommands = [...ignored, ...direct]
+  const commands: string[] = [...direct, ...(ignored.includes('xgroup') ? [] : ['xgroup'])]
+  if (commands.length > 0) client.options.autoPipeliningIgnoredCommands = [...ignored, ...commands]
 }
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>
