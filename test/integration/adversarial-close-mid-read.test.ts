@@ -18,11 +18,9 @@ import { createEventManager, newEvent, type Message } from '../../src/index.js'
 import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
-import { withHoldingServer, type HoldingProxy } from '../support/holding-proxy.js'
+import { isPackedCall, withHoldingServer, type HoldingProxy } from '../support/holding-proxy.js'
 
 const CLAIM_MIN_IDLE_MS = 30_000
-const BUDGET_MARK = Buffer.from(String(8 << 20))
-const isPackedCall = (chunk: Buffer): boolean => chunk.includes(BUDGET_MARK) && /eval/i.test(chunk.toString('latin1'))
 
 let server: RedisServer
 let direct: Redis

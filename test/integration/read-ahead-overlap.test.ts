@@ -19,12 +19,9 @@ import { CONSUMER_READER_CLIENT_SETTINGS, createEventManager, newEvent, type Mes
 import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { sleep, waitFor } from '../support/events.js'
-import { withHoldingServer, type HoldingProxy } from '../support/holding-proxy.js'
+import { isPackedCall, withHoldingServer, type HoldingProxy } from '../support/holding-proxy.js'
 
 const CLAIM_MIN_IDLE_MS = 30_000
-const BUDGET_MARK = Buffer.from(String(8 << 20))
-/** A packed read-ahead round (the script call carries the byte budget). */
-const isPackedCall = (chunk: Buffer): boolean => chunk.includes(BUDGET_MARK) && /eval/i.test(chunk.toString('latin1'))
 
 let server: RedisServer
 let direct: Redis

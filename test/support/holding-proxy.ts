@@ -131,3 +131,9 @@ export function withHoldingServer(use: (started: HeldServer) => void): void {
     await started.server.stop()
   })
 }
+
+/** The byte budget a packed read-ahead round's script call carries (8 MiB), as it is written on the wire. */
+const PACKED_BUDGET_MARK = Buffer.from(String(8 << 20))
+
+/** Whether a chunk written to Redis is a packed read-ahead round (an EVAL/EVALSHA carrying the byte budget). */
+export const isPackedCall = (chunk: Buffer): boolean => chunk.includes(PACKED_BUDGET_MARK) && /eval/i.test(chunk.toString('latin1'))
