@@ -53,12 +53,18 @@ describe('WAIT on a 3-master + 3-replica Redis Cluster', () => {
       return server
     }
     // CLUSTER NODES: `<id> <host:port@bus> <flags> <master id or -> ...`; each replica names its master's id.
-    const lines = String(await inspect.call('CLUSTER', 'NODES')).trim().split('\n').map((l) => l.split(' '))
     const addressOf = (fields: string[]): string => (fields[1] ?? '').split('@')[0] ?? ''
     const replicaOf = new Map<string, string>()
-    for (const fields of lines) {
-      const master = lines.find((m) => m[0] === fields[3])
-      if (fields[2]?.includes('slave') === true && master !== undefined) replicaOf.set(addressOf(master), addressOf(fields))
+    // The node asked may not have heard of every replica yet (cluster gossip): asked again until it names three.
+    for (let attempt = 0; replicaOf.size < 3; attempt++) {
+      if (attempt > 300) throw new Error('CLUSTER NODES never named a replica for every master')
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 50))
+      const lines = String(await inspect.call('CLUSTER', 'NODES')).trim().split('\n').map((l) => l.split(' '))
+      replicaOf.clear()
+      for (const fields of lines) {
+        const master = lines.find((m) => m[0] === fields[3])
+        if (fields[2]?.includes('slave') === true && master !== undefined) replicaOf.set(addressOf(master), addressOf(fields))
+      }
     }
     const found = new Map<string, { topic: string; master: RedisServer; replica: RedisServer }>()
     for (let i = 0; found.size < 3; i++) {
