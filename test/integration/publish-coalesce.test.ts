@@ -14,7 +14,7 @@ import type { RedisServer } from '../support/redis-server.js'
 import { randomName } from '../support/redis.js'
 import { entryEventId } from '../support/entries.js'
 import { withProxiedServer } from '../support/proxied-server.js'
-import { APPEND_SEND_AT_ENTRIES } from '../../src/backend/redis/redis-backend.js'
+import { APPEND_SEND_AT_ENTRIES, APPEND_SEND_IDLE_AT_ENTRIES } from '../../src/backend/redis/redis-backend.js'
 
 let server: RedisServer
 let proxy: FaultProxy
@@ -26,6 +26,12 @@ function manager(options: EventManagerOptions = {}, url = server.url): EventMana
 }
 
 /** Script calls (EVALSHA and EVAL) the server has run so far. */
+/**
+ * The script calls `n` publishes of one tick take when nothing was in flight before them: the first call leaves at
+ * APPEND_SEND_IDLE_AT_ENTRIES, the next ones (one is in flight now) at APPEND_SEND_AT_ENTRIES, the rest at the tick's end.
+ */
+const callsFor = (n: number): number => (n <= APPEND_SEND_IDLE_AT_ENTRIES ? 1 : 1 + Math.ceil((n - APPEND_SEND_IDLE_AT_ENTRIES) / APPEND_SEND_AT_ENTRIES))
+
 async function scriptCalls(): Promise<number> {
   const info = await direct.info('commandstats')
   let calls = 0
@@ -40,7 +46,7 @@ async function streamEventIds(topic: string): Promise<string[]> {
 }
 
 describe('publish() calls of one tick are coalesced into one script call', () => {
-  it('200 concurrent publishes: one script call per APPEND_SEND_AT_ENTRIES, each caller its own id, stream order = call order', async () => {
+  it('200 concurrent publishes: a first call at APPEND_SEND_IDLE_AT_ENTRIES, then one per APPEND_SEND_AT_ENTRIES, each caller its own id, stream order = call order', async () => {
     const events = manager()
     const topic = randomName('coalesce')
     try {
@@ -48,7 +54,8 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
       const published = Array.from({ length: 200 }, (_, i) => newEvent('n', { i }))
       const before = await scriptCalls()
       const ids = await Promise.all(published.map((e) => events.publish(topic, e)))
-      expect(await scriptCalls()).toBe(before + Math.ceil(200 / APPEND_SEND_AT_ENTRIES))
+      expect(await scriptCalls()).toBe(before + callsFor(200))
+      expect(callsFor(200)).toBe(3)
       expect(new Set(ids).size).toBe(200)
       const entries = await direct.xrange(`event:stream:{${topic}}`, '-', '+')
       const byStreamId = new Map(entries.map(([id, fields]) => [id, entryEventId(fields)]))
@@ -109,7 +116,7 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
       await events.publish(topic, newEvent('warm.up', 0))
       const before = await scriptCalls()
       const ids = await Promise.all(Array.from({ length: 1_500 }, (_, i) => events.publish(topic, newEvent('n', { i }))))
-      expect((await scriptCalls()) - before).toBe(Math.ceil(1_500 / APPEND_SEND_AT_ENTRIES))
+      expect((await scriptCalls()) - before).toBe(callsFor(1_500))
       expect(new Set(ids).size).toBe(1_500)
       expect(await direct.xlen(`event:stream:{${topic}}`)).toBe(1_501)
     } finally {
@@ -125,20 +132,28 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
         await events.publish(topic, newEvent('warm.up', 0))
         const socket = (events.backend as unknown as { client: Redis }).client.stream
         // Nothing below awaits: what reaches the socket here was written by the calls themselves, in this tick.
-        const singles = Array.from({ length: APPEND_SEND_AT_ENTRIES }, (_, i) => newEvent('n', { i }))
+        const idle = APPEND_SEND_IDLE_AT_ENTRIES
+        const singles = Array.from({ length: idle + APPEND_SEND_AT_ENTRIES }, (_, i) => newEvent('n', { i }))
         const batches = Array.from({ length: 4 }, (_, b) => Array.from({ length: 100 }, (_, i) => newEvent('b', { b, i })))
         const start = socket.bytesWritten
-        const published = singles.slice(0, -1).map((e) => events.publish(topic, e))
-        expect(socket.bytesWritten).toBe(start) // not full yet: waits for the tick's other publishes
+        const published = singles.slice(0, idle - 1).map((e) => events.publish(topic, e))
+        expect(socket.bytesWritten).toBe(start) // too few yet: waits for the tick's other publishes
+        // Nothing in flight: the call leaves at APPEND_SEND_IDLE_AT_ENTRIES, for Redis to run while the tick goes on.
+        published.push(events.publish(topic, singles[idle - 1] as never))
+        const afterIdle = socket.bytesWritten
+        expect(afterIdle).toBeGreaterThan(start)
+        // That call is in flight: the next ones gather up to APPEND_SEND_AT_ENTRIES.
+        for (const e of singles.slice(idle, -1)) published.push(events.publish(topic, e))
+        expect(socket.bytesWritten).toBe(afterIdle)
         published.push(events.publish(topic, singles[singles.length - 1] as never))
         const afterFull = socket.bytesWritten
-        expect(afterFull).toBeGreaterThan(start)
+        expect(afterFull).toBeGreaterThan(afterIdle)
         const batched = batches.map((batch) => events.publishBatch(topic, batch))
         expect(socket.bytesWritten).toBeGreaterThan(afterFull + 4 * 100 * 20) // the four batches' entries are on their way
         const ids = [...(await Promise.all(published)), ...(await Promise.all(batched)).flat()]
-        expect(new Set(ids).size).toBe(APPEND_SEND_AT_ENTRIES + 400)
+        expect(new Set(ids).size).toBe(singles.length + 400)
         expect((await streamEventIds(topic)).slice(1)).toEqual([...singles, ...batches.flat()].map((e) => e.id))
-        expect(await direct.xlen(`event:stream:{${topic}}`)).toBe(1 + APPEND_SEND_AT_ENTRIES + 400)
+        expect(await direct.xlen(`event:stream:{${topic}}`)).toBe(1 + singles.length + 400)
       } finally {
         await events.close()
       }
@@ -168,7 +183,7 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
     })
   }
 
-  it('with the dedupe window off, the publishes of a tick share one plain append script call (no dedupe keys)', async () => {
+  it('with the dedupe window off, the publishes of a tick share plain append script calls (no dedupe keys)', async () => {
     const events = manager({ publishDedupeWindow: 0, streamMaxLen: 10_000 })
     const topic = randomName('coalesce-plain')
     try {
@@ -176,7 +191,7 @@ describe('publish() calls of one tick are coalesced into one script call', () =>
       const published = Array.from({ length: 100 }, (_, i) => newEvent('n', { i }))
       const before = await scriptCalls()
       const ids = await Promise.all(published.map((e) => events.publish(topic, e)))
-      expect(await scriptCalls()).toBe(before + 1)
+      expect(await scriptCalls()).toBe(before + callsFor(100))
       expect(new Set(ids).size).toBe(100)
       expect((await streamEventIds(topic)).slice(1)).toEqual(published.map((e) => e.id))
       expect(await direct.keys(`event:published:{${topic}}::*`)).toEqual([])

@@ -332,6 +332,17 @@ function eventIdOf(fields: readonly string[]): string {
  * call is sent as it is): a script blocks the server while it runs.
  */
 export const APPEND_SEND_AT_ENTRIES = 128
+/**
+ * With no append of this client awaiting its reply, a coalesced call is sent
+ * as soon as it holds this many entries: Redis, idle for us, runs it while the
+ * client builds the rest of the tick's publishes, and their consumers get the
+ * first entries sooner (ticks of 50 retry-safe publishes at 5,000/s: p50
+ * latency about 0.2 ms lower). While calls are in flight the tick's publishes
+ * gather up to {@link APPEND_SEND_AT_ENTRIES}: under load fewer, larger calls
+ * cost less per entry (calls of 32 throughout cost a third more client CPU
+ * per publish).
+ */
+export const APPEND_SEND_IDLE_AT_ENTRIES = 32
 /** Most values of one entry the append scripts take (`unpack` is bounded by Lua's C stack, about 8,000). */
 const SCRIPT_MAX_VALUES = 7_000
 /**
@@ -543,8 +554,8 @@ export class RedisBackend implements StreamBackend {
       batch.callers.push({ entries, resolve, reject })
       batch.count += entries.length
       batch.chars += bytes
-      if (batch.count >= APPEND_SEND_AT_ENTRIES) {
-        // Full: sent now (the tick's next calls start a new one), while the client goes on building.
+      if (batch.count >= APPEND_SEND_AT_ENTRIES || (batch.count >= APPEND_SEND_IDLE_AT_ENTRIES && this.#appendsInFlight.size === 0)) {
+        // Full, or enough for an idle Redis: sent now (the tick's next calls start a new one), while the client goes on building.
         this.#coalescing.delete(slot)
         this.#sendAppendOnce(batch)
       }
