@@ -10,7 +10,7 @@
  */
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
-import { drain, latency, publishBatch, publishOne, type DrainOptions, type Side } from './scenarios.js'
+import { delayed, drain, latency, publishBatch, publishOne, type DrainOptions, type Side } from './scenarios.js'
 
 /** What the parent asks for. */
 export type ChildSpec =
@@ -18,12 +18,13 @@ export type ChildSpec =
   | { readonly kind: 'batch'; readonly side: Side; readonly url: string; readonly count: number; readonly size: number; readonly retrySafe?: boolean }
   | { readonly kind: 'drain'; readonly side: Side; readonly url: string; readonly topic: string; readonly count: number; readonly options: DrainOptions }
   | { readonly kind: 'latency'; readonly side: Side; readonly url: string; readonly rate: number; readonly seconds: number; readonly retrySafe?: boolean }
+  | { readonly kind: 'delayed'; readonly side: 'library'; readonly url: string; readonly count: number; readonly delayMs: number; readonly seconds: number }
 
 /** What the child prints. */
 export interface ChildResult {
   /** Messages per second (throughput scenarios). */
   readonly rate?: number
-  /** Latency percentiles in ms (latency scenario). */
+  /** Latency percentiles in ms (latency scenario; delayed: lateness after the due time). */
   readonly p50?: number
   readonly p99?: number
   /** Peak resident set size of the process, MiB. */
@@ -61,6 +62,9 @@ async function main(): Promise<void> {
       break
     case 'latency':
       result = await latency(spec.side, spec.url, spec.rate, spec.seconds, spec.retrySafe ?? true)
+      break
+    case 'delayed':
+      result = await delayed(spec.url, spec.count, spec.delayMs, spec.seconds)
       break
   }
   const cpu = process.cpuUsage(cpuBefore)

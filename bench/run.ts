@@ -12,7 +12,7 @@
  *   BENCH_DIST=1 npm run bench              # the built package (npm run build first)
  *   BENCH_RUNS=5 BENCH_ONLY=drain,rss npm run bench
  *
- * Sections (BENCH_ONLY): drain, publish, batch, latency, rss. The library
+ * Sections (BENCH_ONLY): drain, publish, batch, latency, delayed, rss. The library
  * rows write (and drain a prefill in) the layout a user gets, the default
  * compact one (`meta` + `payload`); the drain, publish and batch sections
  * also measure the five-field layout (EVENT_WIRE_FORMAT=fields, `-fields`
@@ -27,7 +27,7 @@ import { formatOf, libraryFormat, prefill, randomTopic, rawClient, type DrainOpt
 
 const scale = Number(process.env['BENCH_SCALE'] ?? '1')
 const runs = Math.max(1, Number(process.env['BENCH_RUNS'] ?? '3'))
-const only = new Set((process.env['BENCH_ONLY'] ?? 'drain,publish,batch,latency,rss').split(',').map((s) => s.trim()))
+const only = new Set((process.env['BENCH_ONLY'] ?? 'drain,publish,batch,latency,delayed,rss').split(',').map((s) => s.trim()))
 const n = (count: number): number => Math.max(1_000, Math.round(count * scale))
 const fmt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a')
 const ms = (x: number | undefined): string => (x === undefined ? 'n/a' : x.toFixed(2))
@@ -127,6 +127,11 @@ try {
       { label: 'latency-library-unsafe', side: 'library', spec: spec('library', false) },
     ])
   }
+  if (only.has('delayed')) {
+    // 1,000 events (scaled) delayed 1 s, published over 2 s; the library alone (no hand-written delayed queue).
+    const count = Math.max(200, Math.round(1_000 * scale))
+    await measure('delayed', [{ label: 'delayed-library', side: 'library', spec: (url) => ({ kind: 'delayed', side: 'library', url, count, delayMs: 1_000, seconds: 2 }) }])
+  }
   if (only.has('rss')) {
     const variants: Variant[] = []
     for (const [size, count] of Object.entries(rssCounts)) {
@@ -203,6 +208,12 @@ function latencyRow(work: string, libLabel: string): void {
 }
 latencyRow(`end-to-end latency at 5,000/s, p50 / p99 (ms); retry-safe publish (default), ${LAYOUT} layout`, 'latency-library')
 latencyRow('the same, dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0)', 'latency-library-unsafe')
+
+if (results.has('delayed-library')) {
+  const p50 = med('delayed-library', (r) => r.p50)
+  const p99 = med('delayed-library', (r) => r.p99)
+  rows.push({ work: 'delayed 1 s (publishWithDelay), lateness after the due time, p50 / p99 (ms)', raw1: '', library: `${ms(p50)} / ${ms(p99)}`, ratio: '', goal: '', met: '', raw5: '', ratio5: '' })
+}
 
 if (results.has('rss-big-library')) {
   const lib = rss('rss-big-library')

@@ -405,3 +405,43 @@ async function latencyLibrary(url: string, rate: number, seconds: number, retryS
 export function latency(side: Side, url: string, rate: number, seconds: number, retrySafe = true): Promise<LatencyResult> {
   return side === 'library' ? latencyLibrary(url, rate, seconds, retrySafe) : latencyRaw(side, url, rate, seconds)
 }
+
+// ---------------------------------------------------------------- delayed
+
+/** Wall-clock time in ms with sub-millisecond resolution (the delayed queue's due times are wall-clock). */
+const wallNow = (): number => performance.timeOrigin + performance.now()
+
+/**
+ * Delayed messages: `count` events published with `publishWithDelay(…, delayMs)`, paced over `seconds`, consumed by
+ * `consume().pipe(handleEach)`; each sample is the lateness in ms, from the event's due time (the publish call's wall
+ * clock + `delayMs`) to the consumer's hands (the pipeline's first operator). Library only: the hand-written loop has no
+ * delayed queue (a user would write a sorted set and a poller; the issue's table measures none).
+ */
+export async function delayed(url: string, count: number, delayMs: number, seconds: number): Promise<LatencyResult> {
+  const wireFormat = benchWireFormat()
+  const events = createEventManager({ redisUrl: url, env: {}, ...(wireFormat === undefined ? {} : { wireFormat }) })
+  const topic = randomTopic('delayed-lib')
+  const samples: number[] = []
+  let resolveDone: () => void = () => undefined
+  const done = new Promise<void>((r) => (resolveDone = r))
+  const sub = events
+    .topic(topic)
+    .consume({ group: 'lib', batchSize: 100, startFrom: 'latest' })
+    .pipe(
+      map((msg) => {
+        if (msg.event.name === 'later') samples.push(wallNow() - (msg.event.payload as { dueAt: number }).dueAt)
+        return msg
+      }),
+      handleEach(() => undefined, { concurrency: 100 }),
+    )
+    .subscribe(() => {
+      if (samples.length >= count) resolveDone()
+    })
+  await events.publish(topic, newEvent('warm.up', {})) // registers the topic
+  await new Promise((r) => setTimeout(r, 300)) // the group exists before the first delayed event is due
+  await paced(count / seconds, seconds, () => events.publishWithDelay(topic, newEvent('later', { dueAt: wallNow() + delayMs }), delayMs))
+  await done
+  sub.unsubscribe()
+  await events.close()
+  return percentiles(samples)
+}
