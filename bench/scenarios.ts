@@ -367,10 +367,11 @@ async function latencyRaw(side: 'raw1' | 'raw5', url: string, rate: number, seco
   return percentiles(samples)
 }
 
-/** The library pair; `retrySafe: false` publishes with the dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0). */
-async function latencyLibrary(url: string, rate: number, seconds: number, retrySafe: boolean): Promise<LatencyResult> {
-  const events = manager(url, retrySafe)
-  const topic = randomTopic('lat-lib')
+/**
+ * Consumes `topic` with `consume().pipe(handleEach)` (batchSize 100, concurrency 100, from the latest entry) and samples
+ * each event named `name` in the pipeline's first operator; `finish(expected)` resolves once `expected` samples are in.
+ */
+function sampledConsumer(events: EventManager, topic: string, name: string, sample: (payload: unknown) => number): { readonly samples: number[]; finish(expected: number): Promise<void> } {
   const samples: number[] = []
   let expected = Infinity
   let resolveDone: () => void = () => undefined
@@ -380,7 +381,7 @@ async function latencyLibrary(url: string, rate: number, seconds: number, retryS
     .consume({ group: 'lib', batchSize: 100, startFrom: 'latest' })
     .pipe(
       map((msg) => {
-        if (msg.event.name === 'tick') samples.push(performance.now() - (msg.event.payload as { sentAt: number }).sentAt)
+        if (msg.event.name === name) samples.push(sample(msg.event.payload))
         return msg
       }),
       handleEach(() => undefined, { concurrency: 100 }),
@@ -388,13 +389,27 @@ async function latencyLibrary(url: string, rate: number, seconds: number, retryS
     .subscribe(() => {
       if (samples.length >= expected) resolveDone()
     })
+  return {
+    samples,
+    async finish(count: number): Promise<void> {
+      expected = count
+      if (samples.length >= expected) resolveDone()
+      await done
+      sub.unsubscribe()
+    },
+  }
+}
+
+/** The library pair; `retrySafe: false` publishes with the dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0). */
+async function latencyLibrary(url: string, rate: number, seconds: number, retrySafe: boolean): Promise<LatencyResult> {
+  const events = manager(url, retrySafe)
+  const topic = randomTopic('lat-lib')
+  const consumer = sampledConsumer(events, topic, 'tick', (payload) => performance.now() - (payload as { sentAt: number }).sentAt)
   await events.publish(topic, newEvent('warm.up', {})) // registers the topic
   await new Promise((r) => setTimeout(r, 300)) // the group exists before the first timed publish
-  expected = await paced(rate, seconds, (sentAt) => events.publish(topic, newEvent('tick', { sentAt })))
-  await done
-  sub.unsubscribe()
+  await consumer.finish(await paced(rate, seconds, (sentAt) => events.publish(topic, newEvent('tick', { sentAt }))))
   await events.close()
-  return percentiles(samples)
+  return percentiles(consumer.samples)
 }
 
 /**
@@ -412,7 +427,7 @@ export function latency(side: Side, url: string, rate: number, seconds: number, 
 const wallNow = (): number => performance.timeOrigin + performance.now()
 
 /**
- * Delayed messages: `count` events published with `publishWithDelay(…, delayMs)`, paced over `seconds`, consumed by
+ * Delayed messages: about `count` events (whole ones per 10 ms tick) published with `publishWithDelay(…, delayMs)`, paced over `seconds`, consumed by
  * `consume().pipe(handleEach)`; each sample is the lateness in ms, from the event's due time (the publish call's wall
  * clock + `delayMs`) to the consumer's hands (the pipeline's first operator). Library only: the hand-written loop has no
  * delayed queue (a user would write a sorted set and a poller; the issue's table measures none).
@@ -421,27 +436,10 @@ export async function delayed(url: string, count: number, delayMs: number, secon
   const wireFormat = benchWireFormat()
   const events = createEventManager({ redisUrl: url, env: {}, ...(wireFormat === undefined ? {} : { wireFormat }) })
   const topic = randomTopic('delayed-lib')
-  const samples: number[] = []
-  let resolveDone: () => void = () => undefined
-  const done = new Promise<void>((r) => (resolveDone = r))
-  const sub = events
-    .topic(topic)
-    .consume({ group: 'lib', batchSize: 100, startFrom: 'latest' })
-    .pipe(
-      map((msg) => {
-        if (msg.event.name === 'later') samples.push(wallNow() - (msg.event.payload as { dueAt: number }).dueAt)
-        return msg
-      }),
-      handleEach(() => undefined, { concurrency: 100 }),
-    )
-    .subscribe(() => {
-      if (samples.length >= count) resolveDone()
-    })
+  const consumer = sampledConsumer(events, topic, 'later', (payload) => wallNow() - (payload as { dueAt: number }).dueAt)
   await events.publish(topic, newEvent('warm.up', {})) // registers the topic
   await new Promise((r) => setTimeout(r, 300)) // the group exists before the first delayed event is due
-  await paced(count / seconds, seconds, () => events.publishWithDelay(topic, newEvent('later', { dueAt: wallNow() + delayMs }), delayMs))
-  await done
-  sub.unsubscribe()
+  await consumer.finish(await paced(count / seconds, seconds, () => events.publishWithDelay(topic, newEvent('later', { dueAt: wallNow() + delayMs }), delayMs)))
   await events.close()
-  return percentiles(samples)
+  return percentiles(consumer.samples)
 }
