@@ -340,7 +340,8 @@ export const APPEND_SEND_AT_ENTRIES = 128
  * latency about 0.2 ms lower). While calls are in flight the tick's publishes
  * gather up to {@link APPEND_SEND_AT_ENTRIES}: under load fewer, larger calls
  * cost less per entry (calls of 32 throughout cost a third more client CPU
- * per publish).
+ * per publish). Not with `waitReplicas`: every call is followed by a WAIT,
+ * which holds the connection until the replicas answer or it times out.
  */
 export const APPEND_SEND_IDLE_AT_ENTRIES = 32
 /** Most values of one entry the append scripts take (`unpack` is bounded by Lua's C stack, about 8,000). */
@@ -554,7 +555,7 @@ export class RedisBackend implements StreamBackend {
       batch.callers.push({ entries, resolve, reject })
       batch.count += entries.length
       batch.chars += bytes
-      if (batch.count >= APPEND_SEND_AT_ENTRIES || (batch.count >= APPEND_SEND_IDLE_AT_ENTRIES && this.#appendsInFlight.size === 0)) {
+      if (batch.count >= APPEND_SEND_AT_ENTRIES || (batch.count >= APPEND_SEND_IDLE_AT_ENTRIES && this.#appendsInFlight.size === 0 && this.#options.waitReplicas === undefined)) {
         // Full, or enough for an idle Redis: sent now (the tick's next calls start a new one), while the client goes on building.
         this.#coalescing.delete(slot)
         this.#sendAppendOnce(batch)
