@@ -328,6 +328,22 @@ export function sourceIdleOf(value: unknown): (() => boolean) | undefined {
   return typeof probe === 'function' ? (probe as () => boolean).bind(value) : undefined
 }
 
+/**
+ * A property a subscription may put on the messages it delivers: true on a
+ * first delivery, an entry read as new (XREADGROUP `>`), which no consumer of
+ * the group was given before (not a claim, a re-read of pending entries or a
+ * redelivery). Window operators take such a message for new, never for the
+ * replay of a window emitted before, however far behind the remembered
+ * watermark its time is. A view of a message should forward it.
+ */
+export const firstDelivery: unique symbol = Symbol.for('rx-redis-streams.firstDelivery')
+
+/** True when a value carries {@link firstDelivery} set to true. */
+export function isFirstDelivery(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false
+  return (value as { [firstDelivery]?: unknown })[firstDelivery] === true
+}
+
 /** The store verbs window and join operators keep their state with (see {@link operatorStateStore}). */
 export type OperatorStateBackend = Required<Pick<StreamBackend, 'operatorStateRead' | 'operatorStateWrite'>>
 

@@ -1,6 +1,6 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscriber, type Subscription } from 'rxjs'
 import { declareDemand, isWithdrawn, releaseUnhandled } from '../../src/consumer/message.js'
-import { CompositeSettleable, creditLimitOf, entryIdOf, holdOpen, releaseHold, Share, sourceIdleOf } from '../../src/shared-settlement.js'
+import { CompositeSettleable, creditLimitOf, entryIdOf, holdOpen, isFirstDelivery, releaseHold, Share, sourceIdleOf } from '../../src/shared-settlement.js'
 import type { Outcome, Settleable } from '../../src/settle.js'
 import {
   LateEventError,
@@ -523,8 +523,10 @@ class WindowEngine<T extends Settleable> implements WindowBook<T> {
     const state = this.#load(scope)
     const bounds = this.#placement.bounds?.(time) ?? []
     // A replay (crash, restart, claim, nack) of an entry whose windows may have been emitted: at or behind the
-    // remembered watermark (a message given back keeps its delivery count), or delivered before.
-    const replay = (): boolean => deliveryCountOf(value) > 1 || time <= state.watermark
+    // remembered watermark (a message given back keeps its delivery count), or delivered before. Never a first
+    // delivery (read as new): no window emitted before held it, though another consumer of the group, or an earlier
+    // run, may have emitted and settled another part of its window, and moved the watermark past it.
+    const replay = (): boolean => !isFirstDelivery(value) && (deliveryCountOf(value) > 1 || time <= state.watermark)
     if (bounds.length === 0 || (state.loading === undefined && !replay())) {
       this.#steps.push(() => this.#process(value, key, time, undefined), state.loading)
       return

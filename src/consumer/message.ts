@@ -2,7 +2,7 @@ import type { ReadEntry, StreamBackend } from '../backend/types.js'
 import { ConsumerTimeoutError, type DecodeError, type MalformedPayloadError } from '../errors.js'
 import { setDecodeGuard, type Event, type StoredEvent } from '../event.js'
 import { reasonText, type NackOptions, type Outcome, type Settleable } from '../settle.js'
-import { creditLimit, creditLimitOf, operatorStateOf, operatorStateStore } from '../shared-settlement.js'
+import { creditLimit, creditLimitOf, firstDelivery, isFirstDelivery, operatorStateOf, operatorStateStore } from '../shared-settlement.js'
 import { isSettleablePhase, step, type Phase } from './lifecycle.js'
 
 /** Retry defaults carried by a message (from the Config), used by `retryWithBackoff` and `handleEach`. */
@@ -181,9 +181,12 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
   #aborted = false
   #abortReason: unknown
   readonly #host: MessageHost
+  /** Read as a new entry (XREADGROUP `>`): no consumer of the group had it before (see shared-settlement's `firstDelivery`). */
+  readonly #first: boolean
 
-  constructor(host: MessageHost, entry: ReadEntry, event: StoredEvent, now: number) {
+  constructor(host: MessageHost, entry: ReadEntry, event: StoredEvent, now: number, first = false) {
     this.#host = host
+    this.#first = first
     this.streamId = entry.id
     this.fields = entry.fields
     this.deliveryCount = entry.deliveryCount
@@ -333,6 +336,11 @@ export class DeliveredMessage<P = unknown> implements Message<P> {
     return this.#host.idle()
   }
 
+  /** A first delivery (read as new): window operators never take it for a replay. */
+  get [firstDelivery](): boolean {
+    return this.#first
+  }
+
   /** Where window and join operators keep their state across restarts: the subscription's store. */
   get [operatorStateStore](): StreamBackend {
     return this.#host.backend
@@ -460,6 +468,9 @@ class DecodedView<A> implements Message<A> {
   [sourceIdle](): boolean {
     const probe = (this.#inner as { [sourceIdle]?: () => boolean })[sourceIdle]
     return probe === undefined ? true : probe.call(this.#inner)
+  }
+  get [firstDelivery](): boolean {
+    return isFirstDelivery(this.#inner)
   }
   withPayload<B>(payload: B): Message<B> {
     return this.#inner.withPayload(payload)

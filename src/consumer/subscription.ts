@@ -768,7 +768,8 @@ export class Subscription implements MessageHost {
       return 'skipped'
     }
     if (via === 'claim') this.#ctx.instruments.claimed.add(1, this.#attributes)
-    const message = new DeliveredMessage(this, entry, event, now)
+    // Read as new (not a claim, a re-read of own pending entries or a redelivery): no consumer of the group had it before.
+    const message = new DeliveredMessage(this, entry, event, now, via === 'read' && replacing === undefined && entry.deliveryCount <= 1)
     message.seq = ++this.#seq
     // A dropped copy under the same id is overwritten (one stale value less); a replaced one stops being held.
     if (previous !== undefined && current === undefined) this.#heldStale--
