@@ -163,7 +163,8 @@ interface Row {
 const rows: Row[] = []
 const check = (ok: boolean): string => (ok ? 'yes' : 'NO')
 
-function throughputRow(work: string, libLabel: string, raw1Label: string, raw5Label: string, goal: number): void {
+/** `goal` undefined: a row the issue sets no goal for (the five-field layout, kept while older consumers read it). */
+function throughputRow(work: string, libLabel: string, raw1Label: string, raw5Label: string, goal: number | undefined): void {
   if (!results.has(libLabel)) return
   const lib = rate(libLabel)
   const r1 = rate(raw1Label)
@@ -173,8 +174,8 @@ function throughputRow(work: string, libLabel: string, raw1Label: string, raw5La
     raw1: `${fmt(r1)}/s`,
     library: `${fmt(lib)}/s`,
     ratio: (lib / r1).toFixed(2),
-    goal: `≥ ${goal.toFixed(2)}`,
-    met: check(lib / r1 >= goal),
+    goal: goal === undefined ? '' : `≥ ${goal.toFixed(2)}`,
+    met: goal === undefined ? '' : check(lib / r1 >= goal),
     raw5: `${fmt(r5)}/s`,
     ratio5: (lib / r5).toFixed(2),
   })
@@ -183,13 +184,13 @@ function throughputRow(work: string, libLabel: string, raw1Label: string, raw5La
 throughputRow(`drain, payload read (handleEach c=100, batchSize 100), ${LAYOUT} layout`, 'drain-lib-read', 'drain-raw1', 'drain-raw5', 1.0)
 throughputRow('drain, payload never read (lazy decoding)', 'drain-lib-lazy', 'drain-raw1', 'drain-raw5', 1.2)
 throughputRow('subscribe(), default batch 10, concurrency 10, payload read', 'drain-lib-subscribe', 'drain-raw1', 'drain-raw5', 0.8)
-throughputRow('drain, payload read, five-field layout (EVENT_WIRE_FORMAT=fields)', 'drain-lib-read-fields', 'drain-raw1', 'drain-raw5', 1.0)
+throughputRow('drain, payload read, five-field layout (EVENT_WIRE_FORMAT=fields)', 'drain-lib-read-fields', 'drain-raw1', 'drain-raw5', undefined)
 throughputRow(`publish, 1,000 concurrent (raw: autopipelined XADD); retry-safe (default), ${LAYOUT} layout`, 'publish-library', 'publish-raw1', 'publish-raw5', 0.95)
 throughputRow('the same, dedupe window off (EVENT_PUBLISH_DEDUPE_WINDOW=0)', 'publish-library-unsafe', 'publish-raw1', 'publish-raw5', 0.95)
-throughputRow('the same, retry-safe, five-field layout (EVENT_WIRE_FORMAT=fields)', 'publish-library-fields', 'publish-raw1', 'publish-raw5', 0.95)
+throughputRow('the same, retry-safe, five-field layout (EVENT_WIRE_FORMAT=fields)', 'publish-library-fields', 'publish-raw1', 'publish-raw5', undefined)
 throughputRow(`publishBatch of 100 (raw: pipeline of 100 XADDs); retry-safe (default), ${LAYOUT} layout`, 'batch-library', 'batch-raw1', 'batch-raw5', 1.0)
 throughputRow('the same, dedupe window off', 'batch-library-unsafe', 'batch-raw1', 'batch-raw5', 1.0)
-throughputRow('the same, retry-safe, five-field layout (EVENT_WIRE_FORMAT=fields)', 'batch-library-fields', 'batch-raw1', 'batch-raw5', 1.0)
+throughputRow('the same, retry-safe, five-field layout (EVENT_WIRE_FORMAT=fields)', 'batch-library-fields', 'batch-raw1', 'batch-raw5', undefined)
 
 function latencyRow(work: string, libLabel: string): void {
   if (!results.has(libLabel)) return
