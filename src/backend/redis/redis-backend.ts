@@ -486,6 +486,17 @@ export class RedisBackend implements StreamBackend {
   }
 
   /**
+   * Starts registering a topic not registered yet, alongside an append to it; undefined when it is registered. Its
+   * rejection is handled here (the append may fail first): the caller awaits it, with `.catch`, once the append is in.
+   */
+  #registerAlongside(topic: string): Promise<void> | undefined {
+    if (this.#registered.has(topic)) return undefined
+    const registering = this.#register(topic)
+    registering.catch(() => undefined)
+    return registering
+  }
+
+  /**
    * A failed append: a Redis error reply is a plain BackendError (nothing was
    * appended); anything else (a timeout, a connection reset or lost after the
    * command was sent) leaves the outcome unknown.
@@ -609,8 +620,7 @@ export class RedisBackend implements StreamBackend {
     let sent: Promise<unknown>
     const waited: WaitOutcome = {}
     try {
-      registering = this.#registered.has(topic) ? undefined : this.#register(topic)
-      registering?.catch(() => undefined)
+      registering = this.#registerAlongside(topic)
       const keys = this.#topicKeys(topic)
       const maxLen = options.maxLen === undefined ? '' : String(options.maxLen)
       // The arguments after the keys, in one array: ioredis flattens it once, instead of a call spreading thousands of arguments.
@@ -730,8 +740,7 @@ export class RedisBackend implements StreamBackend {
     this.#flushAppends()
     const key = this.#streamKey(topic)
     try {
-      const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
-      registering?.catch(() => undefined)
+      const registering = this.#registerAlongside(topic)
       const writer = this.#writer()
       const id =
         options.maxLen === undefined
@@ -760,9 +769,7 @@ export class RedisBackend implements StreamBackend {
     let appended: string[]
     const waited: WaitOutcome = {}
     try {
-      const registering = this.#registered.has(topic) ? undefined : this.#register(topic)
-      // Awaited below; if the append fails first, its rejection must not go unhandled.
-      registering?.catch(() => undefined)
+      const registering = this.#registerAlongside(topic)
       const values: string[] = []
       for (const fields of entries) pushFields(values, fields)
       const args = withValues([key, options.maxLen === undefined ? '' : String(options.maxLen)], values)
