@@ -16,6 +16,7 @@ const DIAGNOSES: readonly (readonly [RegExp, string])[] = [
   [/give-back counted a delivery/, 'A message that reached no handler came back with a higher delivery count: the give-back (unsubscribe, close, unstarted timeout) did not keep its count.'],
   [/stall/, 'No progress while work was pending and no fault was active (the pull loop parked with free credit, or nothing claimed idle entries).'],
   [/not settled/, 'Work still pending long after the faults stopped, although progress went on.'],
+  [/livelock/, 'Work went on after the faults stopped, but no entry was settled for longer than one entry can take (#entryBound in harness.ts): something is redelivered or retried without end.'],
   [/dead-lettered .* though no handler run of it failed/, 'A message no handler failed went to the dead letter queue.'],
   [/acked but no handler run/, 'An entry left the PEL as acked without any handler run of it returning.'],
   [/after its close\(\)\/unsubscribe resolved|after its subscription stopped/, 'A handler (or emission) after close()/unsubscribe resolved.'],

@@ -216,6 +216,8 @@ class Simulation {
   readonly #observer: Observer
   #nextInc = 0
   #lastProgressAt: number
+  /** When the store last settled an entry (ack or dead-letter move): work that goes on without settling is a livelock. */
+  #lastSettledAt = 0
   #runsTotal = 0
   #groupIncarnations = 1
   #deadLettered = 0
@@ -250,6 +252,7 @@ class Simulation {
       delivered: (view, call, consumer, entries, lost, request) => this.#delivered(view, call, consumer, entries, lost, request),
       settled: (_view, _call, ids) => {
         this.#progress()
+        if (ids.length > 0) this.#lastSettledAt = this.#clock.now()
         for (const id of ids) {
           const ev = this.#byId.get(id)
           if (ev !== undefined) this.log(`store settled ${id} (e${ev.n}) by ${_call}`)
@@ -697,6 +700,21 @@ class Simulation {
     return s.claimMinIdleTime + s.claimInterval + s.blockMs + backoff + s.consumerTimeout + 1_000 + this.#s.slowMs + this.#s.maxDelayMs * 20
   }
 
+  /**
+   * The longest one entry may take from its first delivery to its settlement without any bug: each of its
+   * maxRetries + 1 deliveries runs up to (handler retries + 1) attempts, each up to the longest hang of a handler
+   * that ignores its abort (2.5 x consumerTimeout, see runBehaviour; its redelivered copy waits until it returns)
+   * plus a backoff, and is redelivered within {@link #settledBound}. Seed 24931 (credit 1, timeout 5 s, mostly
+   * poison events) settles an entry every 26 s at most, and its 39 entries one after the other, past 20 x the bound.
+   */
+  #entryBound(): number {
+    const s = this.#s.settings
+    const own = s.handlerRetry === undefined || s.handlerRetry === false ? undefined : s.handlerRetry
+    const attempts = s.handlerRetry === false ? 1 : Math.max(s.maxRetries, own?.maxRetries ?? 0) + 1
+    const backoff = Math.min(60_000, Math.max(s.retryBackoff, own?.initialDelay ?? 0) * 2 ** attempts) * 1.2
+    return (s.maxRetries + 1) * (this.#settledBound() + attempts * (2.5 * s.consumerTimeout + backoff))
+  }
+
   async #advance(untilMs: number): Promise<void> {
     await this.#clock.runUntil(untilMs, () => {
       this.#step()
@@ -734,13 +752,22 @@ class Simulation {
     }
     this.log('chaos over: faults off, final consumers started')
     const bound = this.#settledBound()
-    const limit = endOfChaos + (this.#world.settleLimitMs ?? Math.max(20 * bound, 120_000))
+    const entryBound = this.#entryBound()
     const slice = Math.max(50, Math.floor(bound / 4))
     this.#lastProgressAt = Math.max(this.#lastProgressAt, endOfChaos)
+    this.#lastSettledAt = Math.max(this.#lastSettledAt, endOfChaos)
     let state = await this.#settled()
+    // Everything left may be worked through one entry after the other (credit 1, one final consumer): the budget grows
+    // with what is left; progress that settles nothing is caught sooner, by the entry bound below.
+    const left = state.pending + state.lag + state.scheduled + this.#events.filter((e) => e.streamId === undefined).length
+    const limit = endOfChaos + (this.#world.settleLimitMs ?? Math.max(20 * bound, 120_000, left * entryBound))
     while (!state.done || this.#publishing > 0) {
       if (this.#clock.now() >= limit) {
         this.violation(`not settled ${limit - endOfChaos} ms after the faults stopped: pending ${state.pending}, lag ${state.lag}, scheduled ${state.scheduled}`)
+        break
+      }
+      if (!state.done && this.#clock.now() - this.#lastSettledAt > entryBound) {
+        this.violation(`livelock: no entry settled for ${this.#clock.now() - this.#lastSettledAt} ms (entry bound ${Math.round(entryBound)} ms) with pending ${state.pending}, lag ${state.lag}, scheduled ${state.scheduled}`)
         break
       }
       await this.#advance(this.#clock.now() + slice)
