@@ -30,7 +30,7 @@ describe('Sentinel failover with WAIT', () => {
   }, 60_000)
 
   it('SIGKILL of the master, WAIT 1: publishing resumes, no acknowledged publish is missing', async () => {
-    const { missing } = await scenario('sigkill', { waitReplicas: 1, settleMs: 6_000 })
+    const { missing } = await scenario('sigkill', { waitReplicas: 1, settleMs: 6_000, resumeWithinMs: 10_000 })
     expect(missing).toBe(0)
   }, 60_000)
 })
