@@ -114,7 +114,8 @@ export async function scenario(kind: 'failover' | 'sigkill' | 'sigstop', options
   await sleep(settleMs)
   // The master the sentinels name now: on a loaded machine they may fail over a second time (down-after 1 s) while
   // the run settles, and publishing follows that switch too (one CI run: 46491 -> 35465 -> 37595).
-  const masterNow = async (): Promise<number> => (await group.currentMaster()).port
+  const sentinels = group
+  const masterNow = async (): Promise<number> => (await sentinels.currentMaster()).port
   const resumedOn = async (): Promise<boolean> => {
     const on = await idsOn(await masterNow(), key)
     return loop.run.acknowledged.some((a) => a.at > switchedAt && on.has(a.id))
