@@ -691,11 +691,17 @@ class Simulation {
 
   // ---- the run ---------------------------------------------------------------
 
-  #settledBound(): number {
+  /** The retries and first backoff of the handlers' in-process retry: handleEach's own policy, else the config's. */
+  #handlerRetry(): { readonly retries: number; readonly initialDelay: number } {
     const s = this.#s.settings
     const own = s.handlerRetry === undefined || s.handlerRetry === false ? undefined : s.handlerRetry
-    const retries = Math.max(s.maxRetries, own?.maxRetries ?? 0)
-    const backoff = Math.min(60_000, Math.max(s.retryBackoff, own?.initialDelay ?? 0) * 2 ** (retries + 1)) * 1.2
+    return { retries: Math.max(s.maxRetries, own?.maxRetries ?? 0), initialDelay: Math.max(s.retryBackoff, own?.initialDelay ?? 0) }
+  }
+
+  #settledBound(): number {
+    const s = this.#s.settings
+    const { retries, initialDelay } = this.#handlerRetry()
+    const backoff = Math.min(60_000, initialDelay * 2 ** (retries + 1)) * 1.2
     return s.claimMinIdleTime + s.claimInterval + s.blockMs + backoff + s.consumerTimeout + 1_000 + this.#s.slowMs + this.#s.maxDelayMs * 20
   }
 
@@ -708,9 +714,9 @@ class Simulation {
    */
   #entryBound(): number {
     const s = this.#s.settings
-    const own = s.handlerRetry === undefined || s.handlerRetry === false ? undefined : s.handlerRetry
-    const attempts = s.handlerRetry === false ? 1 : Math.max(s.maxRetries, own?.maxRetries ?? 0) + 1
-    const backoff = Math.min(60_000, Math.max(s.retryBackoff, own?.initialDelay ?? 0) * 2 ** attempts) * 1.2
+    const { retries, initialDelay } = this.#handlerRetry()
+    const attempts = s.handlerRetry === false ? 1 : retries + 1
+    const backoff = Math.min(60_000, initialDelay * 2 ** attempts) * 1.2
     return (s.maxRetries + 1) * (this.#settledBound() + attempts * (2.5 * s.consumerTimeout + backoff))
   }
 
