@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 export const CI_SEED_COUNT = 500
 
 /** Seeds beyond the first 500 that once found a bug (engine or harness), replayed in CI too. */
-export const REGRESSION_SEEDS: readonly number[] = [925, 1665, 1784, 3482, 4389, 12398, 16227, 24931, 194791, 500101, 500476, 501136, 501255, 501438, 501786, 902544]
+export const REGRESSION_SEEDS: readonly number[] = [925, 1665, 1784, 3482, 4389, 12398, 16227, 24931, 194791, 201645, 500101, 500476, 501136, 501255, 501438, 501786, 902544]
 
 export interface KnownFailing {
   readonly seed: number
