@@ -83,8 +83,12 @@ interface Slicing {
   utf8Slice(start: number, end: number): string
 }
 
-/** The field names the engine reads, as bytes and as one shared string each. */
-const KNOWN: readonly (readonly [Uint8Array, string])[] = Object.values(Fields).map((name) => [Buffer.from(name), name] as const)
+/**
+ * The field names the engine reads, as one shared string each and as bytes (parallel arrays, looked up by index):
+ * the compact layout's two first, then the five-field layout's, so that most entries match on the first tries.
+ */
+const KNOWN_NAMES: readonly string[] = [Fields.meta, Fields.payload, ...Object.values(Fields).filter((name) => name !== Fields.meta && name !== Fields.payload)]
+const KNOWN_BYTES: readonly Uint8Array[] = KNOWN_NAMES.map((name) => Buffer.from(name))
 
 const malformed = (why: string): BackendError => new BackendError(`malformed packed read reply: ${why}`)
 
@@ -172,11 +176,12 @@ class Reader {
     const end = this.#at
     const length = end - start
     const buf = this.#buf
-    for (const [bytes, name] of KNOWN) {
+    for (let k = 0; k < KNOWN_BYTES.length; k++) {
+      const bytes = KNOWN_BYTES[k] as Uint8Array
       if (bytes.length !== length) continue
       let i = 0
       while (i < length && bytes[i] === buf[start + i]) i++
-      if (i === length) return name
+      if (i === length) return KNOWN_NAMES[k] as string
     }
     return (buf as unknown as Slicing).utf8Slice(start, end)
   }
