@@ -54,7 +54,16 @@ const LAYOUT = libraryFormat()
 
 const server = await startRedisServer()
 const admin = rawClient(server.url, false)
-const results = new Map<string, ChildResult[]>()
+/** A child's result, with the CPU time the redis-server spent meanwhile (ms; its threads, from INFO cpu). */
+type Measured = ChildResult & { readonly redisCpuMs: number }
+const results = new Map<string, Measured[]>()
+
+/** The redis-server's CPU time so far (user + system of all its threads), ms. */
+async function redisCpuMs(): Promise<number> {
+  const info = await admin.info('cpu')
+  const field = (name: string): number => Number(new RegExp(`^${name}:([0-9.]+)`, 'm').exec(info)?.[1] ?? NaN)
+  return (field('used_cpu_user') + field('used_cpu_sys')) * 1_000
+}
 const messages = new Map<string, number>()
 
 /** Runs every variant `runs` times, interleaved; each measurement on an emptied server. */
@@ -64,7 +73,8 @@ async function measure(section: string, variants: readonly Variant[]): Promise<v
       await admin.flushall()
       const topic = randomTopic(v.label)
       if (v.prefill !== undefined) await prefill(server.url, topic, v.prefill, v.format ?? formatOf(v.side))
-      const result = await runChild(v.spec(server.url, topic), v.env ?? {})
+      const redisBefore = await redisCpuMs()
+      const result: Measured = { ...(await runChild(v.spec(server.url, topic), v.env ?? {})), redisCpuMs: (await redisCpuMs()) - redisBefore }
       if (v.messages !== undefined) messages.set(v.label, v.messages)
       const list = results.get(v.label) ?? []
       list.push(result)
@@ -77,7 +87,7 @@ async function measure(section: string, variants: readonly Variant[]): Promise<v
   await admin.flushall()
 }
 
-const med = (label: string, pick: (r: ChildResult) => number | undefined): number =>
+const med = (label: string, pick: (r: Measured) => number | undefined): number =>
   median((results.get(label) ?? []).map(pick).filter((x): x is number => x !== undefined))
 const rate = (label: string): number => med(label, (r) => r.rate)
 const rss = (label: string): number => med(label, (r) => r.maxRssMiB)
@@ -310,4 +320,27 @@ console.log('|---|---|---|---|---|')
 for (const [work, lib, r1, r5] of cpuRows) {
   if (!results.has(lib)) continue
   console.log(`| ${work} | ${cpuPerMessage(r1).toFixed(1)} µs | ${cpuPerMessage(lib).toFixed(1)} µs | ${(cpuPerMessage(lib) / cpuPerMessage(r1)).toFixed(2)} | ${cpuPerMessage(r5).toFixed(1)} µs |`)
+}
+
+// Where a drain's CPU goes, on both cores: the client's main thread (the JavaScript), its other threads (V8's GC
+// helpers and background compiler), and the redis-server. A drain that keeps both cores busy is as fast as the
+// busier core allows, whichever process is on it.
+const perMessage = (label: string, pick: (r: Measured) => number | undefined): number => (med(label, pick) * 1_000) / (messages.get(label) ?? NaN)
+const drainLabels: [string, string][] = [
+  ['hand-written one-field loop', 'drain-raw1'],
+  ['drain, payload read', 'drain-lib-read'],
+  ['drain, payload never read', 'drain-lib-lazy'],
+  ['subscribe(), defaults', 'drain-lib-subscribe'],
+]
+if (drainLabels.some(([, label]) => results.get(label)?.some((r) => r.mainCpuMs !== undefined))) {
+  console.log('')
+  console.log('| drain CPU per message | client main thread | client other threads (GC, compiler) | redis-server | all |')
+  console.log('|---|---|---|---|---|')
+  for (const [work, label] of drainLabels) {
+    if (!results.has(label)) continue
+    const main = perMessage(label, (r) => r.mainCpuMs)
+    const client = perMessage(label, (r) => r.cpuMs)
+    const redis = perMessage(label, (r) => r.redisCpuMs)
+    console.log(`| ${work} | ${main.toFixed(1)} µs | ${(client - main).toFixed(1)} µs | ${redis.toFixed(1)} µs | ${(client + redis).toFixed(1)} µs |`)
+  }
 }
