@@ -267,7 +267,9 @@ if (results.has('rss-big-library')) {
   })
 }
 
-const cpuPerMessage = (label: string): number => (med(label, (r) => r.cpuMs) * 1_000) / (messages.get(label) ?? NaN)
+/** The median of one measure of `label`'s runs, per message handled, µs (the measure in ms). */
+const perMessage = (label: string, pick: (r: Measured) => number | undefined): number => (med(label, pick) * 1_000) / (messages.get(label) ?? NaN)
+const cpuPerMessage = (label: string): number => perMessage(label, (r) => r.cpuMs)
 const cpuRows: [string, string, string, string][] = [
   ['drain, payload read', 'drain-lib-read', 'drain-raw1', 'drain-raw5'],
   ['drain, payload never read', 'drain-lib-lazy', 'drain-raw1', 'drain-raw5'],
@@ -325,7 +327,6 @@ for (const [work, lib, r1, r5] of cpuRows) {
 // Where a drain's CPU goes, on both cores: the client's main thread (the JavaScript), its other threads (V8's GC
 // helpers and background compiler), and the redis-server. A drain that keeps both cores busy is as fast as the
 // busier core allows, whichever process is on it.
-const perMessage = (label: string, pick: (r: Measured) => number | undefined): number => (med(label, pick) * 1_000) / (messages.get(label) ?? NaN)
 const drainLabels: [string, string][] = [
   ['hand-written one-field loop', 'drain-raw1'],
   ['drain, payload read', 'drain-lib-read'],
